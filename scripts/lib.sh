@@ -1,0 +1,21 @@
+# Shared helpers for the project's scripts. Sourced, not run.
+repo_root() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
+cache_dir() { echo "${ARTSTORE_CACHE_DIR:-$HOME/.cache/artstore}"; }
+weed_bin() { echo "$(cache_dir)/seaweedfs-venv/bin/weed"; }
+pg_bin_dir() {
+  local d
+  for d in /usr/lib/postgresql/15/bin /usr/lib/postgresql/16/bin /usr/lib/postgresql/17/bin; do
+    [ -x "$d/initdb" ] && { echo "$d"; return; }
+  done
+  echo /usr/lib/postgresql/15/bin
+}
+log() { echo "[artstore] $*" >&2; }
+# A free TCP port on loopback (the kernel picks it; a tiny race is acceptable for throw-away services).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_tcp() { # host port seconds
+  local deadline=$((SECONDS + $3))
+  while ! (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
+    [ $SECONDS -ge $deadline ] && return 1
+    sleep 0.1
+  done
+}

@@ -1,0 +1,9 @@
+//! Pieces every workload role shares: JSON errors, JWT auth, telemetry, and the
+//! `/healthz`, `/readyz`, `/metrics` endpoints.
+
+pub mod auth;
+pub mod error;
+pub mod ops;
+pub mod telemetry;
+
+pub use error::ApiError;

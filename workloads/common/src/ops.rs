@@ -1,0 +1,67 @@
+//! `/healthz` (the process runs), `/readyz` (its dependencies answer) and `/metrics`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use artstore_contract::paths;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+
+/// A readiness check: `Ok` when the process can serve.
+pub type ReadyCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct Ops {
+    pub registry: Arc<Mutex<Registry>>,
+    pub ready: ReadyCheck,
+}
+
+impl Ops {
+    pub fn new(registry: Registry, ready: ReadyCheck) -> Self {
+        Ops {
+            registry: Arc::new(Mutex::new(registry)),
+            ready,
+        }
+    }
+
+    pub fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
+        Router::new()
+            .route(paths::HEALTHZ, get(|| async { "ok" }))
+            .route(paths::READYZ, get(readyz))
+            .route(paths::METRICS, get(metrics))
+            .with_state(self)
+    }
+}
+
+async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
+    match (ops.ready)().await {
+        Ok(()) => (StatusCode::OK, "ready".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
+    let mut text = String::new();
+    let encoded = match ops.registry.lock() {
+        Ok(registry) => prometheus_client::encoding::text::encode(&mut text, &registry),
+        Err(_) => Err(std::fmt::Error),
+    };
+    match encoded {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}

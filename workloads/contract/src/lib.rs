@@ -1,0 +1,229 @@
+//! The contract between the operator and the `artstore` binary, written down in one place:
+//! subcommands, environment variables, the storage-element registry file, stream entry fields
+//! and the JSON the operator reads from a storage element. No workload code lives here and this
+//! crate depends on nothing but serde, so the operator can use it without importing workloads.
+//!
+//! `docs/CONTRACT.md` is the human-readable version of this file.
+
+use serde::{Deserialize, Serialize};
+
+/// The binary every workload container runs.
+pub const BINARY: &str = "artstore";
+
+/// Subcommands (`artstore <role> <action>`).
+pub mod command {
+    pub const STORAGE_ELEMENT: &str = "storage-element";
+    pub const QUERY_NODE: &str = "query-node";
+    pub const INGESTER: &str = "ingester";
+    pub const TOKEN: &str = "token";
+
+    pub const SERVE: &str = "serve";
+    pub const MIGRATE: &str = "migrate";
+    /// `artstore storage-element rebuild --mode <RebuildMode>`
+    pub const REBUILD: &str = "rebuild";
+    /// `artstore query-node backfill`
+    pub const BACKFILL: &str = "backfill";
+    /// `artstore query-node ensure-group` — creates the stream and group (idempotent).
+    pub const ENSURE_GROUP: &str = "ensure-group";
+}
+
+/// Modes of `artstore storage-element rebuild --mode`.
+pub const REBUILD_MODES: [&str; 5] = [
+    "full",
+    "incremental",
+    "consistency",
+    "cleanup-expired",
+    "retention",
+];
+
+/// Environment variables read by the `artstore` binary (each also a `--flag`).
+pub mod env {
+    // Every role
+    pub const LISTEN: &str = "ARTSTORE_LISTEN";
+    pub const LOG_FORMAT: &str = "ARTSTORE_LOG_FORMAT";
+    pub const JWT_SECRET_FILE: &str = "ARTSTORE_JWT_SECRET_FILE";
+    pub const JWT_PUBLIC_KEY_FILE: &str = "ARTSTORE_JWT_PUBLIC_KEY_FILE";
+    pub const DATABASE_URL: &str = "ARTSTORE_DATABASE_URL";
+    pub const REDIS_URL: &str = "ARTSTORE_REDIS_URL";
+    pub const STREAM: &str = "ARTSTORE_STREAM";
+    pub const REGISTRY_FILE: &str = "ARTSTORE_REGISTRY_FILE";
+
+    // Storage element
+    pub const ELEMENT_ID: &str = "ARTSTORE_ELEMENT_ID";
+    pub const ELEMENT_MODE: &str = "ARTSTORE_ELEMENT_MODE";
+    pub const ELEMENT_PRIORITY: &str = "ARTSTORE_ELEMENT_PRIORITY";
+    pub const CAPACITY_BYTES: &str = "ARTSTORE_CAPACITY_BYTES";
+    pub const MAX_FILE_BYTES: &str = "ARTSTORE_MAX_FILE_BYTES";
+    pub const CACHE_TTL_HOURS: &str = "ARTSTORE_CACHE_TTL_HOURS";
+    pub const STREAM_MAXLEN: &str = "ARTSTORE_STREAM_MAXLEN";
+    pub const BACKEND: &str = "ARTSTORE_BACKEND";
+    pub const VOLUME_PATH: &str = "ARTSTORE_VOLUME_PATH";
+    pub const S3_ENDPOINT: &str = "ARTSTORE_S3_ENDPOINT";
+    pub const S3_BUCKET: &str = "ARTSTORE_S3_BUCKET";
+    pub const S3_PREFIX: &str = "ARTSTORE_S3_PREFIX";
+    pub const S3_REGION: &str = "ARTSTORE_S3_REGION";
+    pub const S3_ACCESS_KEY: &str = "AWS_ACCESS_KEY_ID";
+    pub const S3_SECRET_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+
+    // Query node
+    pub const CONSUMER_GROUP: &str = "ARTSTORE_CONSUMER_GROUP";
+    /// Stable per replica; defaults to `POD_NAME`, then the host name.
+    pub const CONSUMER_NAME: &str = "ARTSTORE_CONSUMER_NAME";
+    pub const POD_NAME: &str = "POD_NAME";
+    pub const BATCH_SIZE: &str = "ARTSTORE_BATCH_SIZE";
+    pub const MAX_DELIVERIES: &str = "ARTSTORE_MAX_DELIVERIES";
+    pub const DEAD_LETTER_STREAM: &str = "ARTSTORE_DEAD_LETTER_STREAM";
+    pub const CLAIM_MIN_IDLE_MS: &str = "ARTSTORE_CLAIM_MIN_IDLE_MS";
+
+    // Ingester
+    pub const MAX_UPLOAD_BYTES: &str = "ARTSTORE_MAX_UPLOAD_BYTES";
+    pub const RATE_LIMIT_PER_MINUTE: &str = "ARTSTORE_RATE_LIMIT_PER_MINUTE";
+    pub const IDEMPOTENCY_TTL_SECONDS: &str = "ARTSTORE_IDEMPOTENCY_TTL_SECONDS";
+}
+
+/// HTTP paths every process serves besides its API.
+pub mod paths {
+    pub const HEALTHZ: &str = "/healthz";
+    pub const READYZ: &str = "/readyz";
+    pub const METRICS: &str = "/metrics";
+    pub const STATUS: &str = "/api/v1/status";
+    pub const CONSISTENCY: &str = "/api/v1/cache/consistency";
+}
+
+/// Default port of every workload's HTTP listener.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// Fields of a stream entry.
+pub mod stream_fields {
+    pub const TYPE: &str = "type";
+    pub const EVENT_ID: &str = "event_id";
+    pub const FILE_ID: &str = "file_id";
+    pub const VERSION: &str = "version";
+    pub const STORAGE_ELEMENT_ID: &str = "storage_element_id";
+    pub const OCCURRED_AT: &str = "occurred_at";
+    pub const PAYLOAD: &str = "payload";
+}
+
+/// Event types on the stream.
+pub mod event_types {
+    pub const FILE_CREATED: &str = "file.created";
+    pub const FILE_UPDATED: &str = "file.updated";
+    pub const FILE_DELETED: &str = "file.deleted";
+}
+
+/// Storage element modes: `edit` (read, write, change, delete), `rw` (read, write),
+/// `ro` (read only), `ar` (archive: read only, cold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ElementMode {
+    Edit,
+    Rw,
+    Ro,
+    Ar,
+}
+
+impl ElementMode {
+    pub fn accepts_writes(self) -> bool {
+        matches!(self, ElementMode::Edit | ElementMode::Rw)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ElementMode::Edit => "edit",
+            ElementMode::Rw => "rw",
+            ElementMode::Ro => "ro",
+            ElementMode::Ar => "ar",
+        }
+    }
+}
+
+impl std::str::FromStr for ElementMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "edit" => Ok(ElementMode::Edit),
+            "rw" => Ok(ElementMode::Rw),
+            "ro" => Ok(ElementMode::Ro),
+            "ar" => Ok(ElementMode::Ar),
+            other => Err(format!(
+                "unknown mode {other:?}: expected edit, rw, ro or ar"
+            )),
+        }
+    }
+}
+
+/// The storage-element registry file the operator publishes (a ConfigMap key, mounted) and the
+/// local stack writes; ingesters and query nodes reload it when it changes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Registry {
+    pub elements: Vec<RegistryEntry>,
+}
+
+/// Key of the registry file in its ConfigMap, and its file name when mounted.
+pub const REGISTRY_FILE_NAME: &str = "registry.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryEntry {
+    pub id: String,
+    /// Base URL of the element's HTTP API, e.g. `http://se-a.archive.svc:8080`.
+    pub url: String,
+    pub mode: ElementMode,
+    pub priority: i32,
+    pub capacity_bytes: u64,
+    #[serde(default)]
+    pub used_bytes: u64,
+}
+
+/// `GET /api/v1/status` of a storage element.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ElementStatus {
+    pub id: String,
+    pub mode: ElementMode,
+    pub priority: i32,
+    pub capacity_bytes: u64,
+    pub used_bytes: u64,
+    pub file_count: u64,
+    pub backend: String,
+}
+
+/// `GET /api/v1/cache/consistency` of a storage element.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsistencyReport {
+    pub total_attr_files: u64,
+    pub total_cache_entries: u64,
+    pub orphan_cache_count: u64,
+    pub orphan_attr_count: u64,
+    pub expired_cache_count: u64,
+    pub is_consistent: bool,
+    pub inconsistency_percentage: f64,
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_round_trips_and_modes_are_lowercase() {
+        let reg = Registry {
+            elements: vec![RegistryEntry {
+                id: "se-a".into(),
+                url: "http://127.0.0.1:1".into(),
+                mode: ElementMode::Rw,
+                priority: 10,
+                capacity_bytes: 1 << 30,
+                used_bytes: 5,
+            }],
+        };
+        let text = serde_json::to_string(&reg).expect("serialise");
+        assert!(text.contains("\"mode\":\"rw\""), "{text}");
+        let back: Registry = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back, reg);
+        assert!(
+            "ar".parse::<ElementMode>()
+                .is_ok_and(|m| !m.accepts_writes())
+        );
+        assert!("RW".parse::<ElementMode>().is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Consuming the stream with a consumer group (used by the query node).

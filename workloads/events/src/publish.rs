@@ -1,0 +1,1 @@
+//! Publishing events to the stream (used by the storage element's outbox relay).
