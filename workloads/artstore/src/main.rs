@@ -1,1 +1,58 @@
-fn main() {}
+//! `artstore`: the one binary of every workload role. The operator only knows its command line
+//! and environment (`artstore_contract`), never this code.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "artstore", version, about = "ArtStore file archive workloads")]
+struct Cli {
+    /// Log format: `json` (clusters) or `text`.
+    #[arg(long, global = true, env = artstore_contract::env::LOG_FORMAT, default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// A storage element: stores files, their sidecars and its cache; publishes events.
+    #[command(subcommand)]
+    StorageElement(artstore_element::cli::Command),
+    /// A query node: consumes events into its search index; serves search and download.
+    #[command(subcommand)]
+    QueryNode(artstore_query::cli::Command),
+    /// The ingester: the authenticated upload gateway.
+    #[command(subcommand)]
+    Ingester(artstore_ingester::cli::Command),
+    /// Print a signed token for the shared secret.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    #[arg(long)]
+    role: artstore_common::auth::Role,
+    #[arg(long)]
+    sub: String,
+    /// Validity in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    ttl: u64,
+    #[arg(long, env = artstore_contract::env::JWT_SECRET_FILE)]
+    secret_file: std::path::PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    artstore_common::telemetry::init(&cli.log_format);
+    match cli.role {
+        Role::StorageElement(cmd) => artstore_element::cli::run(cmd).await,
+        Role::QueryNode(cmd) => artstore_query::cli::run(cmd).await,
+        Role::Ingester(cmd) => artstore_ingester::cli::run(cmd).await,
+        Role::Token(args) => {
+            let secret = artstore_common::auth::read_secret_file(&args.secret_file)?;
+            println!("{}", artstore_common::auth::mint(&secret, &args.sub, args.role, args.ttl)?);
+            Ok(())
+        }
+    }
+}

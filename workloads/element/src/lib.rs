@@ -1,1 +1,3 @@
-//! placeholder
+//! The storage-element role of the `artstore` binary.
+
+pub mod cli;

@@ -1,1 +1,3 @@
-//! placeholder
+//! The ingester role of the `artstore` binary.
+
+pub mod cli;

@@ -1,1 +1,3 @@
-//! placeholder
+//! The query-node role of the `artstore` binary.
+
+pub mod cli;

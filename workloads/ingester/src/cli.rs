@@ -1,0 +1,14 @@
+//! `artstore ingester ...`: the role's subcommands and their flags/environment
+//! (names from `artstore_contract::env`).
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Serve the role's HTTP API.
+    Serve,
+}
+
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => anyhow::bail!("the ingester role is not built yet"),
+    }
+}
