@@ -8,7 +8,9 @@ root=$(repo_root)
 cd "$root"
 
 bash scripts/install.sh
-if [ -f scripts/install-k8s-tools.sh ]; then bash scripts/install-k8s-tools.sh; fi
+# etcd, kube-apiserver, kube-controller-manager and helm, built once from their Go modules.
+ARTSTORE_K8S_BIN_DIR=$(bash scripts/install-k8s-tools.sh)
+export ARTSTORE_K8S_BIN_DIR
 
 services_dir="$root/target/artstore-services"
 trap 'bash scripts/services.sh stop "$services_dir"' EXIT
