@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod ops;
+pub mod registry;
 pub mod telemetry;
 
 pub use error::ApiError;
