@@ -1,5 +1,7 @@
 //! Every HTTP error is a JSON body `{"code": "...", "message": "..."}` with a stable `code`.
 
+use std::borrow::Cow;
+
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -8,7 +10,8 @@ use serde::Serialize;
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    /// Stable machine-readable code (`file_too_large`, …); owned when relayed from another process.
+    pub code: Cow<'static, str>,
     pub message: String,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
@@ -21,10 +24,14 @@ struct Body<'a> {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             status,
-            code,
+            code: code.into(),
             message: message.into(),
             retry_after: None,
         }
@@ -81,7 +88,7 @@ impl IntoResponse for ApiError {
         let mut response = (
             self.status,
             Json(Body {
-                code: self.code,
+                code: &self.code,
                 message: &self.message,
             }),
         )

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod ops;
 pub mod registry;
+pub mod serve;
 pub mod telemetry;
 
 pub use error::ApiError;

@@ -11,16 +11,24 @@ use tokio::sync::watch;
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("cannot read registry file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("registry file {path} is not valid: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 pub async fn load(path: &std::path::Path) -> Result<Registry, RegistryError> {
-    let text = tokio::fs::read(path).await.map_err(|source| RegistryError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = tokio::fs::read(path)
+        .await
+        .map_err(|source| RegistryError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     serde_json::from_slice(&text).map_err(|source| RegistryError::Parse {
         path: path.to_path_buf(),
         source,
@@ -70,7 +78,9 @@ impl RegistryHandle {
                         let _ = tx.send(Arc::new(next));
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "registry reload failed; keeping the last good one"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "registry reload failed; keeping the last good one")
+                    }
                 }
             }
         });
@@ -103,13 +113,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("registry-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("registry.json");
-        let write = |reg: &Registry| std::fs::write(&path, serde_json::to_vec(reg).expect("json")).expect("write");
-        write(&Registry { elements: vec![entry("a")] });
+        let write = |reg: &Registry| {
+            std::fs::write(&path, serde_json::to_vec(reg).expect("json")).expect("write")
+        };
+        write(&Registry {
+            elements: vec![entry("a")],
+        });
         let handle = RegistryHandle::watch(path.clone(), Duration::from_millis(20))
             .await
             .expect("loads");
         assert_eq!(handle.current().elements.len(), 1);
-        write(&Registry { elements: vec![entry("a"), entry("b")] });
+        write(&Registry {
+            elements: vec![entry("a"), entry("b")],
+        });
         let mut seen = 0;
         for _ in 0..100 {
             seen = handle.current().elements.len();

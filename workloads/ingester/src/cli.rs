@@ -1,14 +1,31 @@
-//! `artstore ingester ...`: the role's subcommands and their flags/environment
-//! (names from `artstore_contract::env`).
+//! `artstore ingester serve`.
+
+use std::time::Duration;
+
+use artstore_common::registry::RegistryHandle;
+
+use crate::IngesterConfig;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Serve the role's HTTP API.
-    Serve,
+    /// Serve the upload gateway.
+    Serve(IngesterConfig),
 }
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve => anyhow::bail!("the ingester role is not built yet"),
+        Command::Serve(config) => {
+            let verifier = artstore_common::serve::verifier(
+                &config.jwt_secret_file,
+                config.jwt_public_key_file.as_deref(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            let registry =
+                RegistryHandle::watch(config.registry_file.clone(), Duration::from_secs(2)).await?;
+            let listen = config.listen;
+            let ingester = crate::build(config, registry, verifier).await?;
+            artstore_common::serve::serve(listen, ingester.router).await?;
+            Ok(())
+        }
     }
 }

@@ -1,3 +1,17 @@
-//! The ingester role of the `artstore` binary.
+//! The ingester role: the authenticated upload gateway. It rate-limits per client, honours
+//! `Idempotency-Key`, spools each uploaded file once (hashing it on the way), then hands it to the
+//! first storage element that can take it ("sequential fill"): modes `edit`/`rw`, highest priority
+//! first, enough free capacity, falling through on a full or failing element.
 
 pub mod cli;
+pub mod config;
+mod element_client;
+mod http;
+mod idempotency;
+mod metrics;
+mod ratelimit;
+pub mod select;
+mod spool;
+
+pub use config::IngesterConfig;
+pub use http::{Ingester, build};

@@ -1,0 +1,544 @@
+//! The ingester's HTTP API: upload, batch upload, and metadata changes relayed to the owner.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::multipart::{Multipart, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{patch, post};
+use axum::{Json, extract::rejection::JsonRejection};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::IngesterConfig;
+use crate::element_client::{Attempt, ElementClient, UploadMeta};
+use crate::idempotency::{Claim, Idempotency, parse_key};
+use crate::metrics::{Metrics, Outcome};
+use crate::ratelimit::{Decision, RateLimiter};
+use crate::select;
+use crate::spool::{Spooled, spool};
+use artstore_common::ApiError;
+use artstore_common::auth::{Caller, Role, Verifier, require_auth};
+use artstore_common::ops::Ops;
+use artstore_common::registry::RegistryHandle;
+
+struct Inner {
+    config: IngesterConfig,
+    registry: RegistryHandle,
+    elements: ElementClient,
+    limiter: RateLimiter,
+    idempotency: Idempotency,
+    metrics: Metrics,
+}
+
+#[derive(Clone)]
+struct AppState(Arc<Inner>);
+
+/// A built ingester: its router, ready to serve.
+pub struct Ingester {
+    pub router: Router,
+}
+
+/// Builds the ingester from its configuration, a registry and a token verifier.
+pub async fn build(
+    config: IngesterConfig,
+    registry: RegistryHandle,
+    verifier: Verifier,
+) -> anyhow::Result<Ingester> {
+    let client = redis::Client::open(config.redis_url.as_str())?;
+    let redis = redis::aio::ConnectionManager::new(client).await?;
+    let metrics = Metrics::default();
+    let mut prometheus = prometheus_client::registry::Registry::default();
+    metrics.register(&mut prometheus);
+    let state = AppState(Arc::new(Inner {
+        limiter: RateLimiter::new(
+            redis.clone(),
+            &config.redis_key_prefix,
+            config.rate_limit_per_minute,
+        ),
+        idempotency: Idempotency::new(
+            redis.clone(),
+            &config.redis_key_prefix,
+            config.idempotency_ttl_seconds,
+        ),
+        elements: ElementClient::new(),
+        registry,
+        metrics,
+        config,
+    }));
+
+    let ready_redis = redis.clone();
+    let ops = Ops::new(
+        prometheus,
+        Arc::new(move || {
+            let mut conn = ready_redis.clone();
+            Box::pin(async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("redis: {e}"))
+            })
+        }),
+    );
+
+    let api = Router::new()
+        .route("/api/v1/files/upload", post(upload))
+        .route("/api/v1/files/batch", post(batch))
+        .route("/api/v1/files/{id}", patch(update).delete(remove))
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
+        .layer(middleware::from_fn_with_state(verifier, require_auth))
+        // Size is enforced while spooling (413), not by a blanket body limit.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state);
+    Ok(Ingester {
+        router: api.merge(ops.router()),
+    })
+}
+
+async fn rate_limit(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: Request,
+    next: Next,
+) -> Response {
+    match state.0.limiter.check(&caller.sub).await {
+        Ok(Decision::Allowed) => next.run(request).await,
+        Ok(Decision::Limited { retry_after_ms }) => {
+            state.0.metrics.rate_limited.inc();
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "more than {} requests in a minute; retry later",
+                    state.0.config.rate_limit_per_minute
+                ),
+            )
+            .with_retry_after(retry_after_ms.div_ceil(1000))
+            .into_response()
+        }
+        // Fail closed would stop every upload when Redis blips; fail open and say so.
+        Err(e) => {
+            tracing::warn!(error = %e, "rate limiter unavailable; request let through");
+            next.run(request).await
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> String {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(value) => {
+            let text = value.to_str().map_err(|_| {
+                ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be ASCII")
+            })?;
+            parse_key(text).map(Some)
+        }
+    }
+}
+
+fn multipart_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(
+        "invalid_multipart",
+        format!("the request is not valid multipart/form-data: {e}"),
+    )
+}
+
+/// Applies one non-file form field to the metadata; unknown fields are refused.
+async fn read_meta_field(
+    name: &str,
+    field: axum::extract::multipart::Field<'_>,
+    meta: &mut UploadMeta,
+) -> Result<(), ApiError> {
+    let value = field.text().await.map_err(multipart_error)?;
+    match name {
+        "description" => meta.description = Some(value),
+        "tags" | "tag" => {
+            // `tags` may repeat, or carry a comma-separated list.
+            meta.tags.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(String::from),
+            );
+        }
+        "retention" => {
+            if value != "temporary" && value != "permanent" {
+                return Err(ApiError::bad_request(
+                    "invalid_retention",
+                    "retention must be `temporary` or `permanent`",
+                ));
+            }
+            meta.retention = Some(value);
+        }
+        "retention_days" => {
+            let days: u32 = value.trim().parse().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_retention_days",
+                    "retention_days must be a whole number",
+                )
+            })?;
+            if !(1..=36_500).contains(&days) {
+                return Err(ApiError::bad_request(
+                    "invalid_retention_days",
+                    "retention_days must be between 1 and 36500",
+                ));
+            }
+            meta.retention_days = Some(days.to_string());
+        }
+        other => {
+            return Err(ApiError::bad_request(
+                "unknown_field",
+                format!(
+                    "unknown form field {other:?}: expected file, description, tags, retention, retention_days"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Same content = same bytes and same metadata.
+fn fingerprint(file: &Spooled, meta: &UploadMeta) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        file.sha256.as_str(),
+        file.filename.as_str(),
+        meta.description.as_deref().unwrap_or(""),
+        &meta.tags.join("\u{1f}"),
+        meta.retention.as_deref().unwrap_or(""),
+        meta.retention_days.as_deref().unwrap_or(""),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Offers the file to each candidate element in turn.
+async fn store(
+    state: &Inner,
+    file: &Spooled,
+    meta: &UploadMeta,
+    auth: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let registry = state.registry.current();
+    let candidates = select::candidates(&registry, file.size);
+    let mut reasons = Vec::new();
+    for element in &candidates {
+        match state.elements.upload(element, file, meta, auth).await {
+            Attempt::Stored(record) => {
+                state.metrics.upload_bytes.inc_by(file.size);
+                return Ok(record);
+            }
+            Attempt::Rejected(e) => return Err(e),
+            Attempt::Skip(reason) => {
+                tracing::info!(element = %element.id, %reason, "storage element could not take the file; trying the next");
+                state.metrics.fallthroughs.inc();
+                reasons.push(reason);
+            }
+        }
+    }
+    let detail = if candidates.is_empty() {
+        "no writable storage element has room for the file".to_string()
+    } else {
+        format!(
+            "every writable storage element refused the file: {}",
+            reasons.join("; ")
+        )
+    };
+    Err(ApiError::unavailable("no_storage_available", detail).with_retry_after(30))
+}
+
+/// Stores one spooled file, honouring an idempotency key. Returns the record and whether it
+/// was replayed.
+async fn store_once(
+    state: &Inner,
+    caller: &Caller,
+    key: Option<&str>,
+    file: &Spooled,
+    meta: &UploadMeta,
+    auth: &str,
+) -> Result<(serde_json::Value, bool), ApiError> {
+    let Some(key) = key else {
+        return store(state, file, meta, auth).await.map(|r| (r, false));
+    };
+    let print = fingerprint(file, meta);
+    match state.idempotency.claim(&caller.sub, key, &print).await? {
+        Claim::Replay(record) => Ok((record, true)),
+        Claim::Owner => match store(state, file, meta, auth).await {
+            Ok(record) => {
+                state
+                    .idempotency
+                    .complete(&caller.sub, key, &print, &record)
+                    .await;
+                Ok((record, false))
+            }
+            Err(e) => {
+                state.idempotency.release(&caller.sub, key).await;
+                Err(e)
+            }
+        },
+    }
+}
+
+fn count(state: &Inner, result: &Result<(serde_json::Value, bool), ApiError>) {
+    let outcome = match result {
+        Ok((_, true)) => "replayed",
+        Ok((_, false)) => "stored",
+        Err(e) if e.status.is_client_error() => "rejected",
+        Err(_) => "failed",
+    };
+    state
+        .metrics
+        .uploads
+        .get_or_create(&Outcome { outcome })
+        .inc();
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Writer)?;
+    let key = idempotency_key(&headers)?;
+    let mut multipart = multipart.map_err(multipart_error)?;
+    let mut meta = UploadMeta::default();
+    let mut file = None;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "file" {
+            if file.is_some() {
+                return Err(ApiError::bad_request(
+                    "too_many_files",
+                    "one file per upload; use /api/v1/files/batch for several",
+                ));
+            }
+            file = Some(
+                spool(
+                    field,
+                    state.0.config.max_upload_bytes,
+                    state.0.config.memory_spool_bytes,
+                )
+                .await?,
+            );
+        } else {
+            read_meta_field(&name, field, &mut meta).await?;
+        }
+    }
+    let file =
+        file.ok_or_else(|| ApiError::bad_request("missing_file", "the form has no `file` part"))?;
+    let result = store_once(
+        &state.0,
+        &caller,
+        key.as_deref(),
+        &file,
+        &meta,
+        &bearer(&headers),
+    )
+    .await;
+    count(&state.0, &result);
+    let (record, replayed) = result?;
+    let mut response = if replayed {
+        (StatusCode::OK, Json(record)).into_response()
+    } else {
+        (StatusCode::CREATED, Json(record)).into_response()
+    };
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+#[derive(Serialize)]
+struct BatchItem {
+    index: usize,
+    filename: Option<String>,
+    /// `stored`, `replayed` or `rejected`.
+    status: &'static str,
+    http_status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_id: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<BatchError>,
+}
+
+#[derive(Serialize)]
+struct BatchError {
+    code: String,
+    message: String,
+}
+
+impl BatchItem {
+    fn rejected(index: usize, filename: Option<String>, e: ApiError) -> Self {
+        BatchItem {
+            index,
+            filename,
+            status: "rejected",
+            http_status: e.status.as_u16(),
+            file_id: None,
+            record: None,
+            error: Some(BatchError {
+                code: e.code.into_owned(),
+                message: e.message,
+            }),
+        }
+    }
+}
+
+/// Several `file` parts, each stored or refused on its own: 207 with one result per part.
+/// Metadata fields apply to the file parts that follow them; with an `Idempotency-Key`, item
+/// `i` uses the key `<key>:<i>`.
+async fn batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Writer)?;
+    let key = idempotency_key(&headers)?;
+    let mut multipart = multipart.map_err(multipart_error)?;
+    let auth = bearer(&headers);
+    let mut meta = UploadMeta::default();
+    let mut items = Vec::new();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => {
+                // The rest of the body is unreadable; what was stored stays stored and is reported.
+                items.push(BatchItem::rejected(items.len(), None, multipart_error(e)));
+                break;
+            }
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        if name != "file" {
+            if let Err(e) = read_meta_field(&name, field, &mut meta).await {
+                items.push(BatchItem::rejected(items.len(), None, e));
+            }
+            continue;
+        }
+        let index = items.len();
+        let filename = field.file_name().map(String::from);
+        let file = match spool(
+            field,
+            state.0.config.max_upload_bytes,
+            state.0.config.memory_spool_bytes,
+        )
+        .await
+        {
+            Ok(file) => file,
+            Err(e) => {
+                count(&state.0, &Err(e.clone()));
+                items.push(BatchItem::rejected(index, filename, e));
+                continue;
+            }
+        };
+        let item_key = key.as_ref().map(|k| format!("{k}:{index}"));
+        let result = store_once(&state.0, &caller, item_key.as_deref(), &file, &meta, &auth).await;
+        count(&state.0, &result);
+        items.push(match result {
+            Ok((record, replayed)) => BatchItem {
+                index,
+                filename,
+                status: if replayed { "replayed" } else { "stored" },
+                http_status: if replayed { 200 } else { 201 },
+                file_id: record.get("file_id").cloned(),
+                record: Some(record),
+                error: None,
+            },
+            Err(e) => BatchItem::rejected(index, filename, e),
+        });
+    }
+    if items.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_file",
+            "the form has no `file` part",
+        ));
+    }
+    let stored = items.iter().filter(|i| i.status != "rejected").count();
+    let body = serde_json::json!({
+        "total": items.len(),
+        "stored": stored,
+        "rejected": items.len() - stored,
+        "results": items,
+    });
+    Ok((StatusCode::MULTI_STATUS, Json(body)).into_response())
+}
+
+fn parse_file_id(id: &str) -> Result<(), ApiError> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| ())
+        .map_err(|_| ApiError::bad_request("invalid_file_id", format!("{id:?} is not a file id")))
+}
+
+fn relayed(status: StatusCode, body: Option<serde_json::Value>) -> Response {
+    match body {
+        Some(json) => (status, Json(json)).into_response(),
+        None => status.into_response(),
+    }
+}
+
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Writer)?;
+    parse_file_id(&id)?;
+    let Json(body) = body.map_err(|e| ApiError::bad_request("invalid_json", e.body_text()))?;
+    let auth = bearer(&headers);
+    let owner = state
+        .0
+        .elements
+        .find_owner(&state.0.registry.current(), &id, &auth)
+        .await?;
+    let (status, json) = state
+        .0
+        .elements
+        .relay(reqwest::Method::PATCH, &owner, &id, &auth, Some(&body))
+        .await?;
+    Ok(relayed(status, json))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Writer)?;
+    parse_file_id(&id)?;
+    let auth = bearer(&headers);
+    let owner = state
+        .0
+        .elements
+        .find_owner(&state.0.registry.current(), &id, &auth)
+        .await?;
+    let (status, json) = state
+        .0
+        .elements
+        .relay(reqwest::Method::DELETE, &owner, &id, &auth, None)
+        .await?;
+    Ok(relayed(status, json))
+}

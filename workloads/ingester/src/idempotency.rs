@@ -1,0 +1,159 @@
+//! `Idempotency-Key`: the first request with a key stores the file; a repeat with the same
+//! content gets the first record back, a repeat with other content is refused, and concurrent
+//! requests with one key store the file once (the others wait for the first to finish).
+//! Keys are scoped by client and live in Redis, so every replica sees them.
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+
+use artstore_common::ApiError;
+
+/// How long a claim survives an ingester that dies mid-upload.
+const PENDING_TTL_SECONDS: u64 = 300;
+/// How long a second request waits for the first one with the same key.
+const WAIT_FOR_FIRST: Duration = Duration::from_secs(120);
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    fingerprint: String,
+    /// `None` while the first request is still storing the file.
+    record: Option<serde_json::Value>,
+}
+
+pub enum Claim {
+    /// This request owns the key: store the file, then `complete` or `release`.
+    Owner,
+    /// The key was used with the same content: here is the first result.
+    Replay(serde_json::Value),
+}
+
+#[derive(Clone)]
+pub struct Idempotency {
+    redis: ConnectionManager,
+    prefix: String,
+    ttl_seconds: u64,
+}
+
+/// Validates the header value: 1 to 255 visible ASCII characters.
+pub fn parse_key(value: &str) -> Result<String, ApiError> {
+    let ok = !value.is_empty() && value.len() <= 255 && value.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        ))
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> ApiError {
+    ApiError::unavailable(
+        "redis_unavailable",
+        format!("idempotency store unavailable: {e}"),
+    )
+    .with_retry_after(5)
+}
+
+impl Idempotency {
+    pub fn new(redis: ConnectionManager, prefix: &str, ttl_seconds: u64) -> Self {
+        Idempotency {
+            redis,
+            prefix: format!("{prefix}:idempotency"),
+            ttl_seconds,
+        }
+    }
+
+    fn redis_key(&self, client: &str, key: &str) -> String {
+        format!("{}:{client}:{key}", self.prefix)
+    }
+
+    pub async fn claim(
+        &self,
+        client: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Claim, ApiError> {
+        let redis_key = self.redis_key(client, key);
+        let mut conn = self.redis.clone();
+        let pending = serde_json::to_string(&Entry {
+            fingerprint: fingerprint.to_string(),
+            record: None,
+        })
+        .map_err(ApiError::internal)?;
+        let deadline = Instant::now() + WAIT_FOR_FIRST;
+        loop {
+            let claimed: Option<String> = redis::cmd("SET")
+                .arg(&redis_key)
+                .arg(&pending)
+                .arg("NX")
+                .arg("EX")
+                .arg(PENDING_TTL_SECONDS)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            if claimed.is_some() {
+                return Ok(Claim::Owner);
+            }
+            let existing: Option<String> = conn.get(&redis_key).await.map_err(redis_error)?;
+            if let Some(text) = existing {
+                let entry: Entry = serde_json::from_str(&text).map_err(ApiError::internal)?;
+                if entry.fingerprint != fingerprint {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "idempotency_key_reused",
+                        "this Idempotency-Key was already used with different content",
+                    ));
+                }
+                if let Some(record) = entry.record {
+                    return Ok(Claim::Replay(record));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(ApiError::conflict(
+                    "idempotency_in_progress",
+                    "a request with this Idempotency-Key is still being processed",
+                )
+                .with_retry_after(5));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn complete(
+        &self,
+        client: &str,
+        key: &str,
+        fingerprint: &str,
+        record: &serde_json::Value,
+    ) {
+        let entry = Entry {
+            fingerprint: fingerprint.to_string(),
+            record: Some(record.clone()),
+        };
+        let Ok(text) = serde_json::to_string(&entry) else {
+            return;
+        };
+        let mut conn = self.redis.clone();
+        let stored: redis::RedisResult<()> = conn
+            .set_ex(self.redis_key(client, key), text, self.ttl_seconds)
+            .await;
+        if let Err(e) = stored {
+            // The file is stored; only the replay memory is lost, so a retry would store it again.
+            tracing::warn!(error = %e, key, "could not record idempotency result");
+        }
+    }
+
+    /// Forgets a claim whose request failed, so the client can retry with the same key.
+    pub async fn release(&self, client: &str, key: &str) {
+        let mut conn = self.redis.clone();
+        let deleted: redis::RedisResult<()> = conn.del(self.redis_key(client, key)).await;
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, key, "could not release idempotency key");
+        }
+    }
+}
