@@ -149,7 +149,7 @@ impl KubeControlPlane {
                 "kube-controller-manager",
                 Command::new(kcm_bin)
                     .arg(format!("--kubeconfig={}", kubeconfig.display()))
-                    .arg("--controllers=deployment,replicaset,job,cronjob,garbage-collector,namespace,serviceaccount-token")
+                    .arg("--controllers=deployment-controller,replicaset-controller,statefulset-controller,job-controller,cronjob-controller,garbage-collector-controller,namespace-controller")
                     .arg(format!("--service-account-private-key-file={}", sa_key.display()))
                     .arg("--leader-elect=false")
                     .arg("--secure-port=0")

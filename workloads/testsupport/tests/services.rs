@@ -145,3 +145,45 @@ async fn private_redis_server_restarts_on_the_same_port() {
     let v: Option<String> = conn.get("k").await.unwrap();
     assert_eq!(v, None);
 }
+
+#[test]
+fn kube_control_plane_serves_the_api_and_runs_controllers() {
+    let plane = ts::kube::KubeControlPlane::start_with_controllers().unwrap();
+    let curl = |method: &str, path: &str, body: Option<&str>| -> String {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sk", "-X", method, "-H"])
+            .arg(format!("Authorization: Bearer {}", plane.token))
+            .args(["-H", "Content-Type: application/json"]);
+        if let Some(body) = body {
+            cmd.args(["-d", body]);
+        }
+        let out = cmd.arg(format!("{}{path}", plane.url)).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ns = curl("GET", "/api/v1/namespaces/default", None);
+    assert!(ns.contains("\"name\": \"default\""), "{ns}");
+
+    // A Deployment gets a ReplicaSet only if kube-controller-manager really runs.
+    let deployment = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"probe"},
+        "spec":{"replicas":1,"selector":{"matchLabels":{"app":"probe"}},
+        "template":{"metadata":{"labels":{"app":"probe"}},"spec":{"containers":[{"name":"c","image":"busybox"}]}}}}"#;
+    let created = curl(
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        Some(deployment),
+    );
+    assert!(created.contains("\"kind\": \"Deployment\""), "{created}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let sets = curl("GET", "/apis/apps/v1/namespaces/default/replicasets", None);
+        if sets.contains("probe-") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ReplicaSet appeared: {sets}\n{}",
+            plane.log_of("kube-controller-manager")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
