@@ -1,0 +1,213 @@
+//! What the gateway decides before any storage element is involved.
+
+use artstore_common::auth::Role;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn rate_limit_fires_at_the_limit_with_retry_after() {
+    let url = start_without_elements(100, 1 << 20).await;
+    let client = reqwest::Client::new();
+    let auth = token(Role::Writer, "busy-client");
+    let mut limited = 0;
+    let mut retry_after = None;
+    for _ in 0..150 {
+        // A request the handler refuses cheaply (bad id) still counts against the limit.
+        let r = client
+            .delete(format!("{url}/api/v1/files/not-a-uuid"))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .expect("request");
+        match r.status().as_u16() {
+            429 => {
+                limited += 1;
+                retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap_or("").to_string());
+                assert_eq!(error_code(r).await.1, "rate_limited");
+            }
+            400 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(
+        limited, 50,
+        "exactly the 50 requests over the limit of 100 are refused"
+    );
+    let seconds: u64 = retry_after
+        .expect("Retry-After header")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&seconds), "Retry-After {seconds}");
+
+    // The limit is per client: another caller is not affected.
+    let other = client
+        .delete(format!("{url}/api/v1/files/not-a-uuid"))
+        .header("authorization", token(Role::Writer, "quiet-client"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(other.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn rate_limit_holds_across_replicas_sharing_redis() {
+    let config = config(10, 1 << 20);
+    let a = start(
+        config.clone(),
+        artstore_common::registry::RegistryHandle::fixed(Default::default()),
+    )
+    .await;
+    let b = start(
+        config,
+        artstore_common::registry::RegistryHandle::fixed(Default::default()),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let auth = token(Role::Writer, "spread-client");
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let url = if i % 2 == 0 { &a } else { &b };
+        let r = client
+            .delete(format!("{url}/api/v1/files/x"))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .expect("request");
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        10,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn unauthenticated_and_wrong_role_are_refused() {
+    let url = start_without_elements(1000, 1 << 20).await;
+    let client = reqwest::Client::new();
+    let none = client
+        .post(format!("{url}/api/v1/files/upload"))
+        .multipart(file_form("a.txt", b"hello".to_vec()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(error_code(none).await, (401, "unauthorized".into()));
+
+    let forged = client
+        .post(format!("{url}/api/v1/files/upload"))
+        .header("authorization", "Bearer not.a.token")
+        .multipart(file_form("a.txt", b"hello".to_vec()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(error_code(forged).await, (401, "unauthorized".into()));
+
+    let reader = client
+        .post(format!("{url}/api/v1/files/upload"))
+        .header("authorization", token(Role::Reader, "viewer"))
+        .multipart(file_form("a.txt", b"hello".to_vec()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(error_code(reader).await, (403, "forbidden".into()));
+
+    // Health endpoints need no token.
+    let health = client
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(health.status().as_u16(), 200);
+    let ready = client
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(ready.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn bad_forms_get_clear_errors() {
+    let url = start_without_elements(1000, 1000).await;
+    let client = reqwest::Client::new();
+    let auth = token(Role::Writer, "sloppy");
+    let post = |form: reqwest::multipart::Form| {
+        client
+            .post(format!("{url}/api/v1/files/upload"))
+            .header("authorization", &auth)
+            .multipart(form)
+            .send()
+    };
+    let no_file = reqwest::multipart::Form::new().text("description", "nothing attached");
+    assert_eq!(
+        error_code(post(no_file).await.expect("r")).await,
+        (400, "missing_file".into())
+    );
+
+    let unknown = file_form("a.txt", b"x".to_vec()).text("colour", "blue");
+    assert_eq!(
+        error_code(post(unknown).await.expect("r")).await,
+        (400, "unknown_field".into())
+    );
+
+    let retention = file_form("a.txt", b"x".to_vec()).text("retention", "forever");
+    assert_eq!(
+        error_code(post(retention).await.expect("r")).await,
+        (400, "invalid_retention".into())
+    );
+
+    let days = file_form("a.txt", b"x".to_vec()).text("retention_days", "-3");
+    assert_eq!(
+        error_code(post(days).await.expect("r")).await,
+        (400, "invalid_retention_days".into())
+    );
+
+    let big = file_form("big.bin", vec![7u8; 5000]);
+    assert_eq!(
+        error_code(post(big).await.expect("r")).await,
+        (413, "file_too_large".into())
+    );
+
+    let not_multipart = client
+        .post(format!("{url}/api/v1/files/upload"))
+        .header("authorization", &auth)
+        .body("plain text")
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(
+        error_code(not_multipart).await,
+        (400, "invalid_multipart".into())
+    );
+
+    let bad_key = client
+        .post(format!("{url}/api/v1/files/upload"))
+        .header("authorization", &auth)
+        .header("idempotency-key", "has spaces in it")
+        .multipart(file_form("a.txt", b"x".to_vec()))
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(
+        error_code(bad_key).await,
+        (400, "invalid_idempotency_key".into())
+    );
+}
+
+#[tokio::test]
+async fn no_writable_element_is_a_503_with_reason() {
+    let url = start_without_elements(1000, 1 << 20).await;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/api/v1/files/upload"))
+        .header("authorization", token(Role::Writer, "w"))
+        .multipart(file_form("a.txt", b"hello".to_vec()))
+        .send()
+        .await
+        .expect("request");
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(error_code(r).await, (503, "no_storage_available".into()));
+}
