@@ -344,7 +344,8 @@ async fn bad_input_gets_a_clear_4xx_and_leaves_nothing() {
     })
     .await;
     let w = writer();
-    let cases: Vec<(Vec<(&str, &str)>, usize, u16, &str)> = vec![
+    type Query<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(Query, usize, u16, &str)> = vec![
         (
             vec![("filename", "../../etc/passwd")],
             10,

@@ -24,9 +24,8 @@ pub struct Harness {
     pub stream: String,
     pub redis_url: String,
     pub http: reqwest::Client,
-    pub kind: Kind,
-    pub bucket: Option<String>,
-    pub dir: Option<tempfile::TempDir>,
+    /// Keeps the volume directory alive for the test's duration.
+    _dir: Option<tempfile::TempDir>,
 }
 
 pub fn token(role: Role, sub: &str) -> String {
@@ -71,7 +70,7 @@ impl Harness {
             .await
             .expect("database");
         let stream = ts::unique_prefix("element");
-        let (backend, bucket, dir) = match kind {
+        let (backend, dir) = match kind {
             Kind::S3 => {
                 let env = ts::services();
                 let bucket = ts::fresh_bucket("element").await.expect("bucket");
@@ -84,7 +83,6 @@ impl Harness {
                         access_key: env.s3_access_key.clone(),
                         secret_key: env.s3_secret_key.clone(),
                     }),
-                    Some(bucket),
                     None,
                 )
             }
@@ -94,7 +92,6 @@ impl Harness {
                     BackendConfig::Volume {
                         path: dir.path().join("volume"),
                     },
-                    None,
                     Some(dir),
                 )
             }
@@ -121,9 +118,7 @@ impl Harness {
             stream,
             redis_url,
             http: reqwest::Client::new(),
-            kind,
-            bucket,
-            dir,
+            _dir: dir,
         }
     }
 
@@ -188,6 +183,10 @@ impl Harness {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    pub async fn post_json_owned(&self, token: String, path: &str) -> (u16, Value) {
+        self.post_json(&token, path).await
     }
 
     /// Every event on the element's stream, in stream order.
