@@ -1,3 +1,254 @@
-//! The storage-element role of the `artstore` binary.
+//! The storage-element role of the `artstore` binary: stores blobs and their `.attr.json`
+//! sidecars on S3 or a local volume, caches the metadata in PostgreSQL, and publishes every
+//! change to the Redis Stream through an outbox.
+//!
+//! In-process use (tests, the local stack): [`ElementConfig`] → [`build`] → [`Element::start`].
 
+pub mod backend;
 pub mod cli;
+pub mod core;
+pub mod error;
+pub mod http;
+pub mod layout;
+pub mod maintenance;
+pub mod metrics;
+pub mod relay;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use artstore_common::auth::Verifier;
+use artstore_common::ops::Ops;
+use artstore_contract::ElementMode;
+use axum::Router;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{BlobBackend, S3Backend, S3Settings, VolumeBackend};
+use crate::core::{Core, Settings};
+use crate::metrics::Metrics;
+use crate::relay::{Relay, RelayConfig};
+
+pub use crate::error::ElementError;
+pub use crate::maintenance::MaintenanceKind;
+
+/// The migrations of the element's database, embedded.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/storage-element");
+
+/// Points where a test can stop an operation dead, as a crash would (no clean-up runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// Upload: blob stored, no sidecar. Delete: sidecar and blob gone, row still there.
+    AfterBlob,
+    /// Upload: blob and sidecar stored, no cache row. Patch: new sidecar, old row.
+    /// Delete: sidecar gone, blob and row still there.
+    AfterSidecar,
+}
+
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    S3(S3Settings),
+    Volume { path: std::path::PathBuf },
+}
+
+/// Everything an element needs to run.
+#[derive(Clone)]
+pub struct ElementConfig {
+    pub id: String,
+    pub mode: ElementMode,
+    pub priority: i32,
+    pub capacity_bytes: u64,
+    pub max_file_bytes: u64,
+    pub cache_ttl_hours: u32,
+    pub backend: BackendConfig,
+    pub database_url: String,
+    pub redis_url: String,
+    pub stream: String,
+    pub stream_max_len: Option<u64>,
+    pub verifier: Verifier,
+    /// Apply the embedded migrations when building.
+    pub run_migrations: bool,
+    /// Blobs without a sidecar younger than this are uploads in flight, not orphans.
+    pub orphan_blob_grace: Duration,
+    /// How often the relay looks for outbox rows written by other processes.
+    pub relay_poll_interval: Duration,
+}
+
+impl ElementConfig {
+    /// A writable (`edit`) element with defaults: 100 GiB capacity, 10 GiB max file, 24 h TTL.
+    pub fn new(
+        id: impl Into<String>,
+        backend: BackendConfig,
+        database_url: impl Into<String>,
+        redis_url: impl Into<String>,
+        stream: impl Into<String>,
+        verifier: Verifier,
+    ) -> Self {
+        ElementConfig {
+            id: id.into(),
+            mode: ElementMode::Edit,
+            priority: 100,
+            capacity_bytes: 100 << 30,
+            max_file_bytes: 10 << 30,
+            cache_ttl_hours: 24,
+            backend,
+            database_url: database_url.into(),
+            redis_url: redis_url.into(),
+            stream: stream.into(),
+            stream_max_len: Some(1_000_000),
+            verifier,
+            run_migrations: true,
+            orphan_blob_grace: Duration::from_secs(3600),
+            relay_poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A built element: its router and the relay it runs beside it.
+pub struct Element {
+    core: Arc<Core>,
+    router: Router,
+    relay: RelayConfig,
+}
+
+/// An element serving on a listener; [`RunningElement::shutdown`] stops it.
+pub struct RunningElement {
+    pub addr: SocketAddr,
+    pub core: Arc<Core>,
+    cancel: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    relay: JoinHandle<()>,
+}
+
+impl RunningElement {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.server.await;
+        let _ = self.relay.await;
+    }
+}
+
+pub async fn connect_database(url: &str) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+}
+
+pub async fn open_backend(config: &BackendConfig) -> Result<Arc<dyn BlobBackend>, ElementError> {
+    Ok(match config {
+        BackendConfig::S3(settings) => Arc::new(S3Backend::connect(settings).await),
+        BackendConfig::Volume { path } => Arc::new(VolumeBackend::open(path.clone()).await?),
+    })
+}
+
+/// Connects to the database and the backend and builds the router.
+pub async fn build(config: ElementConfig) -> Result<Element, ElementError> {
+    let pool = connect_database(&config.database_url).await?;
+    if config.run_migrations {
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| ElementError::Database(e.into()))?;
+    }
+    let backend = open_backend(&config.backend).await?;
+    let metrics = Metrics::default();
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let core = Arc::new(Core::new(
+        Settings {
+            id: config.id.clone(),
+            mode: config.mode,
+            priority: config.priority,
+            capacity_bytes: config.capacity_bytes,
+            max_file_bytes: config.max_file_bytes,
+            cache_ttl_hours: config.cache_ttl_hours,
+            orphan_blob_grace: config.orphan_blob_grace,
+        },
+        pool,
+        backend,
+        metrics,
+    ));
+    let ready_core = core.clone();
+    let ops = Ops::new(
+        registry,
+        Arc::new(move || {
+            let core = ready_core.clone();
+            Box::pin(async move {
+                sqlx::query("SELECT 1")
+                    .execute(&core.pool)
+                    .await
+                    .map_err(|e| format!("database: {e}"))?;
+                core.backend
+                    .check()
+                    .await
+                    .map_err(|e| format!("backend: {e}"))
+            })
+        }),
+    );
+    let router = http::api_router(core.clone(), config.verifier.clone())
+        .merge(ops.router())
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    Ok(Element {
+        core,
+        router,
+        relay: RelayConfig {
+            redis_url: config.redis_url,
+            stream: config.stream,
+            max_len: config.stream_max_len,
+            poll_interval: config.relay_poll_interval,
+        },
+    })
+}
+
+impl Element {
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// A relay for this element's outbox (run it with [`Relay::run`] or [`Relay::drain`]).
+    pub fn relay(&self) -> Relay {
+        Relay::new(
+            self.relay.clone(),
+            self.core.pool.clone(),
+            self.core.metrics.clone(),
+        )
+    }
+
+    /// Serves on `listener` with the relay beside it, until [`RunningElement::shutdown`].
+    pub fn start(self, listener: TcpListener) -> std::io::Result<RunningElement> {
+        let addr = listener.local_addr()?;
+        let cancel = CancellationToken::new();
+        let relay = tokio::spawn(
+            self.relay()
+                .run(self.core.relay_wake.clone(), cancel.clone()),
+        );
+        let server_cancel = cancel.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, self.router)
+                .with_graceful_shutdown(async move { server_cancel.cancelled().await })
+                .await
+        });
+        Ok(RunningElement {
+            addr,
+            core: self.core,
+            cancel,
+            server,
+            relay,
+        })
+    }
+}

@@ -1,0 +1,79 @@
+//! Blob backends: where blobs and their `.attr.json` sidecars live. Keys are relative to the
+//! backend's root (an S3 bucket and prefix, or a directory) and always use `/`.
+
+mod s3;
+mod volume;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+
+pub use s3::{S3Backend, S3Settings};
+pub use volume::VolumeBackend;
+
+/// A stream of body chunks.
+pub type ByteChunks = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("object {0} does not exist")]
+    NotFound(String),
+    /// The input stream failed (client went away, size limit hit); nothing was stored.
+    #[error("the upload body failed: {0}")]
+    Body(std::io::Error),
+    #[error("storage backend: {0}")]
+    Storage(String),
+}
+
+impl BackendError {
+    pub fn storage(e: impl std::fmt::Display) -> Self {
+        BackendError::Storage(e.to_string())
+    }
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<DateTime<Utc>>,
+}
+
+/// A byte range `start..=end` (inclusive), already checked against the object's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+pub trait BlobBackend: Send + Sync {
+    /// `s3` or `volume`.
+    fn kind(&self) -> &'static str;
+
+    /// Stores a stream under `key`, visible only once complete. Returns the bytes written.
+    /// On any error nothing is left visible under `key`.
+    fn put_stream(&self, key: &str, body: ByteChunks) -> BoxFuture<'_, Result<u64, BackendError>>;
+
+    /// Stores a small object (a sidecar) atomically.
+    fn put_small(&self, key: &str, body: Bytes) -> BoxFuture<'_, Result<(), BackendError>>;
+
+    /// Reads a small object (a sidecar) whole.
+    fn get_small(&self, key: &str) -> BoxFuture<'_, Result<Bytes, BackendError>>;
+
+    /// Streams an object, or a range of it.
+    fn get_stream(
+        &self,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> BoxFuture<'_, Result<ByteChunks, BackendError>>;
+
+    /// Deletes an object; a missing object is success.
+    fn delete(&self, key: &str) -> BoxFuture<'_, Result<(), BackendError>>;
+
+    /// Every object under the root (blobs and sidecars), in no particular order.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ObjectInfo>, BackendError>>;
+
+    /// Whether the backend answers (readiness).
+    fn check(&self) -> BoxFuture<'_, Result<(), BackendError>>;
+}

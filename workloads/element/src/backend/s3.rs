@@ -1,0 +1,354 @@
+//! An S3 bucket (any S3 server: path-style addressing, custom endpoint, optional key prefix).
+//! Fully async; bodies larger than one part go up as a multipart upload with a few parts in
+//! flight, so memory stays at a few parts whatever the file size.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+
+use super::{BackendError, BlobBackend, ByteChunks, ByteRange, ObjectInfo};
+
+/// Part size of multipart uploads (S3's minimum is 5 MiB).
+const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts uploaded concurrently; memory is about `(PARTS_IN_FLIGHT + 1) * PART_SIZE`.
+const PARTS_IN_FLIGHT: usize = 3;
+
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub endpoint: String,
+    pub bucket: String,
+    /// Keys are stored under `<prefix>/`; empty for the bucket's root.
+    pub prefix: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+pub struct S3Backend {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+/// Builds an S3 client on the ring TLS provider (see DESIGN's note on crypto providers).
+pub async fn client(settings: &S3Settings) -> Client {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let creds = aws_credential_types::Credentials::from_keys(
+        settings.access_key.clone(),
+        settings.secret_key.clone(),
+        None,
+    );
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
+        .region(aws_config::Region::new(settings.region.clone()))
+        .credentials_provider(creds)
+        .endpoint_url(settings.endpoint.clone())
+        .load()
+        .await;
+    let conf = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(true)
+        .build();
+    Client::from_conf(conf)
+}
+
+fn is_not_found<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
+    err.raw_response()
+        .is_some_and(|response| response.status().as_u16() == 404)
+}
+
+/// Fills `buf` from `body` up to `PART_SIZE`; returns whether the body has ended.
+async fn fill(body: &mut ByteChunks, buf: &mut BytesMut) -> Result<bool, BackendError> {
+    while buf.len() < PART_SIZE {
+        match body.next().await {
+            Some(chunk) => buf.extend_from_slice(&chunk.map_err(BackendError::Body)?),
+            None => return Ok(true),
+        }
+    }
+    Ok(false)
+}
+
+impl S3Backend {
+    pub async fn connect(settings: &S3Settings) -> Self {
+        S3Backend {
+            client: client(settings).await,
+            bucket: settings.bucket.clone(),
+            prefix: settings.prefix.trim_matches('/').to_string(),
+        }
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    async fn put_bytes(&self, key: &str, body: Bytes) -> Result<(), BackendError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    async fn put_multipart(
+        &self,
+        key: &str,
+        mut body: ByteChunks,
+        mut buf: BytesMut,
+        mut total: u64,
+    ) -> Result<u64, BackendError> {
+        let full_key = self.full_key(key);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full_key)
+            .send()
+            .await
+            .map_err(|e| BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| BackendError::storage("CreateMultipartUpload returned no upload id"))?
+            .to_string();
+        let uploaded: Result<Vec<CompletedPart>, BackendError> = async {
+            let mut parts = Vec::new();
+            let mut in_flight = FuturesUnordered::new();
+            let mut part_number = 0i32;
+            let mut ended = false;
+            loop {
+                if !buf.is_empty() {
+                    part_number += 1;
+                    let chunk = buf.split().freeze();
+                    let request = self
+                        .client
+                        .upload_part()
+                        .bucket(&self.bucket)
+                        .key(&full_key)
+                        .upload_id(&upload_id)
+                        .part_number(part_number)
+                        .body(ByteStream::from(chunk))
+                        .send();
+                    in_flight.push(async move { (part_number, request.await) });
+                }
+                while in_flight.len() >= PARTS_IN_FLIGHT || (ended && !in_flight.is_empty()) {
+                    let Some((number, result)) = in_flight.next().await else {
+                        break;
+                    };
+                    let output = result.map_err(|e| {
+                        BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e))
+                    })?;
+                    parts.push(
+                        CompletedPart::builder()
+                            .part_number(number)
+                            .set_e_tag(output.e_tag().map(str::to_string))
+                            .build(),
+                    );
+                }
+                if ended {
+                    break;
+                }
+                buf.reserve(PART_SIZE);
+                ended = fill(&mut body, &mut buf).await?;
+                total += buf.len() as u64;
+            }
+            parts.sort_by_key(|p| p.part_number());
+            Ok(parts)
+        }
+        .await;
+        let completed = match uploaded {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full_key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e))),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = completed {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full_key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            return Err(e);
+        }
+        Ok(total)
+    }
+}
+
+impl BlobBackend for S3Backend {
+    fn kind(&self) -> &'static str {
+        "s3"
+    }
+
+    fn put_stream(
+        &self,
+        key: &str,
+        mut body: ByteChunks,
+    ) -> BoxFuture<'_, Result<u64, BackendError>> {
+        let key = key.to_string();
+        Box::pin(async move {
+            let mut buf = BytesMut::with_capacity(PART_SIZE);
+            let ended = fill(&mut body, &mut buf).await?;
+            let total = buf.len() as u64;
+            if ended {
+                self.put_bytes(&key, buf.freeze()).await?;
+                return Ok(total);
+            }
+            self.put_multipart(&key, body, buf, total).await
+        })
+    }
+
+    fn put_small(&self, key: &str, body: Bytes) -> BoxFuture<'_, Result<(), BackendError>> {
+        let key = key.to_string();
+        Box::pin(async move { self.put_bytes(&key, body).await })
+    }
+
+    fn get_small(&self, key: &str) -> BoxFuture<'_, Result<Bytes, BackendError>> {
+        let key = key.to_string();
+        Box::pin(async move {
+            let output = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(&key))
+                .send()
+                .await
+                .map_err(|e| {
+                    if is_not_found(&e) {
+                        BackendError::NotFound(key.clone())
+                    } else {
+                        BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e))
+                    }
+                })?;
+            let data = output.body.collect().await.map_err(BackendError::storage)?;
+            Ok(data.into_bytes())
+        })
+    }
+
+    fn get_stream(
+        &self,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> BoxFuture<'_, Result<ByteChunks, BackendError>> {
+        let key = key.to_string();
+        Box::pin(async move {
+            let output = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(&key))
+                .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end)))
+                .send()
+                .await
+                .map_err(|e| {
+                    if is_not_found(&e) {
+                        BackendError::NotFound(key.clone())
+                    } else {
+                        BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e))
+                    }
+                })?;
+            let stream = futures::stream::unfold(output.body, |mut body| async move {
+                body.next()
+                    .await
+                    .map(|chunk| (chunk.map_err(std::io::Error::other), body))
+            });
+            Ok(stream.boxed())
+        })
+    }
+
+    fn delete(&self, key: &str) -> BoxFuture<'_, Result<(), BackendError>> {
+        let key = key.to_string();
+        Box::pin(async move {
+            match self
+                .client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(&key))
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) => Err(BackendError::storage(
+                    aws_sdk_s3::error::DisplayErrorContext(e),
+                )),
+            }
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ObjectInfo>, BackendError>> {
+        Box::pin(async move {
+            let prefix = if self.prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", self.prefix)
+            };
+            let mut pages = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .into_paginator()
+                .send();
+            let mut found = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| {
+                    BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e))
+                })?;
+                for object in page.contents() {
+                    let Some(key) = object.key().and_then(|k| k.strip_prefix(&prefix)) else {
+                        continue;
+                    };
+                    found.push(ObjectInfo {
+                        key: key.to_string(),
+                        size: object.size().unwrap_or(0).max(0) as u64,
+                        modified: object.last_modified().and_then(|t| {
+                            chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+                        }),
+                    });
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            self.client
+                .head_bucket()
+                .bucket(&self.bucket)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e)))
+        })
+    }
+}

@@ -1,0 +1,228 @@
+//! A local directory (a PersistentVolume in a cluster). Writes go to a temporary file that is
+//! fsynced and then renamed into place, so a blob or sidecar is either whole or absent.
+
+use std::path::{Component, Path, PathBuf};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+use super::{BackendError, BlobBackend, ByteChunks, ByteRange, ObjectInfo};
+
+const TMP_DIR: &str = ".tmp";
+
+pub struct VolumeBackend {
+    root: PathBuf,
+}
+
+impl VolumeBackend {
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Self, BackendError> {
+        let root = root.into();
+        tokio::fs::create_dir_all(root.join(TMP_DIR))
+            .await
+            .map_err(|e| BackendError::Storage(format!("{}: {e}", root.display())))?;
+        Ok(VolumeBackend { root })
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf, BackendError> {
+        let relative = Path::new(key);
+        let plain = !key.is_empty()
+            && relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)));
+        if !plain || key.starts_with(TMP_DIR) {
+            return Err(BackendError::Storage(format!(
+                "refusing unsafe key {key:?}"
+            )));
+        }
+        Ok(self.root.join(relative))
+    }
+
+    fn temp_path(&self) -> PathBuf {
+        self.root
+            .join(TMP_DIR)
+            .join(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// Renames a finished temporary file into place and makes the rename durable.
+    async fn publish(&self, temp: &Path, target: &Path) -> Result<(), BackendError> {
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(BackendError::storage)?;
+        }
+        tokio::fs::rename(temp, target)
+            .await
+            .map_err(BackendError::storage)?;
+        if let Some(parent) = target.parent() {
+            let dir = tokio::fs::File::open(parent)
+                .await
+                .map_err(BackendError::storage)?;
+            dir.sync_all().await.map_err(BackendError::storage)?;
+        }
+        Ok(())
+    }
+
+    async fn write_temp(&self, mut body: ByteChunks) -> Result<(PathBuf, u64), BackendError> {
+        let temp = self.temp_path();
+        let mut file = tokio::fs::File::create(&temp)
+            .await
+            .map_err(BackendError::storage)?;
+        let mut written = 0u64;
+        let outcome: Result<(), BackendError> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(BackendError::Body)?;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(BackendError::storage)?;
+                written += chunk.len() as u64;
+            }
+            file.flush().await.map_err(BackendError::storage)?;
+            file.sync_all().await.map_err(BackendError::storage)?;
+            Ok(())
+        }
+        .await;
+        drop(file);
+        match outcome {
+            Ok(()) => Ok((temp, written)),
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&temp).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+fn not_found_or(key: &str, e: std::io::Error) -> BackendError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        BackendError::NotFound(key.to_string())
+    } else {
+        BackendError::storage(e)
+    }
+}
+
+impl BlobBackend for VolumeBackend {
+    fn kind(&self) -> &'static str {
+        "volume"
+    }
+
+    fn put_stream(&self, key: &str, body: ByteChunks) -> BoxFuture<'_, Result<u64, BackendError>> {
+        let key = key.to_string();
+        Box::pin(async move {
+            let target = self.path_of(&key)?;
+            let (temp, written) = self.write_temp(body).await?;
+            if let Err(e) = self.publish(&temp, &target).await {
+                let _ = tokio::fs::remove_file(&temp).await;
+                return Err(e);
+            }
+            Ok(written)
+        })
+    }
+
+    fn put_small(&self, key: &str, body: Bytes) -> BoxFuture<'_, Result<(), BackendError>> {
+        let one = futures::stream::once(async move { Ok(body) }).boxed();
+        let put = self.put_stream(key, one);
+        Box::pin(async move { put.await.map(|_| ()) })
+    }
+
+    fn get_small(&self, key: &str) -> BoxFuture<'_, Result<Bytes, BackendError>> {
+        let key = key.to_string();
+        Box::pin(async move {
+            let path = self.path_of(&key)?;
+            tokio::fs::read(&path)
+                .await
+                .map(Bytes::from)
+                .map_err(|e| not_found_or(&key, e))
+        })
+    }
+
+    fn get_stream(
+        &self,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> BoxFuture<'_, Result<ByteChunks, BackendError>> {
+        let key = key.to_string();
+        Box::pin(async move {
+            let path = self.path_of(&key)?;
+            let mut file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| not_found_or(&key, e))?;
+            let stream: ByteChunks = match range {
+                None => ReaderStream::with_capacity(file, 256 * 1024).boxed(),
+                Some(r) => {
+                    file.seek(std::io::SeekFrom::Start(r.start))
+                        .await
+                        .map_err(BackendError::storage)?;
+                    ReaderStream::with_capacity(file.take(r.end - r.start + 1), 256 * 1024).boxed()
+                }
+            };
+            Ok(stream)
+        })
+    }
+
+    fn delete(&self, key: &str) -> BoxFuture<'_, Result<(), BackendError>> {
+        let key = key.to_string();
+        Box::pin(async move {
+            let path = self.path_of(&key)?;
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(BackendError::storage(e)),
+            }
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ObjectInfo>, BackendError>> {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            let mut pending = vec![self.root.clone()];
+            while let Some(dir) = pending.pop() {
+                let mut entries = match tokio::fs::read_dir(&dir).await {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(BackendError::storage(e)),
+                };
+                while let Some(entry) = entries.next_entry().await.map_err(BackendError::storage)? {
+                    let path = entry.path();
+                    let meta = match entry.metadata().await {
+                        Ok(meta) => meta,
+                        // Deleted while listing.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(BackendError::storage(e)),
+                    };
+                    if meta.is_dir() {
+                        if path != self.root.join(TMP_DIR) {
+                            pending.push(path);
+                        }
+                        continue;
+                    }
+                    let Ok(relative) = path.strip_prefix(&self.root) else {
+                        continue;
+                    };
+                    let key = relative
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    found.push(ObjectInfo {
+                        key,
+                        size: meta.len(),
+                        modified: meta.modified().ok().map(chrono::DateTime::from),
+                    });
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            tokio::fs::metadata(&self.root)
+                .await
+                .map(|_| ())
+                .map_err(BackendError::storage)
+        })
+    }
+}

@@ -1,0 +1,660 @@
+//! The element's operations, independent of HTTP: upload, read (with lazy refresh), change,
+//! delete, list and status.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use artstore_contract::{ElementMode, ElementStatus};
+use artstore_events::{EventType, FileRecord, Retention};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::CrashPoint;
+use crate::backend::{BackendError, BlobBackend, ByteChunks};
+use crate::error::ElementError;
+use crate::layout;
+use crate::metrics::Metrics;
+use crate::store;
+
+const MAX_DESCRIPTION_CHARS: usize = 4000;
+const MAX_TAGS: usize = 50;
+const MAX_TAG_CHARS: usize = 100;
+const MAX_RETENTION_DAYS: i64 = 36_500;
+const DEFAULT_RETENTION_DAYS: i64 = 30;
+
+/// The settings operations need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub id: String,
+    pub mode: ElementMode,
+    pub priority: i32,
+    pub capacity_bytes: u64,
+    pub max_file_bytes: u64,
+    pub cache_ttl_hours: u32,
+    pub orphan_blob_grace: Duration,
+}
+
+pub struct Core {
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub backend: Arc<dyn BlobBackend>,
+    /// Wakes the relay when an outbox row was committed.
+    pub relay_wake: Arc<Notify>,
+    pub metrics: Metrics,
+    /// Bytes promised to uploads in flight, so concurrent uploads cannot overfill the element.
+    reserved: AtomicU64,
+    crash_point: Mutex<Option<CrashPoint>>,
+}
+
+/// What the user supplies with an upload.
+#[derive(Debug, Clone, Default)]
+pub struct UploadRequest {
+    pub filename: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub retention: Option<String>,
+    pub retention_days: Option<String>,
+    pub mime_type: Option<String>,
+    /// From `Content-Length`, when the client sent one.
+    pub content_length: Option<u64>,
+}
+
+/// A record as the metadata API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileView {
+    #[serde(flatten)]
+    pub record: FileRecord,
+    pub cache_updated_at: DateTime<Utc>,
+    pub cache_ttl_hours: u32,
+    pub cache_expired: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileList {
+    pub total: i64,
+    pub files: Vec<FileView>,
+    pub next_cursor: Option<String>,
+}
+
+/// A change to a file's metadata. `description: Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataPatch {
+    pub description: Option<Option<String>>,
+    pub tags: Option<Vec<String>>,
+}
+
+struct Reservation<'a> {
+    core: &'a Core,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.core.reserved.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}
+
+/// Hashes and counts the body as it streams past, stopping it at the limit.
+struct Meter {
+    hasher: Mutex<Sha256>,
+    size: AtomicU64,
+    over_limit: AtomicBool,
+}
+
+pub fn validate_description(text: &str) -> Result<(), ElementError> {
+    if text.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(ElementError::invalid(
+            "invalid_description",
+            format!("description is longer than {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
+        return Err(ElementError::invalid(
+            "invalid_description",
+            "description must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+pub fn normalise_tags(tags: Vec<String>) -> Result<Vec<String>, ElementError> {
+    let mut out: Vec<String> = Vec::new();
+    for tag in tags {
+        let tag = tag.trim().to_string();
+        if tag.is_empty()
+            || tag.chars().count() > MAX_TAG_CHARS
+            || tag.chars().any(char::is_control)
+        {
+            return Err(ElementError::invalid(
+                "invalid_tag",
+                format!("tags must be 1 to {MAX_TAG_CHARS} characters without control characters"),
+            ));
+        }
+        if !out.contains(&tag) {
+            out.push(tag);
+        }
+    }
+    if out.len() > MAX_TAGS {
+        return Err(ElementError::invalid(
+            "invalid_tag",
+            format!("at most {MAX_TAGS} tags"),
+        ));
+    }
+    Ok(out)
+}
+
+fn parse_retention(
+    retention: Option<&str>,
+    days: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(Retention, Option<DateTime<Utc>>), ElementError> {
+    let retention = match retention.unwrap_or("permanent") {
+        "permanent" => Retention::Permanent,
+        "temporary" => Retention::Temporary,
+        other => {
+            return Err(ElementError::invalid(
+                "invalid_retention",
+                format!("retention {other:?}: expected temporary or permanent"),
+            ));
+        }
+    };
+    let days = match days {
+        None => None,
+        Some(text) => match text.trim().parse::<i64>() {
+            Ok(d) if (1..=MAX_RETENTION_DAYS).contains(&d) => Some(d),
+            _ => {
+                return Err(ElementError::invalid(
+                    "invalid_retention_days",
+                    format!("retention_days must be a whole number from 1 to {MAX_RETENTION_DAYS}"),
+                ));
+            }
+        },
+    };
+    match retention {
+        Retention::Permanent if days.is_some() => Err(ElementError::invalid(
+            "invalid_retention_days",
+            "retention_days applies only to retention=temporary",
+        )),
+        Retention::Permanent => Ok((Retention::Permanent, None)),
+        Retention::Temporary => {
+            let days = days.unwrap_or(DEFAULT_RETENTION_DAYS);
+            Ok((
+                Retention::Temporary,
+                Some(now + chrono::Duration::days(days)),
+            ))
+        }
+    }
+}
+
+fn mime_type_for(filename: &str, given: Option<&str>) -> Result<String, ElementError> {
+    match given.map(str::trim).filter(|m| !m.is_empty()) {
+        Some(m) => {
+            let plain = m.len() <= 255
+                && m.contains('/')
+                && !m
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() && c != ' ');
+            if plain {
+                Ok(m.to_string())
+            } else {
+                Err(ElementError::invalid(
+                    "invalid_mime_type",
+                    format!("{m:?} is not a media type"),
+                ))
+            }
+        }
+        None => Ok(mime_guess::from_path(filename)
+            .first_or_octet_stream()
+            .essence_str()
+            .to_string()),
+    }
+}
+
+pub fn sidecar_bytes(record: &FileRecord) -> Result<Bytes, ElementError> {
+    serde_json::to_vec_pretty(record)
+        .map(Bytes::from)
+        .map_err(|e| ElementError::invalid("invalid_record", e.to_string()))
+}
+
+impl Core {
+    pub fn new(
+        settings: Settings,
+        pool: PgPool,
+        backend: Arc<dyn BlobBackend>,
+        metrics: Metrics,
+    ) -> Self {
+        Core {
+            settings,
+            pool,
+            backend,
+            relay_wake: Arc::new(Notify::new()),
+            metrics,
+            reserved: AtomicU64::new(0),
+            crash_point: Mutex::new(None),
+        }
+    }
+
+    /// Makes the next operations stop dead at `point` (tests of crash recovery).
+    pub fn set_crash_point(&self, point: Option<CrashPoint>) {
+        if let Ok(mut slot) = self.crash_point.lock() {
+            *slot = point;
+        }
+    }
+
+    fn crash_at(&self, point: CrashPoint) -> Result<(), ElementError> {
+        let armed = self
+            .crash_point
+            .lock()
+            .map(|p| *p == Some(point))
+            .unwrap_or(false);
+        if armed {
+            tracing::warn!(?point, "simulated crash");
+            return Err(ElementError::SimulatedCrash(point));
+        }
+        Ok(())
+    }
+
+    pub fn ttl(&self) -> chrono::Duration {
+        chrono::Duration::hours(i64::from(self.settings.cache_ttl_hours))
+    }
+
+    pub fn is_expired(&self, cache_updated_at: DateTime<Utc>) -> bool {
+        cache_updated_at + self.ttl() < Utc::now()
+    }
+
+    fn view(&self, row: store::CacheRow) -> FileView {
+        FileView {
+            cache_expired: self.is_expired(row.cache_updated_at),
+            record: row.record.0,
+            cache_updated_at: row.cache_updated_at,
+            cache_ttl_hours: self.settings.cache_ttl_hours,
+        }
+    }
+
+    fn require_writable(&self) -> Result<(), ElementError> {
+        if self.settings.mode.accepts_writes() {
+            Ok(())
+        } else {
+            Err(ElementError::NotWritable(self.settings.mode.as_str()))
+        }
+    }
+
+    fn require_editable(&self) -> Result<(), ElementError> {
+        if self.settings.mode == ElementMode::Edit {
+            Ok(())
+        } else {
+            Err(ElementError::NotEditable(self.settings.mode.as_str()))
+        }
+    }
+
+    /// Streams `body` into the backend (hashing it on the way), writes the sidecar, then commits
+    /// the cache row and its `file.created` outbox row in one transaction.
+    pub async fn upload(
+        &self,
+        created_by: &str,
+        request: UploadRequest,
+        body: ByteChunks,
+    ) -> Result<FileRecord, ElementError> {
+        self.require_writable()?;
+        layout::validate_filename(&request.filename)
+            .map_err(|e| ElementError::invalid("invalid_filename", e.to_string()))?;
+        let description = request.description.filter(|d| !d.trim().is_empty());
+        if let Some(d) = &description {
+            validate_description(d)?;
+        }
+        let tags = normalise_tags(request.tags)?;
+        let now = Utc::now();
+        let (retention, retention_expires_at) = parse_retention(
+            request.retention.as_deref(),
+            request.retention_days.as_deref(),
+            now,
+        )?;
+        let mime_type = mime_type_for(&request.filename, request.mime_type.as_deref())?;
+
+        // Size limits: known lengths are refused before a byte is read.
+        let max_file = self.settings.max_file_bytes;
+        if let Some(length) = request.content_length
+            && length > max_file
+        {
+            return Err(ElementError::TooLarge { limit: max_file });
+        }
+        let (_, used) = store::file_count_and_bytes(&self.pool).await?;
+        let promise = request.content_length.unwrap_or(0);
+        let reserved_before = self.reserved.fetch_add(promise, Ordering::SeqCst);
+        let _reservation = Reservation {
+            core: self,
+            bytes: promise,
+        };
+        let committed = (used.max(0) as u64).saturating_add(reserved_before);
+        let free = self.settings.capacity_bytes.saturating_sub(committed);
+        if promise > free {
+            return Err(ElementError::InsufficientStorage);
+        }
+        let limit = max_file.min(free);
+
+        let file_id = Uuid::now_v7();
+        let key = layout::blob_key(&request.filename, created_by, now, file_id);
+        let meter = Arc::new(Meter {
+            hasher: Mutex::new(Sha256::new()),
+            size: AtomicU64::new(0),
+            over_limit: AtomicBool::new(false),
+        });
+        let body_meter = meter.clone();
+        let metered: ByteChunks = body
+            .map(move |chunk| {
+                let chunk = chunk?;
+                let size = body_meter
+                    .size
+                    .fetch_add(chunk.len() as u64, Ordering::SeqCst)
+                    + chunk.len() as u64;
+                if size > limit {
+                    body_meter.over_limit.store(true, Ordering::SeqCst);
+                    return Err(std::io::Error::other("size limit reached"));
+                }
+                if let Ok(mut hasher) = body_meter.hasher.lock() {
+                    hasher.update(&chunk);
+                }
+                Ok(chunk)
+            })
+            .boxed();
+        let size = match self.backend.put_stream(&key, metered).await {
+            Ok(size) => size,
+            Err(BackendError::Body(e)) => {
+                return Err(if meter.over_limit.load(Ordering::SeqCst) {
+                    if limit == max_file {
+                        ElementError::TooLarge { limit: max_file }
+                    } else {
+                        ElementError::InsufficientStorage
+                    }
+                } else {
+                    ElementError::BodyInterrupted(e.to_string())
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let sha256 = match meter.hasher.lock() {
+            Ok(hasher) => hex::encode(hasher.clone().finalize()),
+            Err(_) => return Err(ElementError::invalid("internal", "hasher poisoned")),
+        };
+        self.crash_at(CrashPoint::AfterBlob)?;
+
+        let record = FileRecord {
+            file_id,
+            original_filename: request.filename,
+            storage_key: key.clone(),
+            size,
+            sha256,
+            mime_type,
+            description,
+            tags,
+            storage_element_id: self.settings.id.clone(),
+            created_at: now,
+            created_by: created_by.to_string(),
+            updated_at: now,
+            retention,
+            retention_expires_at,
+            version: 1,
+        };
+        let sidecar = layout::sidecar_key(&key);
+        if let Err(e) = self
+            .backend
+            .put_small(&sidecar, sidecar_bytes(&record)?)
+            .await
+        {
+            let _ = self.backend.delete(&key).await;
+            return Err(e.into());
+        }
+        self.crash_at(CrashPoint::AfterSidecar)?;
+
+        let committed: Result<(), ElementError> = async {
+            let mut tx = self.pool.begin().await?;
+            store::lock_for_write(&mut tx).await?;
+            if store::insert(&mut tx, &record).await? {
+                store::enqueue(&mut tx, EventType::Created, &record).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = committed {
+            // Nothing is visible yet: take the blob and sidecar back.
+            let _ = self.backend.delete(&sidecar).await;
+            let _ = self.backend.delete(&key).await;
+            return Err(e);
+        }
+        self.relay_wake.notify_one();
+        self.metrics.uploads.inc();
+        self.metrics.upload_bytes.inc_by(size);
+        tracing::info!(%file_id, size, key = %key, "file stored");
+        Ok(record)
+    }
+
+    /// The record, refreshed from its sidecar first when the cache row has expired (unless a
+    /// rebuild holds the cache, in which case the stale row is served as it is).
+    pub async fn get(&self, file_id: Uuid) -> Result<FileView, ElementError> {
+        let row = store::get(&self.pool, file_id)
+            .await?
+            .ok_or(ElementError::NotFound(file_id))?;
+        if !self.is_expired(row.cache_updated_at) {
+            return Ok(self.view(row));
+        }
+        match self.lazy_refresh(file_id).await {
+            Ok(Some(view)) => Ok(view),
+            Ok(None) => Err(ElementError::NotFound(file_id)),
+            Err(ElementError::NotFound(id)) => Err(ElementError::NotFound(id)),
+            Err(e) => {
+                tracing::warn!(%file_id, error = %e, "lazy refresh failed; serving the stale row");
+                Ok(self.view(row))
+            }
+        }
+    }
+
+    /// Re-reads an expired row's sidecar. `Ok(None)` when the file turned out to be gone.
+    async fn lazy_refresh(&self, file_id: Uuid) -> Result<Option<FileView>, ElementError> {
+        let mut tx = self.pool.begin().await?;
+        if !store::try_lock_for_refresh(&mut tx).await? {
+            tracing::debug!(%file_id, "cache maintenance holds the lock; lazy refresh skipped");
+            let row = store::get(&self.pool, file_id)
+                .await?
+                .ok_or(ElementError::NotFound(file_id))?;
+            return Ok(Some(self.view(row)));
+        }
+        let Some(row) = store::get_for_update(&mut tx, file_id).await? else {
+            return Ok(None);
+        };
+        if !self.is_expired(row.cache_updated_at) {
+            return Ok(Some(self.view(row)));
+        }
+        let key = layout::sidecar_key(&row.record.storage_key);
+        match self.read_sidecar(&key).await {
+            Ok(sidecar) if sidecar.file_id == file_id => {
+                if store::update_if_newer(&mut tx, &sidecar).await? {
+                    store::enqueue(&mut tx, EventType::Updated, &sidecar).await?;
+                } else {
+                    store::touch(&mut tx, file_id).await?;
+                }
+            }
+            Ok(_) => {
+                return Err(ElementError::BadSidecar {
+                    key,
+                    reason: "it describes another file".into(),
+                });
+            }
+            Err(ElementError::Backend(BackendError::NotFound(_))) => {
+                store::delete_and_announce(&mut tx, file_id).await?;
+                tx.commit().await?;
+                self.relay_wake.notify_one();
+                tracing::info!(%file_id, "lazy refresh: sidecar gone, cache row removed");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        tx.commit().await?;
+        self.relay_wake.notify_one();
+        tracing::info!(%file_id, "lazy refresh of an expired cache row");
+        let row = store::get(&self.pool, file_id)
+            .await?
+            .ok_or(ElementError::NotFound(file_id))?;
+        Ok(Some(self.view(row)))
+    }
+
+    pub async fn read_sidecar(&self, key: &str) -> Result<FileRecord, ElementError> {
+        let bytes = self.backend.get_small(key).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ElementError::BadSidecar {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn check_owner(record: &FileRecord, caller: &Caller) -> Result<(), ElementError> {
+        if caller.is_admin || record.created_by == caller.sub {
+            Ok(())
+        } else {
+            Err(ElementError::Forbidden(format!(
+                "file {} belongs to {}; only its owner or an admin may change it",
+                record.file_id, record.created_by
+            )))
+        }
+    }
+
+    /// Changes description and/or tags: sidecar first, then cache + `file.updated`, under the
+    /// row's lock so concurrent changes of one file apply one after the other.
+    pub async fn patch(
+        &self,
+        caller: &Caller,
+        file_id: Uuid,
+        patch: MetadataPatch,
+    ) -> Result<FileView, ElementError> {
+        self.require_editable()?;
+        if let Some(Some(d)) = &patch.description {
+            validate_description(d)?;
+        }
+        let tags = patch.tags.map(normalise_tags).transpose()?;
+        let mut tx = self.pool.begin().await?;
+        store::lock_for_write(&mut tx).await?;
+        let row = store::get_for_update(&mut tx, file_id)
+            .await?
+            .ok_or(ElementError::NotFound(file_id))?;
+        let mut record = row.record.0;
+        Self::check_owner(&record, caller)?;
+        if let Some(description) = patch.description {
+            record.description = description.filter(|d| !d.trim().is_empty());
+        }
+        if let Some(tags) = tags {
+            record.tags = tags;
+        }
+        record.version += 1;
+        record.updated_at = Utc::now();
+        self.backend
+            .put_small(
+                &layout::sidecar_key(&record.storage_key),
+                sidecar_bytes(&record)?,
+            )
+            .await?;
+        self.crash_at(CrashPoint::AfterSidecar)?;
+        if store::update_if_newer(&mut tx, &record).await? {
+            store::enqueue(&mut tx, EventType::Updated, &record).await?;
+        }
+        tx.commit().await?;
+        self.relay_wake.notify_one();
+        let row = store::get(&self.pool, file_id)
+            .await?
+            .ok_or(ElementError::NotFound(file_id))?;
+        Ok(self.view(row))
+    }
+
+    /// Deletes sidecar, blob, cache row, and announces `file.deleted` with the next version.
+    pub async fn delete(&self, caller: &Caller, file_id: Uuid) -> Result<(), ElementError> {
+        self.require_editable()?;
+        self.delete_unchecked(Some(caller), file_id).await
+    }
+
+    /// The delete steps; `caller: None` is the system (retention sweep).
+    pub async fn delete_unchecked(
+        &self,
+        caller: Option<&Caller>,
+        file_id: Uuid,
+    ) -> Result<(), ElementError> {
+        let mut tx = self.pool.begin().await?;
+        store::lock_for_write(&mut tx).await?;
+        let row = store::get_for_update(&mut tx, file_id)
+            .await?
+            .ok_or(ElementError::NotFound(file_id))?;
+        if let Some(caller) = caller {
+            Self::check_owner(&row.record, caller)?;
+        }
+        let key = row.record.storage_key.clone();
+        // The sidecar is the truth: once it is gone the file is gone, whatever happens next.
+        self.backend.delete(&layout::sidecar_key(&key)).await?;
+        self.crash_at(CrashPoint::AfterSidecar)?;
+        self.backend.delete(&key).await?;
+        self.crash_at(CrashPoint::AfterBlob)?;
+        store::delete_and_announce(&mut tx, file_id).await?;
+        tx.commit().await?;
+        self.relay_wake.notify_one();
+        tracing::info!(%file_id, "file deleted");
+        Ok(())
+    }
+
+    /// Keyset pagination in file id order (ids are time-ordered UUIDv7).
+    pub async fn list(&self, limit: i64, cursor: Option<Uuid>) -> Result<FileList, ElementError> {
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM files")
+            .fetch_one(&self.pool)
+            .await?;
+        let rows: Vec<store::CacheRow> = sqlx::query_as(
+            "SELECT record, cache_updated_at FROM files
+             WHERE $1::uuid IS NULL OR file_id > $1
+             ORDER BY file_id LIMIT $2",
+        )
+        .bind(cursor)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let more = rows.len() as i64 > limit;
+        let files: Vec<FileView> = rows
+            .into_iter()
+            .take(limit as usize)
+            .map(|r| self.view(r))
+            .collect();
+        let next_cursor = if more {
+            files.last().map(|f| f.record.file_id.to_string())
+        } else {
+            None
+        };
+        Ok(FileList {
+            total,
+            files,
+            next_cursor,
+        })
+    }
+
+    pub async fn status(&self) -> Result<ElementStatus, ElementError> {
+        let (count, bytes) = store::file_count_and_bytes(&self.pool).await?;
+        Ok(ElementStatus {
+            id: self.settings.id.clone(),
+            mode: self.settings.mode,
+            priority: self.settings.priority,
+            capacity_bytes: self.settings.capacity_bytes,
+            used_bytes: bytes.max(0) as u64,
+            file_count: count.max(0) as u64,
+            backend: self.backend.kind().to_string(),
+        })
+    }
+}
+
+/// Who asks: the token's subject and whether it is an admin.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub sub: String,
+    pub is_admin: bool,
+}

@@ -1,0 +1,81 @@
+//! Errors of the element's operations and their HTTP form (a stable `code` each).
+
+use artstore_common::ApiError;
+use axum::http::StatusCode;
+
+use crate::backend::BackendError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ElementError {
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("file is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("not enough free capacity on this storage element")]
+    InsufficientStorage,
+    #[error("storage element is in mode {0} and does not accept writes")]
+    NotWritable(&'static str),
+    #[error("storage element is in mode {0}; files can be changed or deleted only in mode edit")]
+    NotEditable(&'static str),
+    #[error("file {0} does not exist")]
+    NotFound(uuid::Uuid),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("range not satisfiable for a file of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("the upload body ended early: {0}")]
+    BodyInterrupted(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("sidecar {key} is unreadable: {reason}")]
+    BadSidecar { key: String, reason: String },
+    /// A fault injected by a test to stop an operation dead between two steps.
+    #[error("simulated crash after {0:?}")]
+    SimulatedCrash(crate::CrashPoint),
+}
+
+impl ElementError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        ElementError::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ElementError> for ApiError {
+    fn from(e: ElementError) -> Self {
+        let message = e.to_string();
+        match e {
+            ElementError::Invalid { code, .. } => ApiError::bad_request(code, message),
+            ElementError::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", message)
+            }
+            ElementError::InsufficientStorage => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                message,
+            ),
+            ElementError::NotWritable(_) => ApiError::conflict("element_not_writable", message),
+            ElementError::NotEditable(_) => ApiError::conflict("element_not_editable", message),
+            ElementError::NotFound(_) => ApiError::not_found("file_not_found", message),
+            ElementError::Forbidden(_) => ApiError::forbidden(message),
+            ElementError::RangeNotSatisfiable { .. } => ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                message,
+            ),
+            ElementError::BodyInterrupted(_) => {
+                ApiError::bad_request("upload_interrupted", message)
+            }
+            ElementError::Backend(BackendError::Storage(_)) => {
+                tracing::error!(error = %message, "storage backend failed");
+                ApiError::unavailable("storage_unavailable", "the storage backend failed")
+                    .with_retry_after(5)
+            }
+            _ => ApiError::internal(message),
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! The element's HTTP API. Roles: readers read (metadata, list, download, status, consistency);
+//! writers upload, and change or delete the files they own; admins change or delete any file and
+//! run cache maintenance.
+
+use std::sync::Arc;
+
+use artstore_common::ApiError;
+use artstore_common::auth::{self, Caller as TokenCaller, Role, Verifier};
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::{StreamExt, TryStreamExt};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::backend::ByteRange;
+use crate::core::{Caller, Core, MetadataPatch, UploadRequest};
+use crate::error::ElementError;
+use crate::maintenance::{self, MaintenanceKind};
+
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+
+type AppState = Arc<Core>;
+
+pub fn api_router(core: Arc<Core>, verifier: Verifier) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/files",
+            post(upload).get(list).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/v1/files/{id}",
+            get(metadata).patch(patch).delete(delete),
+        )
+        .route("/api/v1/files/{id}/download", get(download))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/cache/consistency", get(consistency))
+        .route("/api/v1/cache/rebuild", post(rebuild_full))
+        .route(
+            "/api/v1/cache/rebuild/incremental",
+            post(rebuild_incremental),
+        )
+        .route("/api/v1/cache/cleanup-expired", post(cleanup_expired))
+        .route("/api/v1/cache/retention", post(retention_sweep))
+        .layer(axum::middleware::from_fn_with_state(
+            verifier,
+            auth::require_auth,
+        ))
+        .with_state(core)
+}
+
+fn caller(token: &TokenCaller) -> Caller {
+    Caller {
+        sub: token.sub.clone(),
+        is_admin: token.role == Role::Admin,
+    }
+}
+
+fn parse_id(text: &str) -> Result<Uuid, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::bad_request("invalid_file_id", format!("{text:?} is not a file id")))
+}
+
+/// Decodes `a=1&b=2&b=3` (repeated keys kept, `+` as space).
+fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let mut out = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_decode_str(&s.replace('+', " "))
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| ApiError::bad_request("invalid_query", "query is not valid UTF-8"))
+        };
+        out.push((decode(k)?, decode(v)?));
+    }
+    Ok(out)
+}
+
+async fn upload(
+    State(core): State<AppState>,
+    token: TokenCaller,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    token.require(Role::Writer)?;
+    let mut request = UploadRequest::default();
+    let mut filename = None;
+    for (key, value) in query_pairs(query.as_deref())? {
+        match key.as_str() {
+            "filename" => filename = Some(value),
+            "description" => request.description = Some(value),
+            "tag" | "tags" => request.tags.push(value),
+            "retention" => request.retention = Some(value),
+            "retention_days" => request.retention_days = Some(value),
+            "mime_type" => request.mime_type = Some(value),
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("unknown parameter {other:?}"),
+                ));
+            }
+        }
+    }
+    request.filename = filename.ok_or_else(|| {
+        ApiError::bad_request("invalid_filename", "query parameter filename is required")
+    })?;
+    request.content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let stream = body
+        .into_data_stream()
+        .map_err(std::io::Error::other)
+        .boxed();
+    let record = core.upload(&token.sub, request, stream).await?;
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(core): State<AppState>,
+    token: TokenCaller,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    token.require(Role::Reader)?;
+    let mut q = ListQuery {
+        limit: None,
+        cursor: None,
+    };
+    for (key, value) in query_pairs(query.as_deref())? {
+        match key.as_str() {
+            "limit" => q.limit = Some(value),
+            "cursor" => q.cursor = Some(value).filter(|c| !c.is_empty()),
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("unknown parameter {other:?}"),
+                ));
+            }
+        }
+    }
+    let limit = match q.limit {
+        None => DEFAULT_PAGE,
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be 1 to {MAX_PAGE}"),
+                ));
+            }
+        },
+    };
+    let cursor = q
+        .cursor
+        .map(|c| {
+            c.parse::<Uuid>()
+                .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not valid"))
+        })
+        .transpose()?;
+    Ok(Json(core.list(limit, cursor).await?).into_response())
+}
+
+async fn metadata(
+    State(core): State<AppState>,
+    token: TokenCaller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    token.require(Role::Reader)?;
+    let id = parse_id(&id)?;
+    Ok(Json(core.get(id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+/// Tells a missing field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+async fn patch(
+    State(core): State<AppState>,
+    token: TokenCaller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    token.require(Role::Writer)?;
+    let id = parse_id(&id)?;
+    let body: PatchBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid JSON body: {e}")))?;
+    if body.description.is_none() && body.tags.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "nothing to change: give description and/or tags",
+        ));
+    }
+    let view = core
+        .patch(
+            &caller(&token),
+            id,
+            MetadataPatch {
+                description: body.description,
+                tags: body.tags,
+            },
+        )
+        .await?;
+    Ok(Json(view).into_response())
+}
+
+async fn delete(
+    State(core): State<AppState>,
+    token: TokenCaller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    token.require(Role::Writer)?;
+    let id = parse_id(&id)?;
+    core.delete(&caller(&token), id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Parses a `Range` header against a file of `size` bytes. `Ok(None)`: serve everything.
+pub fn parse_range(header: &str, size: u64) -> Result<Option<ByteRange>, ElementError> {
+    let unsatisfiable = ElementError::RangeNotSatisfiable { size };
+    let spec = header
+        .trim()
+        .strip_prefix("bytes=")
+        .ok_or(ElementError::RangeNotSatisfiable { size })?;
+    if spec.contains(',') {
+        // Several ranges: answering with the whole file is allowed and simpler.
+        return Ok(None);
+    }
+    let (first, last) = spec
+        .trim()
+        .split_once('-')
+        .ok_or(ElementError::RangeNotSatisfiable { size })?;
+    let (first, last) = (first.trim(), last.trim());
+    let parse = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| ElementError::RangeNotSatisfiable { size })
+    };
+    let range = match (first.is_empty(), last.is_empty()) {
+        (true, true) => return Err(unsatisfiable),
+        (true, false) => {
+            let suffix = parse(last)?;
+            if suffix == 0 || size == 0 {
+                return Err(unsatisfiable);
+            }
+            ByteRange {
+                start: size.saturating_sub(suffix),
+                end: size - 1,
+            }
+        }
+        (false, _) => {
+            let start = parse(first)?;
+            let end = if last.is_empty() {
+                u64::MAX
+            } else {
+                parse(last)?
+            };
+            if start >= size || end < start {
+                return Err(unsatisfiable);
+            }
+            ByteRange {
+                start,
+                end: end.min(size - 1),
+            }
+        }
+    };
+    Ok(Some(range))
+}
+
+const FILENAME_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn content_disposition(filename: &str) -> HeaderValue {
+    let ascii: String = filename
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded = utf8_percent_encode(filename, FILENAME_ESCAPES);
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+async fn download(
+    State(core): State<AppState>,
+    token: TokenCaller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    token.require(Role::Reader)?;
+    let id = parse_id(&id)?;
+    let record = core.get(id).await?.record;
+    let etag = format!("\"{}\"", record.sha256);
+    if let Some(candidates) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        && candidates
+            .split(',')
+            .any(|c| c.trim() == etag || c.trim() == "*")
+    {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(value) = HeaderValue::from_str(&etag) {
+            response.headers_mut().insert(header::ETAG, value);
+        }
+        return Ok(response);
+    }
+    let size = record.size;
+    let range = match headers.get(header::RANGE) {
+        None => None,
+        Some(value) => {
+            let text = value
+                .to_str()
+                .map_err(|_| ElementError::RangeNotSatisfiable { size });
+            match text.and_then(|t| parse_range(t, size)) {
+                Ok(range) => range,
+                Err(e) => {
+                    let mut response = ApiError::from(e).into_response();
+                    if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                        response.headers_mut().insert(header::CONTENT_RANGE, value);
+                    }
+                    return Ok(response);
+                }
+            }
+        }
+    };
+    let stream = core
+        .backend
+        .get_stream(&record.storage_key, range)
+        .await
+        .map_err(|e| match e {
+            crate::backend::BackendError::NotFound(_) => ApiError::not_found(
+                "blob_missing",
+                format!("the content of file {id} is missing"),
+            ),
+            other => ApiError::from(ElementError::from(other)),
+        })?;
+    let mut builder = Response::builder()
+        .header(header::CONTENT_TYPE, record.mime_type.as_str())
+        .header(header::ETAG, etag.as_str())
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(
+            header::CONTENT_DISPOSITION,
+            content_disposition(&record.original_filename),
+        );
+    builder = match range {
+        Some(r) => builder
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{size}", r.start, r.end),
+            )
+            .header(header::CONTENT_LENGTH, r.end - r.start + 1),
+        None => builder
+            .status(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, size),
+    };
+    builder
+        .body(Body::from_stream(stream))
+        .map_err(ApiError::internal)
+}
+
+async fn status(State(core): State<AppState>, token: TokenCaller) -> Result<Response, ApiError> {
+    token.require(Role::Reader)?;
+    Ok(Json(core.status().await?).into_response())
+}
+
+async fn consistency(
+    State(core): State<AppState>,
+    token: TokenCaller,
+) -> Result<Response, ApiError> {
+    token.require(Role::Reader)?;
+    Ok(Json(maintenance::run(&core, MaintenanceKind::Consistency).await?).into_response())
+}
+
+/// Runs maintenance in its own task, so a client that goes away does not cut a run in half.
+async fn run_maintenance(
+    core: AppState,
+    token: TokenCaller,
+    kind: MaintenanceKind,
+) -> Result<Response, ApiError> {
+    token.require(Role::Admin)?;
+    let task = tokio::spawn(async move { maintenance::run(&core, kind).await });
+    let report = task.await.map_err(ApiError::internal)??;
+    Ok(Json(report).into_response())
+}
+
+async fn rebuild_full(
+    State(core): State<AppState>,
+    token: TokenCaller,
+) -> Result<Response, ApiError> {
+    run_maintenance(core, token, MaintenanceKind::Full).await
+}
+
+async fn rebuild_incremental(
+    State(core): State<AppState>,
+    token: TokenCaller,
+) -> Result<Response, ApiError> {
+    run_maintenance(core, token, MaintenanceKind::Incremental).await
+}
+
+async fn cleanup_expired(
+    State(core): State<AppState>,
+    token: TokenCaller,
+) -> Result<Response, ApiError> {
+    run_maintenance(core, token, MaintenanceKind::CleanupExpired).await
+}
+
+async fn retention_sweep(
+    State(core): State<AppState>,
+    token: TokenCaller,
+) -> Result<Response, ApiError> {
+    run_maintenance(core, token, MaintenanceKind::Retention).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_against_the_size() {
+        let r = |s, size| parse_range(s, size).map_err(|_| ());
+        assert_eq!(
+            r("bytes=0-9", 100),
+            Ok(Some(ByteRange { start: 0, end: 9 }))
+        );
+        assert_eq!(
+            r("bytes=90-", 100),
+            Ok(Some(ByteRange { start: 90, end: 99 }))
+        );
+        assert_eq!(
+            r("bytes=-10", 100),
+            Ok(Some(ByteRange { start: 90, end: 99 }))
+        );
+        assert_eq!(
+            r("bytes=-500", 100),
+            Ok(Some(ByteRange { start: 0, end: 99 }))
+        );
+        assert_eq!(
+            r("bytes=50-5000", 100),
+            Ok(Some(ByteRange { start: 50, end: 99 }))
+        );
+        assert_eq!(r("bytes=0-1,5-6", 100), Ok(None));
+        assert!(r("bytes=100-", 100).is_err());
+        assert!(r("bytes=9-3", 100).is_err());
+        assert!(r("bytes=-0", 100).is_err());
+        assert!(r("items=0-1", 100).is_err());
+        assert!(r("bytes=a-b", 100).is_err());
+        assert!(r("bytes=0-0", 0).is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! The outbox relay: publishes outbox rows to the stream in order, marks them sent, and retries
+//! with backoff while Redis is away. A row is marked sent only after XADD succeeded, so nothing
+//! is ever dropped (a crash between XADD and the mark can repeat an event; consumers ignore
+//! versions they already have).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use artstore_events::publish::xadd_event;
+use artstore_events::{EventType, FileEvent, FileRecord};
+use chrono::{DateTime, Utc};
+use redis::aio::MultiplexedConnection;
+use sqlx::PgPool;
+use sqlx::types::Json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::store::RELAY_LOCK;
+
+const BATCH: i64 = 200;
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct RelayConfig {
+    pub redis_url: String,
+    pub stream: String,
+    pub max_len: Option<u64>,
+    /// How often to look for rows written by other processes (rebuild jobs).
+    pub poll_interval: Duration,
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    id: i64,
+    event_type: String,
+    event_id: Uuid,
+    file_id: Uuid,
+    version: i64,
+    occurred_at: DateTime<Utc>,
+    payload: Json<FileRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+pub struct Relay {
+    config: RelayConfig,
+    pool: PgPool,
+    metrics: Metrics,
+    connection: Option<MultiplexedConnection>,
+}
+
+impl Relay {
+    pub fn new(config: RelayConfig, pool: PgPool, metrics: Metrics) -> Self {
+        Relay {
+            config,
+            pool,
+            metrics,
+            connection: None,
+        }
+    }
+
+    async fn connection(&mut self) -> Result<MultiplexedConnection, RelayError> {
+        if let Some(conn) = &self.connection {
+            return Ok(conn.clone());
+        }
+        let client = redis::Client::open(self.config.redis_url.as_str())?;
+        let settings = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)));
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&settings)
+            .await?;
+        self.connection = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Publishes up to one batch. Returns how many rows were published.
+    pub async fn publish_batch(&mut self) -> Result<usize, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(RELAY_LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !got {
+            return Ok(0);
+        }
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            "SELECT id, event_type, event_id, file_id, version, occurred_at, payload
+             FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            self.metrics.outbox_pending.set(0);
+            return Ok(0);
+        }
+        let mut sent_ids = Vec::with_capacity(rows.len());
+        let mut stream_ids = Vec::with_capacity(rows.len());
+        let mut failure = None;
+        match self.connection().await {
+            Err(e) => failure = Some((rows[0].id, e)),
+            Ok(mut conn) => {
+                for row in &rows {
+                    let Some(event_type) = EventType::parse(&row.event_type) else {
+                        tracing::error!(id = row.id, event_type = %row.event_type, "outbox row of unknown type left unsent");
+                        failure = Some((
+                            row.id,
+                            RelayError::Database(sqlx::Error::Protocol(format!(
+                                "unknown event type {}",
+                                row.event_type
+                            ))),
+                        ));
+                        break;
+                    };
+                    let event = FileEvent {
+                        event_type,
+                        event_id: row.event_id,
+                        file_id: row.file_id,
+                        version: row.version,
+                        storage_element_id: row.payload.storage_element_id.clone(),
+                        occurred_at: row.occurred_at,
+                        payload: row.payload.0.clone(),
+                    };
+                    match xadd_event(&mut conn, &self.config.stream, self.config.max_len, &event)
+                        .await
+                    {
+                        Ok(stream_id) => {
+                            sent_ids.push(row.id);
+                            stream_ids.push(stream_id);
+                        }
+                        Err(e) => {
+                            failure = Some((row.id, e.into()));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if !sent_ids.is_empty() {
+            sqlx::query(
+                "UPDATE outbox SET sent_at = now(), attempts = attempts + 1, stream_id = s.stream_id
+                 FROM unnest($1::bigint[], $2::text[]) AS s(id, stream_id)
+                 WHERE outbox.id = s.id",
+            )
+            .bind(&sent_ids)
+            .bind(&stream_ids)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((id, _)) = &failure {
+            sqlx::query("UPDATE outbox SET attempts = attempts + 1 WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.metrics.events_published.inc_by(sent_ids.len() as u64);
+        match failure {
+            Some((_, e)) => {
+                if matches!(e, RelayError::Redis(_)) {
+                    self.connection = None;
+                }
+                Err(e)
+            }
+            None => Ok(sent_ids.len()),
+        }
+    }
+
+    /// Publishes everything pending; stops at the first failure.
+    pub async fn drain(&mut self) -> Result<usize, RelayError> {
+        let mut total = 0;
+        loop {
+            let n = self.publish_batch().await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+        }
+    }
+
+    /// Runs until `shutdown`: publishes whenever woken or every poll interval, backing off
+    /// (100 ms doubling to 5 s) while publishing fails.
+    pub async fn run(mut self, wake: Arc<Notify>, shutdown: CancellationToken) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match self.publish_batch().await {
+                Ok(n) if n > 0 => {
+                    backoff = MIN_BACKOFF;
+                    continue;
+                }
+                Ok(_) => {
+                    backoff = MIN_BACKOFF;
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep(self.config.poll_interval) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+                Err(e) => {
+                    self.metrics.relay_failures.inc();
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}

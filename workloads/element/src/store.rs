@@ -1,0 +1,175 @@
+//! The PostgreSQL side: cache rows, outbox rows and the maintenance lock. Every cache change
+//! goes through a transaction that also writes its outbox row.
+
+use artstore_events::{EventType, FileEvent, FileRecord};
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Advisory lock key of cache maintenance. Rebuilds hold it exclusively; writes to the cache hold
+/// it shared for their transaction; a lazy refresh only tries it (shared) and gives way.
+pub const MAINTENANCE_LOCK: i64 = 0x4152_5453_0001;
+/// Advisory lock key of the outbox relay: one relay publishes at a time, keeping order.
+pub const RELAY_LOCK: i64 = 0x4152_5453_0002;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CacheRow {
+    pub record: Json<FileRecord>,
+    pub cache_updated_at: DateTime<Utc>,
+}
+
+/// Takes the maintenance lock shared until the transaction ends (writes wait for a rebuild).
+pub async fn lock_for_write(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(MAINTENANCE_LOCK)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Tries the maintenance lock shared for the transaction; `false` while a rebuild runs or waits.
+pub async fn try_lock_for_refresh(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock_shared($1)")
+        .bind(MAINTENANCE_LOCK)
+        .fetch_one(conn)
+        .await
+}
+
+/// Takes the maintenance lock exclusively for the transaction, waiting for other holders.
+pub async fn lock_for_maintenance(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MAINTENANCE_LOCK)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn get(pool: &PgPool, file_id: Uuid) -> Result<Option<CacheRow>, sqlx::Error> {
+    sqlx::query_as("SELECT record, cache_updated_at FROM files WHERE file_id = $1")
+        .bind(file_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The row, locked until the transaction ends.
+pub async fn get_for_update(
+    conn: &mut PgConnection,
+    file_id: Uuid,
+) -> Result<Option<CacheRow>, sqlx::Error> {
+    sqlx::query_as("SELECT record, cache_updated_at FROM files WHERE file_id = $1 FOR UPDATE")
+        .bind(file_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Inserts a new row; `false` when the file is already cached (a rebuild got there first).
+pub async fn insert(conn: &mut PgConnection, record: &FileRecord) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO files (file_id, storage_key, size, sha256, created_by, retention_expires_at,
+                            version, record, cache_updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+         ON CONFLICT (file_id) DO NOTHING",
+    )
+    .bind(record.file_id)
+    .bind(&record.storage_key)
+    .bind(i64::try_from(record.size).unwrap_or(i64::MAX))
+    .bind(&record.sha256)
+    .bind(&record.created_by)
+    .bind(record.retention_expires_at)
+    .bind(record.version)
+    .bind(Json(record))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Replaces the row's record when `record` is newer; `false` when it is not.
+pub async fn update_if_newer(
+    conn: &mut PgConnection,
+    record: &FileRecord,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE files SET storage_key = $2, size = $3, sha256 = $4, created_by = $5,
+                          retention_expires_at = $6, version = $7, record = $8,
+                          cache_updated_at = now()
+         WHERE file_id = $1 AND version < $7",
+    )
+    .bind(record.file_id)
+    .bind(&record.storage_key)
+    .bind(i64::try_from(record.size).unwrap_or(i64::MAX))
+    .bind(&record.sha256)
+    .bind(&record.created_by)
+    .bind(record.retention_expires_at)
+    .bind(record.version)
+    .bind(Json(record))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Marks the row fresh (its sidecar was just read and matches).
+pub async fn touch(conn: &mut PgConnection, file_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE files SET cache_updated_at = now() WHERE file_id = $1")
+        .bind(file_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Deletes the row and returns what it held.
+pub async fn delete(
+    conn: &mut PgConnection,
+    file_id: Uuid,
+) -> Result<Option<FileRecord>, sqlx::Error> {
+    let record: Option<Json<FileRecord>> =
+        sqlx::query_scalar("DELETE FROM files WHERE file_id = $1 RETURNING record")
+            .bind(file_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(record.map(|r| r.0))
+}
+
+/// Queues an event for the relay.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    event_type: EventType,
+    record: &FileRecord,
+) -> Result<(), sqlx::Error> {
+    let event = FileEvent::new(event_type, record.clone(), Utc::now());
+    sqlx::query(
+        "INSERT INTO outbox (event_type, event_id, file_id, version, occurred_at, payload)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(event.event_type.as_str())
+    .bind(event.event_id)
+    .bind(event.file_id)
+    .bind(event.version)
+    .bind(event.occurred_at)
+    .bind(Json(&event.payload))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes a row and announces `file.deleted` with the next version. `false` if there was no row.
+pub async fn delete_and_announce(
+    conn: &mut PgConnection,
+    file_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    match delete(conn, file_id).await? {
+        Some(mut record) => {
+            record.version += 1;
+            record.updated_at = Utc::now();
+            enqueue(conn, EventType::Deleted, &record).await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+pub async fn file_count_and_bytes(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as("SELECT count(*), COALESCE(sum(size), 0)::bigint FROM files")
+        .fetch_one(pool)
+        .await
+}

@@ -1,0 +1,557 @@
+//! Upload, download, metadata, change, delete, list, status; bad input.
+
+use std::collections::HashSet;
+
+use artstore_common::auth::Role;
+use artstore_events::EventType;
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::harness::*;
+
+async fn upload_download_round_trip(kind: Kind) {
+    let h = Harness::start(kind).await;
+    // Larger than one multipart part on S3, streamed without a Content-Length.
+    let data = content(9 * 1024 * 1024 + 123, 1);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        data.chunks(100_000).map(|c| Ok(c.to_vec())).collect();
+    let response = h
+        .http
+        .post(h.url("/api/v1/files"))
+        .bearer_auth(writer())
+        .query(&[
+            ("filename", "Quarterly report.pdf"),
+            ("description", "numbers"),
+            ("tag", "finance"),
+            ("tag", "q3"),
+        ])
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(response.status(), 201);
+    let record: Value = response.json().await.expect("json");
+    let id = record["file_id"].as_str().expect("file_id").to_string();
+    assert_eq!(record["size"], data.len() as u64);
+    assert_eq!(record["sha256"], sha256_hex(&data));
+    assert_eq!(record["created_by"], "alice");
+    assert_eq!(record["storage_element_id"], "se-test");
+    assert_eq!(record["mime_type"], "application/pdf");
+    assert_eq!(record["version"], 1);
+    assert_eq!(record["tags"], serde_json::json!(["finance", "q3"]));
+    assert_eq!(record["retention"], "permanent");
+    assert!(record["retention_expires_at"].is_null());
+
+    // Blob and sidecar in the backend, laid out by date with the id in the name.
+    let key = record["storage_key"].as_str().expect("key").to_string();
+    let name = key.rsplit('/').next().expect("name");
+    assert!(name.starts_with("Quarterly-report_alice_"), "{key}");
+    assert!(name.ends_with(&format!("_{id}.pdf")), "{key}");
+    assert_eq!(key.matches('/').count(), 4, "{key}");
+    assert_eq!(
+        h.object_keys().await,
+        vec![key.clone(), format!("{key}.attr.json")]
+    );
+    let sidecar: Value = serde_json::from_slice(
+        &h.element
+            .core
+            .backend
+            .get_small(&format!("{key}.attr.json"))
+            .await
+            .expect("sidecar"),
+    )
+    .expect("sidecar json");
+    assert_eq!(sidecar, record);
+
+    // Metadata with cache fields.
+    let (status, meta) = h.get_json(&reader(), &format!("/api/v1/files/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(meta["cache_expired"], false);
+    assert_eq!(meta["cache_ttl_hours"], 24);
+    assert!(meta["cache_updated_at"].is_string());
+    assert_eq!(meta["sha256"], record["sha256"]);
+
+    // The event.
+    let events = h.wait_events(1).await;
+    assert_eq!(events[0].event_type, EventType::Created);
+    assert_eq!(events[0].file_id.to_string(), id);
+    assert_eq!(events[0].version, 1);
+    assert_eq!(
+        serde_json::to_value(&events[0].payload).expect("json"),
+        record
+    );
+
+    // Whole download.
+    let url = h.url(&format!("/api/v1/files/{id}/download"));
+    let response = h
+        .http
+        .get(&url)
+        .bearer_auth(reader())
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(response.status(), 200);
+    let etag = format!("\"{}\"", sha256_hex(&data));
+    assert_eq!(response.headers()["etag"], etag.as_str());
+    assert_eq!(response.headers()["content-type"], "application/pdf");
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .expect("ascii");
+    assert!(
+        disposition.starts_with("attachment; filename=\"Quarterly report.pdf\""),
+        "{disposition}"
+    );
+    assert!(
+        disposition.contains("filename*=UTF-8''Quarterly%20report.pdf"),
+        "{disposition}"
+    );
+    let body = response.bytes().await.expect("body");
+    assert!(
+        body.as_ref() == data.as_slice(),
+        "downloaded content differs"
+    );
+
+    // Ranges.
+    let ranged = |range: &'static str| {
+        h.http
+            .get(&url)
+            .bearer_auth(reader())
+            .header("range", range)
+            .send()
+    };
+    let response = ranged("bytes=1000-1999").await.expect("range");
+    assert_eq!(response.status(), 206);
+    assert_eq!(
+        response.headers()["content-range"],
+        format!("bytes 1000-1999/{}", data.len()).as_str()
+    );
+    assert_eq!(
+        response.bytes().await.expect("body").as_ref(),
+        &data[1000..2000]
+    );
+    let response = ranged("bytes=-10").await.expect("suffix range");
+    assert_eq!(response.status(), 206);
+    assert_eq!(
+        response.bytes().await.expect("body").as_ref(),
+        &data[data.len() - 10..]
+    );
+    for bad in ["bytes=999999999-", "bytes=5-2", "pages=1-2"] {
+        let response = ranged(bad).await.expect("bad range");
+        assert_eq!(response.status(), 416, "{bad}");
+        assert_eq!(
+            response.headers()["content-range"],
+            format!("bytes */{}", data.len()).as_str()
+        );
+        let body: Value = response.json().await.expect("json error");
+        assert_eq!(body["code"], "range_not_satisfiable");
+    }
+    let response = h
+        .http
+        .get(&url)
+        .bearer_auth(reader())
+        .header("if-none-match", etag.as_str())
+        .send()
+        .await
+        .expect("conditional");
+    assert_eq!(response.status(), 304);
+    h.element.shutdown().await;
+}
+
+#[tokio::test]
+async fn upload_download_round_trip_s3() {
+    upload_download_round_trip(Kind::S3).await;
+}
+
+#[tokio::test]
+async fn upload_download_round_trip_volume() {
+    upload_download_round_trip(Kind::Volume).await;
+}
+
+async fn patch_and_delete_announce_versions(kind: Kind) {
+    let h = Harness::start(kind).await;
+    let record = h.upload("notes.txt", b"hello".to_vec()).await;
+    let id = record["file_id"].as_str().expect("id").to_string();
+    let key = record["storage_key"].as_str().expect("key").to_string();
+    let path = format!("/api/v1/files/{id}");
+
+    let patch = |token: String, body: Value| {
+        h.http
+            .patch(h.url(&path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let response = patch(
+        writer(),
+        serde_json::json!({"description": "first", "tags": ["a", "b", "a"]}),
+    )
+    .await
+    .expect("patch");
+    assert_eq!(response.status(), 200);
+    let view: Value = response.json().await.expect("json");
+    assert_eq!(view["version"], 2);
+    assert_eq!(view["description"], "first");
+    assert_eq!(view["tags"], serde_json::json!(["a", "b"]));
+    let sidecar: Value = serde_json::from_slice(
+        &h.element
+            .core
+            .backend
+            .get_small(&format!("{key}.attr.json"))
+            .await
+            .expect("sidecar"),
+    )
+    .expect("json");
+    assert_eq!(sidecar["version"], 2);
+    assert_eq!(sidecar["description"], "first");
+
+    // Another writer may not; an admin may.
+    let response = patch(
+        token(Role::Writer, "mallory"),
+        serde_json::json!({"description": "x"}),
+    )
+    .await
+    .expect("patch");
+    assert_eq!(response.status(), 403);
+    let response = patch(reader(), serde_json::json!({"description": "x"}))
+        .await
+        .expect("patch");
+    assert_eq!(response.status(), 403);
+    let response = patch(admin(), serde_json::json!({"description": null}))
+        .await
+        .expect("patch");
+    assert_eq!(response.status(), 200);
+    let view: Value = response.json().await.expect("json");
+    assert_eq!(view["version"], 3);
+    assert!(view["description"].is_null());
+    // Bad bodies.
+    for body in [
+        serde_json::json!({"size": 1}),
+        serde_json::json!({}),
+        serde_json::json!({"tags": [""]}),
+    ] {
+        let response = patch(writer(), body.clone()).await.expect("patch");
+        assert_eq!(response.status(), 400, "{body}");
+    }
+
+    let response = h
+        .http
+        .delete(h.url(&path))
+        .bearer_auth(token(Role::Writer, "mallory"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 403);
+    let response = h
+        .http
+        .delete(h.url(&path))
+        .bearer_auth(writer())
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 204);
+    assert!(h.object_keys().await.is_empty());
+    assert_eq!(h.row_count().await, 0);
+    let (status, body) = h.get_json(&reader(), &path).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["code"], "file_not_found");
+
+    let events = h.wait_events(4).await;
+    let kinds: Vec<(EventType, i64)> = events.iter().map(|e| (e.event_type, e.version)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EventType::Created, 1),
+            (EventType::Updated, 2),
+            (EventType::Updated, 3),
+            (EventType::Deleted, 4)
+        ]
+    );
+    assert_eq!(events[3].payload.version, 4);
+    assert_eq!(events[3].payload.original_filename, "notes.txt");
+    h.element.shutdown().await;
+}
+
+#[tokio::test]
+async fn patch_and_delete_announce_versions_s3() {
+    patch_and_delete_announce_versions(Kind::S3).await;
+}
+
+#[tokio::test]
+async fn patch_and_delete_announce_versions_volume() {
+    patch_and_delete_announce_versions(Kind::Volume).await;
+}
+
+#[tokio::test]
+async fn list_pages_through_every_file_and_duplicates_are_allowed() {
+    let h = Harness::start(Kind::Volume).await;
+    let mut ids = HashSet::new();
+    for i in 0..7 {
+        // The same content every time: no uniqueness on the hash.
+        let record = h
+            .upload(&format!("same-{i}.bin"), b"identical".to_vec())
+            .await;
+        ids.insert(record["file_id"].as_str().expect("id").to_string());
+    }
+    assert_eq!(ids.len(), 7);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/files?limit=3&cursor={c}"),
+            None => "/api/v1/files?limit=3".to_string(),
+        };
+        let (status, page) = h.get_json(&reader(), &path).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["total"], 7);
+        for f in page["files"].as_array().expect("files") {
+            seen.push(f["file_id"].as_str().expect("id").to_string());
+            assert_eq!(f["cache_expired"], false);
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 7, "every file exactly once");
+    assert_eq!(seen.iter().cloned().collect::<HashSet<_>>(), ids);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted, "stable order");
+    for (path, code) in [
+        ("/api/v1/files?limit=0", "invalid_limit"),
+        ("/api/v1/files?limit=abc", "invalid_limit"),
+        ("/api/v1/files?cursor=nope", "invalid_cursor"),
+        ("/api/v1/files?colour=red", "invalid_query"),
+    ] {
+        let (status, body) = h.get_json(&reader(), path).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some(code)), "{path}");
+    }
+    let (status, st) = h.get_json(&reader(), "/api/v1/status").await;
+    assert_eq!(status, 200);
+    let st: artstore_contract::ElementStatus = serde_json::from_value(st).expect("status");
+    assert_eq!(st.file_count, 7);
+    assert_eq!(st.used_bytes, 7 * 9);
+    assert_eq!(st.backend, "volume");
+    assert_eq!(st.mode, artstore_contract::ElementMode::Edit);
+    h.element.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_and_leaves_nothing() {
+    let h = Harness::start_with(Kind::S3, None, |c| {
+        c.max_file_bytes = 1000;
+        c.capacity_bytes = 1500;
+    })
+    .await;
+    let w = writer();
+    type Query<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(Query, usize, u16, &str)> = vec![
+        (
+            vec![("filename", "../../etc/passwd")],
+            10,
+            400,
+            "invalid_filename",
+        ),
+        (vec![("filename", "..")], 10, 400, "invalid_filename"),
+        (vec![("filename", "a\u{7}b")], 10, 400, "invalid_filename"),
+        (vec![("filename", "")], 10, 400, "invalid_filename"),
+        (vec![], 10, 400, "invalid_filename"),
+        (
+            vec![("filename", "a.txt"), ("retention", "forever")],
+            10,
+            400,
+            "invalid_retention",
+        ),
+        (
+            vec![
+                ("filename", "a.txt"),
+                ("retention", "temporary"),
+                ("retention_days", "-1"),
+            ],
+            10,
+            400,
+            "invalid_retention_days",
+        ),
+        (
+            vec![("filename", "a.txt"), ("retention_days", "3")],
+            10,
+            400,
+            "invalid_retention_days",
+        ),
+        (
+            vec![("filename", "a.txt"), ("tag", "")],
+            10,
+            400,
+            "invalid_tag",
+        ),
+        (
+            vec![("filename", "a.txt"), ("mime_type", "nonsense")],
+            10,
+            400,
+            "invalid_mime_type",
+        ),
+        (
+            vec![("filename", "a.txt"), ("owner", "x")],
+            10,
+            400,
+            "invalid_query",
+        ),
+        (vec![("filename", "big.bin")], 1001, 413, "file_too_large"),
+    ];
+    for (query, len, status, code) in cases {
+        let response = h.upload_query(&w, &query, vec![7; len]).await;
+        assert_eq!(response.status().as_u16(), status, "{query:?}");
+        let body: Value = response.json().await.expect("json error");
+        assert_eq!(body["code"], code, "{query:?}");
+    }
+    // Oversize without a Content-Length is stopped while streaming.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..20).map(|_| Ok(vec![1u8; 100])).collect();
+    let response = h
+        .http
+        .post(h.url("/api/v1/files"))
+        .bearer_auth(&w)
+        .query(&[("filename", "chunked.bin")])
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(response.status(), 413);
+    // Capacity: 900 fits, another 900 does not (known length and streamed).
+    h.upload("fits.bin", vec![1; 900]).await;
+    let response = h
+        .upload_query(&w, &[("filename", "full.bin")], vec![1; 900])
+        .await;
+    assert_eq!(response.status(), 507);
+    assert_eq!(
+        response.json::<Value>().await.expect("json")["code"],
+        "insufficient_storage"
+    );
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..9).map(|_| Ok(vec![1u8; 100])).collect();
+    let response = h
+        .http
+        .post(h.url("/api/v1/files"))
+        .bearer_auth(&w)
+        .query(&[("filename", "full2.bin")])
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(response.status(), 507);
+    // Nothing but the one good file anywhere.
+    assert_eq!(h.row_count().await, 1);
+    assert_eq!(h.object_keys().await.len(), 2);
+
+    // Auth and ids.
+    let response = h
+        .http
+        .post(h.url("/api/v1/files?filename=x"))
+        .body("x")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 401);
+    let response = h
+        .upload_query(&reader(), &[("filename", "x")], b"x".to_vec())
+        .await;
+    assert_eq!(response.status(), 403);
+    let (status, body) = h.get_json(&reader(), "/api/v1/files/not-a-uuid").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_file_id"))
+    );
+    let unknown = uuid::Uuid::now_v7();
+    let (status, body) = h
+        .get_json(&reader(), &format!("/api/v1/files/{unknown}"))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("file_not_found"))
+    );
+    let (status, _) = h
+        .get_json(&reader(), &format!("/api/v1/files/{unknown}/download"))
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = h.post_json(&writer(), "/api/v1/cache/rebuild").await;
+    assert_eq!(status, 403, "maintenance is for admins");
+    h.element.shutdown().await;
+}
+
+#[tokio::test]
+async fn read_only_modes_refuse_writes() {
+    for mode in [
+        artstore_contract::ElementMode::Ro,
+        artstore_contract::ElementMode::Ar,
+    ] {
+        let h = Harness::start_with(Kind::Volume, None, |c| c.mode = mode).await;
+        let response = h
+            .upload_query(&writer(), &[("filename", "x.txt")], b"x".to_vec())
+            .await;
+        assert_eq!(response.status(), 409);
+        assert_eq!(
+            response.json::<Value>().await.expect("json")["code"],
+            "element_not_writable"
+        );
+        assert!(h.object_keys().await.is_empty());
+        h.element.shutdown().await;
+    }
+    // `rw` takes new files but does not change or delete them.
+    let h = Harness::start_with(Kind::Volume, None, |c| {
+        c.mode = artstore_contract::ElementMode::Rw
+    })
+    .await;
+    let record = h.upload("x.txt", b"x".to_vec()).await;
+    let id = record["file_id"].as_str().expect("id");
+    let response = h
+        .http
+        .delete(h.url(&format!("/api/v1/files/{id}")))
+        .bearer_auth(admin())
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 409);
+    assert_eq!(
+        response.json::<Value>().await.expect("json")["code"],
+        "element_not_editable"
+    );
+    assert_eq!(h.row_count().await, 1);
+    h.element.shutdown().await;
+}
+
+#[tokio::test]
+async fn temporary_files_carry_their_expiry() {
+    let h = Harness::start(Kind::Volume).await;
+    let response = h
+        .upload_query(
+            &writer(),
+            &[
+                ("filename", "tmp.log"),
+                ("retention", "temporary"),
+                ("retention_days", "3"),
+            ],
+            b"log".to_vec(),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let record: Value = response.json().await.expect("json");
+    assert_eq!(record["retention"], "temporary");
+    let created: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(record["created_at"].clone()).expect("created_at");
+    let expires: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(record["retention_expires_at"].clone()).expect("expiry");
+    assert_eq!(expires - created, chrono::Duration::days(3));
+    // Concurrent uploads all land (the stream keeps one event each).
+    let uploads = futures::stream::iter(0..8)
+        .map(|i| {
+            let h = &h;
+            async move { h.upload(&format!("c{i}.txt"), content(5000, i)).await }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(uploads.len(), 8);
+    let events = h.wait_events(9).await;
+    let ids: HashSet<_> = events.iter().map(|e| e.file_id).collect();
+    assert_eq!(ids.len(), 9);
+    h.element.shutdown().await;
+}

@@ -1,0 +1,259 @@
+//! One element per test: its own database, stream, and bucket or directory.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use artstore_common::auth::{self, Role, Verifier};
+use artstore_element::backend::S3Settings;
+use artstore_element::{BackendConfig, ElementConfig, RunningElement};
+use artstore_events::FileEvent;
+use artstore_testsupport as ts;
+use serde_json::Value;
+
+pub const SECRET: &[u8] = b"element-test-secret";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    S3,
+    Volume,
+}
+
+pub struct Harness {
+    pub element: RunningElement,
+    pub db: ts::TestDatabase,
+    pub stream: String,
+    pub redis_url: String,
+    pub http: reqwest::Client,
+    /// Keeps the volume directory alive for the test's duration.
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn token(role: Role, sub: &str) -> String {
+    auth::mint(SECRET, sub, role, 3600).expect("token")
+}
+
+pub fn writer() -> String {
+    token(Role::Writer, "alice")
+}
+
+pub fn admin() -> String {
+    token(Role::Admin, "root")
+}
+
+pub fn reader() -> String {
+    token(Role::Reader, "carol")
+}
+
+/// Deterministic test content.
+pub fn content(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u64 * 31 + seed as u64 * 7 + (i as u64 >> 11)) as u8)
+        .collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+impl Harness {
+    pub async fn start(kind: Kind) -> Harness {
+        Self::start_with(kind, None, |_| {}).await
+    }
+
+    pub async fn start_with(
+        kind: Kind,
+        redis_url: Option<String>,
+        adjust: impl FnOnce(&mut ElementConfig),
+    ) -> Harness {
+        let db = ts::fresh_database("storage-element")
+            .await
+            .expect("database");
+        let stream = ts::unique_prefix("element");
+        let (backend, dir) = match kind {
+            Kind::S3 => {
+                let env = ts::services();
+                let bucket = ts::fresh_bucket("element").await.expect("bucket");
+                (
+                    BackendConfig::S3(S3Settings {
+                        endpoint: env.s3_endpoint.clone(),
+                        bucket: bucket.clone(),
+                        prefix: "se-test".into(),
+                        region: env.s3_region.clone(),
+                        access_key: env.s3_access_key.clone(),
+                        secret_key: env.s3_secret_key.clone(),
+                    }),
+                    None,
+                )
+            }
+            Kind::Volume => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                (
+                    BackendConfig::Volume {
+                        path: dir.path().join("volume"),
+                    },
+                    Some(dir),
+                )
+            }
+        };
+        let redis_url = redis_url.unwrap_or_else(|| ts::services().redis_url.clone());
+        let mut config = ElementConfig::new(
+            "se-test",
+            backend,
+            db.url.clone(),
+            redis_url.clone(),
+            stream.clone(),
+            Verifier::hs256(SECRET),
+        );
+        config.relay_poll_interval = Duration::from_millis(200);
+        adjust(&mut config);
+        let element = artstore_element::build(config).await.expect("build");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listener");
+        let element = element.start(listener).expect("start");
+        Harness {
+            element,
+            db,
+            stream,
+            redis_url,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.element.url())
+    }
+
+    pub async fn upload_query(
+        &self,
+        token: &str,
+        query: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/v1/files"))
+            .bearer_auth(token)
+            .query(query)
+            .body(body)
+            .send()
+            .await
+            .expect("upload request")
+    }
+
+    /// Uploads and expects 201; returns the record.
+    pub async fn upload(&self, filename: &str, body: Vec<u8>) -> Value {
+        let response = self
+            .upload_query(&writer(), &[("filename", filename)], body)
+            .await;
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        assert_eq!(status, 201, "upload of {filename}: {text}");
+        serde_json::from_str(&text).expect("json")
+    }
+
+    pub async fn get_json(&self, token: &str, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn post_json(&self, token: &str, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn post_json_owned(&self, token: String, path: &str) -> (u16, Value) {
+        self.post_json(&token, path).await
+    }
+
+    /// Every event on the element's stream, in stream order.
+    pub async fn events(&self) -> Vec<FileEvent> {
+        let client = redis::Client::open(self.redis_url.as_str()).expect("redis url");
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            return Vec::new();
+        };
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&self.stream)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .expect("xrange");
+        reply
+            .ids
+            .iter()
+            .map(|entry| {
+                let fields: HashMap<String, String> = entry
+                    .map
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            redis::from_redis_value_ref::<String>(v).expect("string field"),
+                        )
+                    })
+                    .collect();
+                FileEvent::from_fields(&fields).expect("well-formed event")
+            })
+            .collect()
+    }
+
+    /// Waits until the stream holds at least `n` events and returns them.
+    pub async fn wait_events(&self, n: usize) -> Vec<FileEvent> {
+        ts::eventually(
+            Duration::from_secs(20),
+            &format!("{n} events on the stream"),
+            || async {
+                let events = self.events().await;
+                (events.len() >= n).then_some(events)
+            },
+        )
+        .await
+    }
+
+    /// Keys of every object in the backend.
+    pub async fn object_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .element
+            .core
+            .backend
+            .list()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    pub async fn row_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM files")
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("count")
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the storage element against real PostgreSQL, Redis and SeaweedFS.
+
+mod flows;
+mod harness;
+mod maintenance;
+mod relay;

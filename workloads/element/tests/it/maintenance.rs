@@ -1,0 +1,412 @@
+//! Consistency check, rebuilds, crash repair, lazy refresh, priority locking, retention.
+
+use std::time::Duration;
+
+use artstore_contract::ConsistencyReport;
+use artstore_element::{CrashPoint, MaintenanceKind};
+use artstore_events::EventType;
+use artstore_testsupport as ts;
+use serde_json::Value;
+
+use crate::harness::*;
+
+async fn consistency(h: &Harness) -> ConsistencyReport {
+    let (status, body) = h.get_json(&reader(), "/api/v1/cache/consistency").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_value(body).expect("report")
+}
+
+async fn incremental(h: &Harness) -> Value {
+    let (status, body) = h
+        .post_json(&admin(), "/api/v1/cache/rebuild/incremental")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["errors"].as_array().is_some_and(|e| e.is_empty()),
+        "{body}"
+    );
+    body
+}
+
+/// A crash at each step of upload, change and delete leaves state the consistency check finds
+/// and incremental rebuild repairs, announcing the change.
+async fn crash_at_each_step_is_repaired(kind: Kind) {
+    let h = Harness::start_with(kind, None, |c| c.orphan_blob_grace = Duration::ZERO).await;
+    let core = &h.element.core;
+    assert!(consistency(&h).await.is_consistent);
+
+    // Upload dies after the blob: an orphan blob, invisible, cleaned by the rebuild.
+    core.set_crash_point(Some(CrashPoint::AfterBlob));
+    let response = h
+        .upload_query(&writer(), &[("filename", "a.bin")], b"aaa".to_vec())
+        .await;
+    assert_eq!(response.status(), 500);
+    assert_eq!(h.object_keys().await.len(), 1);
+    let report = consistency(&h).await;
+    assert!(!report.is_consistent);
+    assert_eq!(report.details["orphan_blob_count"], 1);
+    assert_eq!(report.total_attr_files, 0);
+    let run = incremental(&h).await;
+    assert_eq!(run["orphan_blobs_deleted"], 1);
+    assert!(h.object_keys().await.is_empty());
+    assert!(consistency(&h).await.is_consistent);
+
+    // Upload dies after the sidecar: an orphan sidecar, added back and announced.
+    core.set_crash_point(Some(CrashPoint::AfterSidecar));
+    let response = h
+        .upload_query(&writer(), &[("filename", "b.bin")], b"bbb".to_vec())
+        .await;
+    assert_eq!(response.status(), 500);
+    assert_eq!(h.row_count().await, 0);
+    core.set_crash_point(None);
+    let report = consistency(&h).await;
+    assert_eq!(
+        (
+            report.total_attr_files,
+            report.total_cache_entries,
+            report.orphan_attr_count
+        ),
+        (1, 0, 1)
+    );
+    assert!(!report.is_consistent);
+    assert_eq!(report.inconsistency_percentage, 100.0);
+    let orphan_id = report.details["orphan_attr_files"][0]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let run = incremental(&h).await;
+    assert_eq!(run["added"], 1);
+    assert!(consistency(&h).await.is_consistent);
+    let events = h.wait_events(1).await;
+    assert_eq!(events[0].event_type, EventType::Created);
+    assert_eq!(events[0].file_id.to_string(), orphan_id);
+    let (status, meta) = h
+        .get_json(&reader(), &format!("/api/v1/files/{orphan_id}"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(meta["original_filename"], "b.bin");
+
+    // A change dies after the sidecar: the row is stale, found and refreshed.
+    core.set_crash_point(Some(CrashPoint::AfterSidecar));
+    let response = h
+        .http
+        .patch(h.url(&format!("/api/v1/files/{orphan_id}")))
+        .bearer_auth(writer())
+        .json(&serde_json::json!({"description": "changed"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(response.status(), 500);
+    core.set_crash_point(None);
+    let report = consistency(&h).await;
+    assert!(!report.is_consistent);
+    assert_eq!(report.details["stale_cache_count"], 1);
+    let run = incremental(&h).await;
+    assert_eq!(run["updated"], 1);
+    let (_, meta) = h
+        .get_json(&reader(), &format!("/api/v1/files/{orphan_id}"))
+        .await;
+    assert_eq!(meta["description"], "changed");
+    assert_eq!(meta["version"], 2);
+    let events = h.wait_events(2).await;
+    assert_eq!(
+        (events[1].event_type, events[1].version),
+        (EventType::Updated, 2)
+    );
+
+    // A delete dies after the sidecar (and again after the blob): orphan rows, removed.
+    let second = h.upload("c.bin", b"ccc".to_vec()).await;
+    let second_id = second["file_id"].as_str().expect("id").to_string();
+    for (point, id) in [
+        (CrashPoint::AfterSidecar, &orphan_id),
+        (CrashPoint::AfterBlob, &second_id),
+    ] {
+        core.set_crash_point(Some(point));
+        let response = h
+            .http
+            .delete(h.url(&format!("/api/v1/files/{id}")))
+            .bearer_auth(writer())
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(response.status(), 500);
+    }
+    core.set_crash_point(None);
+    let report = consistency(&h).await;
+    assert_eq!(report.orphan_cache_count, 2);
+    assert_eq!(report.details["orphan_blob_count"], 1, "{}", report.details);
+    let run = incremental(&h).await;
+    assert_eq!(run["removed"], 2);
+    assert_eq!(run["orphan_blobs_deleted"], 1);
+    assert!(consistency(&h).await.is_consistent);
+    assert!(h.object_keys().await.is_empty());
+    let events = h.wait_events(5).await;
+    let tail: Vec<(EventType, i64)> = events[3..]
+        .iter()
+        .map(|e| (e.event_type, e.version))
+        .collect();
+    assert!(tail.contains(&(EventType::Deleted, 3)), "{tail:?}");
+    assert!(tail.contains(&(EventType::Deleted, 2)), "{tail:?}");
+    h.element.shutdown().await;
+}
+
+#[tokio::test]
+async fn crash_at_each_step_is_repaired_s3() {
+    crash_at_each_step_is_repaired(Kind::S3).await;
+}
+
+#[tokio::test]
+async fn crash_at_each_step_is_repaired_volume() {
+    crash_at_each_step_is_repaired(Kind::Volume).await;
+}
+
+#[tokio::test]
+async fn full_rebuild_restores_a_lost_cache_and_announces_it() {
+    let h = Harness::start(Kind::S3).await;
+    for i in 0..3 {
+        h.upload(&format!("f{i}.txt"), content(100, i)).await;
+    }
+    h.wait_events(3).await;
+    sqlx::query("TRUNCATE files")
+        .execute(&h.db.pool)
+        .await
+        .expect("truncate");
+    let report = consistency(&h).await;
+    assert_eq!(
+        (report.orphan_attr_count, report.total_cache_entries),
+        (3, 0)
+    );
+    let (status, run) = h.post_json(&admin(), "/api/v1/cache/rebuild").await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["added"], 3);
+    assert_eq!(run["scanned"], 3);
+    assert!(run["duration_ms"].is_u64());
+    assert!(consistency(&h).await.is_consistent);
+    let events = h.wait_events(6).await;
+    assert!(
+        events[3..]
+            .iter()
+            .all(|e| e.event_type == EventType::Created)
+    );
+    // A second full rebuild changes nothing and announces nothing.
+    let (_, run) = h.post_json(&admin(), "/api/v1/cache/rebuild").await;
+    assert_eq!(
+        (run["added"].as_u64(), run["refreshed"].as_u64()),
+        (Some(0), Some(3))
+    );
+    let (_, list) = h.get_json(&reader(), "/api/v1/files").await;
+    assert_eq!(list["total"], 3);
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&h.db.pool)
+        .await
+        .expect("outbox");
+    assert_eq!(queued, 6, "the second rebuild queued no event");
+    h.element.shutdown().await;
+}
+
+async fn age_rows(h: &Harness, hours: i64) {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE files SET cache_updated_at = now() - interval '{hours} hours'"
+    )))
+    .execute(&h.db.pool)
+    .await
+    .expect("age rows");
+}
+
+#[tokio::test]
+async fn expired_rows_are_refreshed_on_read_and_by_cleanup() {
+    let h = Harness::start(Kind::Volume).await;
+    let a = h.upload("a.txt", b"a".to_vec()).await;
+    let b = h.upload("b.txt", b"b".to_vec()).await;
+    let a_id = a["file_id"].as_str().expect("id").to_string();
+    let b_id = b["file_id"].as_str().expect("id").to_string();
+    age_rows(&h, 100).await;
+    assert_eq!(consistency(&h).await.expired_cache_count, 2);
+    let (_, list) = h.get_json(&reader(), "/api/v1/files").await;
+    assert_eq!(list["files"][0]["cache_expired"], true);
+
+    // Lazy refresh on read.
+    let (status, meta) = h
+        .get_json(&reader(), &format!("/api/v1/files/{a_id}"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(meta["cache_expired"], false);
+    let refreshed: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(meta["cache_updated_at"].clone()).expect("time");
+    assert!(chrono::Utc::now() - refreshed < chrono::Duration::minutes(1));
+    assert_eq!(consistency(&h).await.expired_cache_count, 1);
+
+    // A file whose sidecar vanished behind our back: the expired row goes, announced.
+    h.element
+        .core
+        .backend
+        .delete(&format!(
+            "{}.attr.json",
+            b["storage_key"].as_str().expect("key")
+        ))
+        .await
+        .expect("delete sidecar");
+    let (status, _) = h
+        .get_json(&reader(), &format!("/api/v1/files/{b_id}"))
+        .await;
+    assert_eq!(status, 404);
+    let events = h.wait_events(3).await;
+    assert_eq!(
+        (events[2].event_type, events[2].version),
+        (EventType::Deleted, 2)
+    );
+
+    // cleanup-expired re-reads expired rows and keeps them.
+    age_rows(&h, 100).await;
+    let (status, run) = h.post_json(&admin(), "/api/v1/cache/cleanup-expired").await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["refreshed"], 1);
+    let report = consistency(&h).await;
+    assert_eq!(report.expired_cache_count, 0);
+    assert!(report.is_consistent);
+    h.element.shutdown().await;
+}
+
+async fn waiting_advisory_locks(h: &Harness) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        .fetch_one(&h.db.pool)
+        .await
+        .expect("pg_locks")
+}
+
+/// T9: a rebuild waits for the lock another rebuild holds, a lazy refresh gives way to a
+/// rebuild instead of blocking, and concurrent rebuilds never interleave.
+#[tokio::test]
+async fn rebuilds_are_serialised_and_lazy_refresh_gives_way() {
+    let h = Harness::start(Kind::Volume).await;
+    let record = h.upload("a.txt", b"a".to_vec()).await;
+    let id = record["file_id"].as_str().expect("id").to_string();
+    age_rows(&h, 100).await;
+
+    // Hold the maintenance lock as a running rebuild would.
+    let mut holder = h.db.pool.begin().await.expect("tx");
+    artstore_element::store::lock_for_maintenance(&mut holder)
+        .await
+        .expect("lock");
+    let core = h.element.core.clone();
+    let blocked = tokio::spawn(async move {
+        artstore_element::maintenance::run(&core, MaintenanceKind::Incremental).await
+    });
+    ts::eventually(
+        Duration::from_secs(10),
+        "the rebuild waits on the lock",
+        || async { (waiting_advisory_locks(&h).await == 1).then_some(()) },
+    )
+    .await;
+    assert!(!blocked.is_finished());
+    let started: i64 = sqlx::query_scalar("SELECT count(*) FROM maintenance_runs")
+        .fetch_one(&h.db.pool)
+        .await
+        .expect("runs");
+    assert_eq!(started, 0, "nothing ran while the lock was held");
+    // The lazy refresh does not wait: it serves the stale row.
+    let (status, meta) = h.get_json(&reader(), &format!("/api/v1/files/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(meta["cache_expired"], true);
+    // Writes wait for the rebuild (they take the lock shared).
+    let writer_task = {
+        let url = h.url(&format!("/api/v1/files/{id}"));
+        let http = h.http.clone();
+        tokio::spawn(async move {
+            http.patch(url)
+                .bearer_auth(writer())
+                .json(&serde_json::json!({"tags": ["x"]}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    ts::eventually(Duration::from_secs(10), "the write waits too", || async {
+        (waiting_advisory_locks(&h).await == 2).then_some(())
+    })
+    .await;
+    holder.rollback().await.expect("release");
+    let report = blocked.await.expect("join").expect("rebuild");
+    assert_eq!(report["kind"], "incremental");
+    assert_eq!(writer_task.await.expect("join").expect("patch"), 200);
+    let (_, meta) = h.get_json(&reader(), &format!("/api/v1/files/{id}")).await;
+    assert_eq!(meta["cache_expired"], false);
+
+    // Many rebuilds at once: their runs never overlap.
+    let kinds = [
+        "/api/v1/cache/rebuild",
+        "/api/v1/cache/rebuild/incremental",
+        "/api/v1/cache/cleanup-expired",
+        "/api/v1/cache/rebuild",
+        "/api/v1/cache/rebuild/incremental",
+        "/api/v1/cache/retention",
+    ];
+    let calls = kinds.iter().map(|path| h.post_json_owned(admin(), path));
+    for (status, body) in futures::future::join_all(calls).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    let runs: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT started_at, finished_at FROM maintenance_runs
+         WHERE kind <> 'consistency' ORDER BY started_at",
+    )
+    .fetch_all(&h.db.pool)
+    .await
+    .expect("runs");
+    assert_eq!(runs.len(), 7);
+    for pair in runs.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "runs overlap: {pair:?}");
+    }
+    h.element.shutdown().await;
+}
+
+#[tokio::test]
+async fn retention_sweep_deletes_expired_temporary_files() {
+    let h = Harness::start(Kind::S3).await;
+    let response = h
+        .upload_query(
+            &writer(),
+            &[
+                ("filename", "tmp.log"),
+                ("retention", "temporary"),
+                ("retention_days", "1"),
+            ],
+            b"temporary".to_vec(),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let temp: Value = response.json().await.expect("json");
+    let keep = h.upload("keep.txt", b"permanent".to_vec()).await;
+    // Nothing is due yet.
+    let run = artstore_element::maintenance::run(&h.element.core, MaintenanceKind::Retention)
+        .await
+        .expect("sweep");
+    assert_eq!(run["removed"], 0);
+    sqlx::query(
+        "UPDATE files SET retention_expires_at = now() - interval '1 minute' WHERE file_id = $1",
+    )
+    .bind(
+        temp["file_id"]
+            .as_str()
+            .expect("id")
+            .parse::<uuid::Uuid>()
+            .expect("uuid"),
+    )
+    .execute(&h.db.pool)
+    .await
+    .expect("expire");
+    let (status, run) = h.post_json(&admin(), "/api/v1/cache/retention").await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["removed"], 1);
+    let (_, list) = h.get_json(&reader(), "/api/v1/files").await;
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["files"][0]["file_id"], keep["file_id"]);
+    assert_eq!(h.object_keys().await.len(), 2);
+    let events = h.wait_events(3).await;
+    assert_eq!(events[2].event_type, EventType::Deleted);
+    assert_eq!(
+        events[2].file_id.to_string(),
+        temp["file_id"].as_str().expect("id")
+    );
+    assert!(consistency(&h).await.is_consistent);
+    h.element.shutdown().await;
+}
