@@ -1,0 +1,258 @@
+//! A query node in one process: the consumer, the resync task and the HTTP API, startable from
+//! a config struct (the CLI, tests and the local stack all use this).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use artstore_common::auth::Verifier;
+use artstore_common::ops::{Ops, ReadyCheck};
+use artstore_events::consumer::{Consumer, ConsumerConfig};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::apply::CacheApplier;
+use crate::elements::{ElementClient, RegistryWatcher};
+use crate::http::{AppState, api_router};
+use crate::metrics::Metrics;
+use crate::resync::Resyncer;
+
+/// Everything a node needs. [`NodeConfig::new`] fills sensible defaults.
+#[derive(Clone)]
+pub struct NodeConfig {
+    pub database_url: String,
+    pub redis_url: String,
+    pub stream: String,
+    pub group: String,
+    pub consumer_name: String,
+    pub batch_size: usize,
+    pub block: Duration,
+    pub max_deliveries: u64,
+    pub dead_letter_stream: String,
+    pub claim_min_idle: Duration,
+    pub claim_interval: Duration,
+    pub info_interval: Duration,
+    pub registry_file: Option<PathBuf>,
+    /// Verifies callers' tokens.
+    pub verifier: Verifier,
+    /// The shared secret, to mint the node's own token for calling storage elements.
+    pub element_secret: Option<Vec<u8>>,
+    pub max_db_connections: u32,
+    /// Run the consumer (false: HTTP only).
+    pub consume: bool,
+}
+
+impl NodeConfig {
+    pub fn new(
+        database_url: &str,
+        redis_url: &str,
+        stream: &str,
+        group: &str,
+        consumer_name: &str,
+        jwt_secret: &[u8],
+    ) -> Self {
+        NodeConfig {
+            database_url: database_url.into(),
+            redis_url: redis_url.into(),
+            stream: stream.into(),
+            group: group.into(),
+            consumer_name: consumer_name.into(),
+            batch_size: 256,
+            block: Duration::from_millis(2000),
+            max_deliveries: 5,
+            dead_letter_stream: format!("{stream}:dead-letter"),
+            claim_min_idle: Duration::from_secs(60),
+            claim_interval: Duration::from_secs(10),
+            info_interval: Duration::from_secs(15),
+            registry_file: None,
+            verifier: Verifier::hs256(jwt_secret),
+            element_secret: Some(jwt_secret.to_vec()),
+            max_db_connections: 10,
+            consume: true,
+        }
+    }
+
+    pub fn consumer_config(&self) -> ConsumerConfig {
+        let mut c = ConsumerConfig::new(
+            &self.redis_url,
+            &self.stream,
+            &self.group,
+            &self.consumer_name,
+        );
+        c.batch_size = self.batch_size;
+        c.block = self.block;
+        c.max_deliveries = self.max_deliveries;
+        c.dead_letter_stream = self.dead_letter_stream.clone();
+        c.claim_min_idle = self.claim_min_idle;
+        c.claim_interval = self.claim_interval;
+        c.info_interval = self.info_interval;
+        c
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("database url: {0}")]
+    DatabaseUrl(#[source] sqlx::Error),
+    #[error("listener: {0}")]
+    Listener(#[from] std::io::Error),
+}
+
+/// A lazily connecting pool: the node starts (and answers /healthz) while PostgreSQL is down.
+pub fn lazy_pool(database_url: &str, max_connections: u32) -> Result<PgPool, NodeError> {
+    let options: PgConnectOptions = database_url.parse().map_err(NodeError::DatabaseUrl)?;
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options))
+}
+
+/// A running node.
+pub struct QueryNode {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    consumer: Option<JoinHandle<()>>,
+    resync: JoinHandle<()>,
+    pub pool: PgPool,
+    pub resyncer: Arc<Resyncer>,
+    pub metrics: Metrics,
+}
+
+impl QueryNode {
+    /// Starts the consumer, the resync task and the HTTP server on `listener`.
+    pub async fn start(
+        config: NodeConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<QueryNode, NodeError> {
+        let addr = listener.local_addr()?;
+        let pool = lazy_pool(&config.database_url, config.max_db_connections)?;
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+
+        let registry_watcher = Arc::new(RegistryWatcher::new(config.registry_file.clone()));
+        let elements = ElementClient::new(
+            config.element_secret.clone(),
+            &format!("query-node:{}", config.consumer_name),
+        );
+        let resyncer = Resyncer::new();
+        let resync = tokio::spawn(resyncer.clone().run(
+            pool.clone(),
+            registry_watcher.clone(),
+            elements.clone(),
+            shutdown_rx.clone(),
+        ));
+
+        let consumer = config.consume.then(|| {
+            let applier = Arc::new(CacheApplier::new(
+                pool.clone(),
+                registry_watcher.is_configured().then(|| resyncer.clone()),
+            ));
+            let consumer = Consumer::new(config.consumer_config(), applier)
+                .with_observer(Arc::new(metrics.clone()));
+            let rx = shutdown_rx.clone();
+            tokio::spawn(async move {
+                if let Err(e) = consumer.run(rx).await {
+                    tracing::error!(error = %e, "consumer stopped with an error");
+                }
+            })
+        });
+
+        let ready = ready_check(pool.clone(), config.redis_url.clone());
+        let state = AppState {
+            pool: pool.clone(),
+            registry: registry_watcher,
+            elements,
+            metrics: metrics.clone(),
+        };
+        let app =
+            api_router(state, config.verifier.clone()).merge(Ops::new(registry, ready).router());
+        let mut server_shutdown = shutdown_rx;
+        let server = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = server_shutdown.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(%addr, consumer = %config.consumer_name, "query node started");
+        Ok(QueryNode {
+            addr,
+            shutdown,
+            server,
+            consumer,
+            resync,
+            pool,
+            resyncer,
+            metrics,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Graceful stop: the batch in hand is finished (or left pending), then everything ends.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if let Some(consumer) = self.consumer {
+            let _ = consumer.await;
+        }
+        let _ = self.resync.await;
+        let _ = self.server.await;
+    }
+
+    /// Stops everything at once, wherever it is, as a crash would.
+    pub fn abort(self) {
+        if let Some(consumer) = &self.consumer {
+            consumer.abort();
+        }
+        self.resync.abort();
+        self.server.abort();
+    }
+
+    /// Waits until the serving tasks end (after a shutdown signal or a failure).
+    pub async fn wait(self) {
+        let _ = self.server.await;
+        let _ = self.shutdown.send(true);
+        if let Some(consumer) = self.consumer {
+            let _ = consumer.await;
+        }
+        let _ = self.resync.await;
+    }
+}
+
+fn ready_check(pool: PgPool, redis_url: String) -> ReadyCheck {
+    let client = redis::Client::open(redis_url.as_str()).ok();
+    Arc::new(move || {
+        let pool = pool.clone();
+        let client = client.clone();
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map_err(|e| format!("database: {e}"))?;
+            let client = client.ok_or_else(|| "redis: bad url".to_string())?;
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| format!("redis: {e}"))?;
+            let _: String = redis::cmd("PING")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| format!("redis: {e}"))?;
+            Ok(())
+        })
+    })
+}

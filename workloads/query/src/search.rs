@@ -1,0 +1,557 @@
+//! `POST /api/v1/search`: full-text (websearch syntax) plus trigram matching on filenames,
+//! filters, sort, keyset pagination and a capped total count.
+
+use artstore_common::ApiError;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::store::{CachedRecord, RECORD_COLUMNS};
+
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 200;
+/// `total_count` counts at most this many rows; above it the count says "at least".
+pub const TOTAL_COUNT_CAP: i64 = 10_000;
+/// Relevance ranks at most this many matches (the newest); keeps broad queries fast.
+pub const RANK_CANDIDATES: i64 = 10_000;
+pub const MAX_QUERY_CHARS: usize = 256;
+pub const MAX_FILTER_VALUES: usize = 32;
+pub const MAX_FILTER_CHARS: usize = 256;
+/// Partial filename matching needs at least one trigram.
+pub const MIN_TRIGRAM_CHARS: usize = 3;
+pub const STATEMENT_TIMEOUT_MS: u64 = 5_000;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default)]
+    pub filters: Filters,
+    #[serde(default)]
+    pub sort: Option<Sort>,
+    #[serde(default)]
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filters {
+    /// Exact (`application/pdf`) or a whole family (`image/*`).
+    #[serde(default)]
+    pub mime_type: Option<String>,
+    /// Files carrying every one of these tags.
+    #[serde(default)]
+    pub tags_all: Vec<String>,
+    /// Files carrying at least one of these tags.
+    #[serde(default)]
+    pub tags_any: Vec<String>,
+    #[serde(default)]
+    pub size_min: Option<i64>,
+    #[serde(default)]
+    pub size_max: Option<i64>,
+    /// Inclusive lower bound.
+    #[serde(default)]
+    pub created_after: Option<DateTime<Utc>>,
+    /// Exclusive upper bound.
+    #[serde(default)]
+    pub created_before: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub storage_element_id: Option<String>,
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortField {
+    Relevance,
+    #[serde(alias = "created")]
+    CreatedAt,
+    Size,
+    #[serde(alias = "filename")]
+    Name,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sort {
+    pub field: SortField,
+    #[serde(default)]
+    pub order: Option<Order>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SearchResponse {
+    pub results: Vec<serde_json::Value>,
+    pub total_count: i64,
+    /// True when there are more matches than `total_count` says (the count stops at a cap).
+    pub total_count_capped: bool,
+    pub next_cursor: Option<String>,
+}
+
+/// The sort position of the last row of a page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", content = "v", rename_all = "snake_case")]
+enum SortKey {
+    /// f64 bits: exact, whatever JSON does to floats.
+    Relevance(u64),
+    CreatedAt(DateTime<Utc>),
+    Size(i64),
+    Name(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Cursor {
+    /// Fingerprint of the query, filters and sort the cursor belongs to.
+    f: String,
+    k: SortKey,
+    id: Uuid,
+}
+
+/// A validated request.
+struct Plan {
+    query: Option<String>,
+    like_pattern: Option<String>,
+    filters: Filters,
+    field: SortField,
+    order: Order,
+    limit: i64,
+    after: Option<(SortKey, Uuid)>,
+    fingerprint: String,
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::bad_request(code, message)
+}
+
+fn check_text(what: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(bad(
+            "invalid_filter",
+            format!("{what} contains a NUL character"),
+        ));
+    }
+    if value.chars().count() > MAX_FILTER_CHARS {
+        return Err(bad(
+            "invalid_filter",
+            format!("{what} is longer than {MAX_FILTER_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// `%`, `_` and `\` taken literally in a LIKE pattern.
+fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn plan(request: SearchRequest) -> Result<Plan, ApiError> {
+    let query = request
+        .query
+        .map(|q| q.trim().to_string())
+        .filter(|q| !q.is_empty());
+    if let Some(q) = &query {
+        if q.contains('\0') {
+            return Err(bad("invalid_query", "query contains a NUL character"));
+        }
+        if q.chars().count() > MAX_QUERY_CHARS {
+            return Err(bad(
+                "invalid_query",
+                format!("query is longer than {MAX_QUERY_CHARS} characters"),
+            ));
+        }
+    }
+    let f = &request.filters;
+    for (what, value) in [
+        ("mime_type", &f.mime_type),
+        ("storage_element_id", &f.storage_element_id),
+        ("owner", &f.owner),
+    ] {
+        if let Some(v) = value {
+            check_text(what, v)?;
+        }
+    }
+    for (what, list) in [("tags_all", &f.tags_all), ("tags_any", &f.tags_any)] {
+        if list.len() > MAX_FILTER_VALUES {
+            return Err(bad(
+                "invalid_filter",
+                format!("{what} has more than {MAX_FILTER_VALUES} values"),
+            ));
+        }
+        for tag in list {
+            check_text(what, tag)?;
+        }
+    }
+    if f.size_min.is_some_and(|s| s < 0) || f.size_max.is_some_and(|s| s < 0) {
+        return Err(bad("invalid_filter", "sizes cannot be negative"));
+    }
+    if let (Some(min), Some(max)) = (f.size_min, f.size_max)
+        && min > max
+    {
+        return Err(bad("invalid_filter", "size_min is greater than size_max"));
+    }
+    if let (Some(after), Some(before)) = (f.created_after, f.created_before)
+        && after > before
+    {
+        return Err(bad(
+            "invalid_filter",
+            "created_after is later than created_before",
+        ));
+    }
+    let limit = request.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(bad(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let (field, order) = match request.sort {
+        Some(Sort {
+            field: SortField::Relevance,
+            ..
+        }) if query.is_none() => {
+            return Err(bad("invalid_sort", "sorting by relevance needs a query"));
+        }
+        Some(sort) => (
+            sort.field,
+            sort.order.unwrap_or(match sort.field {
+                SortField::Name => Order::Asc,
+                _ => Order::Desc,
+            }),
+        ),
+        None if query.is_some() => (SortField::Relevance, Order::Desc),
+        None => (SortField::CreatedAt, Order::Desc),
+    };
+    if field == SortField::Relevance && order == Order::Asc {
+        return Err(bad("invalid_sort", "relevance sorts descending only"));
+    }
+    let fingerprint = {
+        let canonical = serde_json::json!({
+            "q": query, "f": request.filters, "s": field, "o": order,
+        });
+        let digest = Sha256::digest(canonical.to_string().as_bytes());
+        hex::encode(&digest[..8])
+    };
+    let after = match request.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(text) => {
+            let cursor: Cursor = hex::decode(text)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .ok_or_else(|| bad("invalid_cursor", "cursor is not one this service issued"))?;
+            if cursor.f != fingerprint {
+                return Err(bad(
+                    "invalid_cursor",
+                    "cursor belongs to a different query, filter or sort",
+                ));
+            }
+            let matches_field = matches!(
+                (&cursor.k, field),
+                (SortKey::Relevance(_), SortField::Relevance)
+                    | (SortKey::CreatedAt(_), SortField::CreatedAt)
+                    | (SortKey::Size(_), SortField::Size)
+                    | (SortKey::Name(_), SortField::Name)
+            );
+            if !matches_field {
+                return Err(bad("invalid_cursor", "cursor belongs to a different sort"));
+            }
+            Some((cursor.k, cursor.id))
+        }
+    };
+    let like_pattern = query
+        .as_ref()
+        .filter(|q| q.chars().count() >= MIN_TRIGRAM_CHARS)
+        .map(|q| format!("%{}%", like_escape(q)));
+    Ok(Plan {
+        query,
+        like_pattern,
+        filters: request.filters,
+        field,
+        order,
+        limit,
+        after,
+        fingerprint,
+    })
+}
+
+/// `NOT deleted AND <match> AND <filters>`.
+fn push_where(qb: &mut QueryBuilder<Postgres>, plan: &Plan) {
+    qb.push(" WHERE NOT deleted");
+    if let Some(q) = &plan.query {
+        qb.push(" AND (search_vector @@ websearch_to_tsquery('simple', ");
+        qb.push_bind(q.clone());
+        qb.push(")");
+        if let Some(pattern) = &plan.like_pattern {
+            qb.push(" OR original_filename ILIKE ");
+            qb.push_bind(pattern.clone());
+        }
+        qb.push(")");
+    }
+    let f = &plan.filters;
+    if let Some(mime) = &f.mime_type {
+        if let Some(family) = mime.strip_suffix("/*") {
+            qb.push(" AND mime_type LIKE ");
+            qb.push_bind(format!("{}/%", like_escape(family)));
+        } else {
+            qb.push(" AND mime_type = ");
+            qb.push_bind(mime.clone());
+        }
+    }
+    if !f.tags_all.is_empty() {
+        qb.push(" AND tags @> ");
+        qb.push_bind(f.tags_all.clone());
+    }
+    if !f.tags_any.is_empty() {
+        qb.push(" AND tags && ");
+        qb.push_bind(f.tags_any.clone());
+    }
+    if let Some(min) = f.size_min {
+        qb.push(" AND size >= ");
+        qb.push_bind(min);
+    }
+    if let Some(max) = f.size_max {
+        qb.push(" AND size <= ");
+        qb.push_bind(max);
+    }
+    if let Some(after) = f.created_after {
+        qb.push(" AND created_at >= ");
+        qb.push_bind(after);
+    }
+    if let Some(before) = f.created_before {
+        qb.push(" AND created_at < ");
+        qb.push_bind(before);
+    }
+    if let Some(element) = &f.storage_element_id {
+        qb.push(" AND storage_element_id = ");
+        qb.push_bind(element.clone());
+    }
+    if let Some(owner) = &f.owner {
+        qb.push(" AND created_by = ");
+        qb.push_bind(owner.clone());
+    }
+}
+
+fn sort_expr(field: SortField) -> &'static str {
+    match field {
+        SortField::Relevance => "score",
+        SortField::CreatedAt => "created_at",
+        SortField::Size => "size",
+        SortField::Name => "(original_filename COLLATE \"C\")",
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Hit {
+    #[sqlx(flatten)]
+    record: CachedRecord,
+    score: Option<f64>,
+}
+
+fn page_query(plan: &Plan) -> QueryBuilder<Postgres> {
+    let mut qb = QueryBuilder::new("");
+    let dir = match plan.order {
+        Order::Asc => "ASC",
+        Order::Desc => "DESC",
+    };
+    let cmp = match plan.order {
+        Order::Asc => ">",
+        Order::Desc => "<",
+    };
+    if plan.field == SortField::Relevance {
+        // Rank at most RANK_CANDIDATES matches (the newest), then page through them.
+        qb.push(format!("WITH candidates AS (SELECT {RECORD_COLUMNS}, ("));
+        qb.push("ts_rank(search_vector, websearch_to_tsquery('simple', ");
+        qb.push_bind(plan.query.clone().unwrap_or_default());
+        qb.push("))::float8 + similarity(original_filename, ");
+        qb.push_bind(plan.query.clone().unwrap_or_default());
+        qb.push(")::float8) AS score FROM file_cache");
+        push_where(&mut qb, plan);
+        qb.push(" ORDER BY created_at DESC, file_id DESC LIMIT ");
+        qb.push_bind(RANK_CANDIDATES);
+        qb.push(format!(") SELECT {RECORD_COLUMNS}, score FROM candidates"));
+        if let Some((SortKey::Relevance(bits), id)) = &plan.after {
+            qb.push(format!(" WHERE (score, file_id) {cmp} ("));
+            qb.push_bind(f64::from_bits(*bits));
+            qb.push(", ");
+            qb.push_bind(*id);
+            qb.push(")");
+        }
+    } else {
+        qb.push(format!(
+            "SELECT {RECORD_COLUMNS}, NULL::float8 AS score FROM file_cache"
+        ));
+        push_where(&mut qb, plan);
+        if let Some((key, id)) = &plan.after {
+            qb.push(format!(" AND ({}, file_id) {cmp} (", sort_expr(plan.field)));
+            match key {
+                SortKey::CreatedAt(t) => qb.push_bind(*t),
+                SortKey::Size(s) => qb.push_bind(*s),
+                SortKey::Name(n) => qb.push_bind(n.clone()).push(" COLLATE \"C\""),
+                SortKey::Relevance(bits) => qb.push_bind(f64::from_bits(*bits)),
+            };
+            qb.push(", ");
+            qb.push_bind(*id);
+            qb.push(")");
+        }
+    }
+    qb.push(format!(
+        " ORDER BY {} {dir}, file_id {dir} LIMIT ",
+        sort_expr(plan.field)
+    ));
+    qb.push_bind(plan.limit + 1);
+    qb
+}
+
+fn count_query(plan: &Plan) -> QueryBuilder<Postgres> {
+    let mut qb = QueryBuilder::new("SELECT count(*) FROM (SELECT 1 FROM file_cache");
+    push_where(&mut qb, plan);
+    qb.push(" LIMIT ");
+    qb.push_bind(TOTAL_COUNT_CAP + 1);
+    qb.push(") AS capped");
+    qb
+}
+
+fn key_of(field: SortField, hit: &Hit) -> SortKey {
+    match field {
+        SortField::Relevance => SortKey::Relevance(hit.score.unwrap_or(0.0).to_bits()),
+        SortField::CreatedAt => SortKey::CreatedAt(hit.record.created_at),
+        SortField::Size => SortKey::Size(hit.record.size),
+        SortField::Name => SortKey::Name(hit.record.original_filename.clone()),
+    }
+}
+
+fn db_error(e: sqlx::Error) -> ApiError {
+    if let sqlx::Error::Database(db) = &e
+        && db.code().as_deref() == Some("57014")
+    {
+        return ApiError::unavailable(
+            "search_timeout",
+            "the search took too long; narrow it with filters",
+        )
+        .with_retry_after(1);
+    }
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            ApiError::unavailable("database_unavailable", "the search database is unavailable")
+                .with_retry_after(1)
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+pub async fn search(pool: &PgPool, request: SearchRequest) -> Result<SearchResponse, ApiError> {
+    let plan = plan(request)?;
+    let mut tx = pool.begin().await.map_err(db_error)?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"
+    )))
+    .execute(&mut *tx)
+    .await
+    .map_err(db_error)?;
+    let mut page = page_query(&plan);
+    let mut hits: Vec<Hit> = page
+        .build_query_as::<Hit>()
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    let mut count = count_query(&plan);
+    let counted: i64 = count
+        .build_query_scalar::<i64>()
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
+
+    let more = hits.len() as i64 > plan.limit;
+    hits.truncate(plan.limit as usize);
+    let next_cursor = match hits.last() {
+        Some(last) if more => {
+            let cursor = Cursor {
+                f: plan.fingerprint.clone(),
+                k: key_of(plan.field, last),
+                id: last.record.file_id,
+            };
+            serde_json::to_vec(&cursor).ok().map(hex::encode)
+        }
+        _ => None,
+    };
+    let results = hits
+        .iter()
+        .map(|hit| {
+            let mut value = hit.record.to_json();
+            if let (Some(score), Some(obj)) = (hit.score, value.as_object_mut()) {
+                obj.insert("score".into(), serde_json::json!(score));
+            }
+            value
+        })
+        .collect();
+    Ok(SearchResponse {
+        results,
+        total_count: counted.min(TOTAL_COUNT_CAP),
+        total_count_capped: counted > TOTAL_COUNT_CAP,
+        next_cursor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: serde_json::Value) -> Result<Plan, ApiError> {
+        let request: SearchRequest =
+            serde_json::from_value(json).map_err(|e| bad("x", e.to_string()))?;
+        plan(request)
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_codes() {
+        let code = |json| request(json).err().map(|e| e.code);
+        assert_eq!(code(serde_json::json!({"limit": 0})), Some("invalid_limit"));
+        assert_eq!(
+            code(serde_json::json!({"limit": 201})),
+            Some("invalid_limit")
+        );
+        assert_eq!(
+            code(serde_json::json!({"sort": {"field": "relevance"}})),
+            Some("invalid_sort")
+        );
+        assert_eq!(
+            code(serde_json::json!({"query": "a\u{0}b"})),
+            Some("invalid_query")
+        );
+        assert_eq!(
+            code(serde_json::json!({"filters": {"size_min": 5, "size_max": 1}})),
+            Some("invalid_filter")
+        );
+        assert_eq!(
+            code(serde_json::json!({"cursor": "zz"})),
+            Some("invalid_cursor")
+        );
+        assert!(request(serde_json::json!({"query": "x".repeat(257)})).is_err());
+        assert!(request(serde_json::json!({"query": "  "})).is_ok_and(|p| p.query.is_none()));
+    }
+
+    #[test]
+    fn like_patterns_take_metacharacters_literally() {
+        assert_eq!(like_escape("50%_a\\b"), "50\\%\\_a\\\\b");
+    }
+}
