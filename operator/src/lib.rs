@@ -1,1 +1,5 @@
-//! placeholder
+//! The ArtStore operator: CRD types, pure builders of child objects, one reconciler per kind,
+//! and the process around them (leader election, health, metrics).
+
+pub mod build;
+pub mod crd;

@@ -1,0 +1,188 @@
+//! Children of a QueryNode: backfill Job, Deployment, Service, registry ConfigMap.
+
+use artstore_contract::{DEFAULT_PORT, command as cmd, env};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    EnvVar, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::ObjectMeta;
+
+use super::BuildError;
+use super::common::*;
+use super::registry;
+use crate::crd::{EventStream, QueryNode};
+
+pub const COMPONENT: &str = "query-node";
+pub const JOB_COMPONENT: &str = "query-node-job";
+
+struct Runtime {
+    env: Vec<EnvVar>,
+    volumes: Vec<Volume>,
+    mounts: Vec<VolumeMount>,
+}
+
+fn runtime(qn: &QueryNode, es: &EventStream) -> Result<Runtime, BuildError> {
+    let (name, _) = name_ns(qn)?;
+    let mut e = base_env();
+    e.extend([
+        env_secret(env::DATABASE_URL, &qn.spec.database.url_secret_ref),
+        env_secret(env::REDIS_URL, &es.spec.redis.url_secret_ref),
+        env_value(env::STREAM, es.spec.stream.clone()),
+        env_value(env::CONSUMER_GROUP, qn.consumer_group()),
+        env_pod_name(),
+    ]);
+    if let Some(batch) = qn.spec.batch_size {
+        e.push(env_value(env::BATCH_SIZE, batch.to_string()));
+    }
+    if let Some(dl) = &es.spec.dead_letter {
+        e.push(env_value(
+            env::MAX_DELIVERIES,
+            dl.max_deliveries.to_string(),
+        ));
+        e.push(env_value(env::DEAD_LETTER_STREAM, es.dead_letter_stream()));
+    }
+    let (jwt_volume, jwt_mount, jwt_env) = jwt_secret(&qn.spec.auth);
+    let (reg_volume, reg_mount, reg_env) = registry_volume(&registry::config_map_name(&name));
+    e.push(jwt_env);
+    e.push(reg_env);
+    Ok(Runtime {
+        env: e,
+        volumes: vec![jwt_volume, reg_volume],
+        mounts: vec![jwt_mount, reg_mount],
+    })
+}
+
+pub fn service(qn: &QueryNode) -> Result<Service, BuildError> {
+    let (name, _) = name_ns(qn)?;
+    Ok(Service {
+        metadata: child_meta(qn, name.clone(), labels(COMPONENT, &name))?,
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(COMPONENT, &name)),
+            ports: Some(vec![ServicePort {
+                name: Some(HTTP_PORT_NAME.into()),
+                port: i32::from(DEFAULT_PORT),
+                target_port: Some(IntOrString::String(HTTP_PORT_NAME.into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The consumers. Init containers migrate the database and ensure the group (both idempotent),
+/// so even a pod started by hand never reads before its group exists.
+pub fn deployment(
+    qn: &QueryNode,
+    es: &EventStream,
+    cfg: &BuildConfig,
+) -> Result<Deployment, BuildError> {
+    let (name, _) = name_ns(qn)?;
+    let rt = runtime(qn, es)?;
+    let image = qn.spec.image.as_deref();
+    let init = |cname: &str, action: &str| {
+        container(
+            cfg,
+            image,
+            cname,
+            command(cmd::QUERY_NODE, action, &[]),
+            rt.env.clone(),
+            rt.mounts.clone(),
+        )
+    };
+    Ok(Deployment {
+        metadata: child_meta(qn, name.clone(), labels(COMPONENT, &name))?,
+        spec: Some(DeploymentSpec {
+            replicas: Some(qn.spec.replicas),
+            selector: label_selector(COMPONENT, &name),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(COMPONENT, &name)),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    init_containers: Some(vec![
+                        init("migrate", cmd::MIGRATE),
+                        init("ensure-group", cmd::ENSURE_GROUP),
+                    ]),
+                    containers: vec![server_container(container(
+                        cfg,
+                        image,
+                        "query-node",
+                        command(cmd::QUERY_NODE, cmd::SERVE, &[]),
+                        rt.env.clone(),
+                        rt.mounts.clone(),
+                    ))],
+                    volumes: Some(rt.volumes.clone()),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// Name of the backfill Job: one per node and consumer group.
+pub fn backfill_job_name(qn: &QueryNode) -> Result<String, BuildError> {
+    let (name, _) = name_ns(qn)?;
+    Ok(bounded_name(format!(
+        "{name}-backfill-{}",
+        short_hash(&[&qn.consumer_group()])
+    )))
+}
+
+/// Migrates, then pages through every storage element into the index (version rule applies,
+/// so events consumed later never go backwards).
+pub fn backfill_job(
+    qn: &QueryNode,
+    es: &EventStream,
+    cfg: &BuildConfig,
+) -> Result<Job, BuildError> {
+    let (name, _) = name_ns(qn)?;
+    let rt = runtime(qn, es)?;
+    let image = qn.spec.image.as_deref();
+    let mut pod_labels = labels(JOB_COMPONENT, &name);
+    pod_labels.insert(LABEL_JOB_KIND.into(), "backfill".into());
+    let mut job_labels = labels(COMPONENT, &name);
+    job_labels.insert(LABEL_JOB_KIND.into(), "backfill".into());
+    Ok(Job {
+        metadata: child_meta(qn, backfill_job_name(qn)?, job_labels)?,
+        spec: Some(JobSpec {
+            backoff_limit: Some(6),
+            ttl_seconds_after_finished: Some(cfg.job_ttl_seconds),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("OnFailure".into()),
+                    init_containers: Some(vec![container(
+                        cfg,
+                        image,
+                        "migrate",
+                        command(cmd::QUERY_NODE, cmd::MIGRATE, &[]),
+                        rt.env.clone(),
+                        rt.mounts.clone(),
+                    )]),
+                    containers: vec![container(
+                        cfg,
+                        image,
+                        "backfill",
+                        command(cmd::QUERY_NODE, cmd::BACKFILL, &[]),
+                        rt.env,
+                        rt.mounts,
+                    )],
+                    volumes: Some(rt.volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
