@@ -38,8 +38,9 @@ pub enum BackendKind {
 pub struct ElementArgs {
     #[arg(long, env = env::ELEMENT_ID)]
     pub element_id: String,
+    /// `edit`, `rw`, `ro` or `ar` (`--mode` belongs to `rebuild`).
     #[arg(long, env = env::ELEMENT_MODE, default_value = "edit")]
-    pub mode: ElementMode,
+    pub element_mode: ElementMode,
     #[arg(long, env = env::ELEMENT_PRIORITY, default_value_t = 100)]
     pub priority: i32,
     #[arg(long, env = env::CAPACITY_BYTES)]
@@ -91,6 +92,7 @@ pub struct ServeArgs {
 pub struct RebuildArgs {
     #[command(flatten)]
     pub element: ElementArgs,
+    /// full, incremental, consistency, cleanup-expired or retention.
     #[arg(long, value_enum)]
     pub mode: MaintenanceKind,
 }
@@ -129,7 +131,7 @@ fn element_config(args: &ElementArgs, verifier: Verifier) -> anyhow::Result<Elem
         args.stream.clone(),
         verifier,
     );
-    config.mode = args.mode;
+    config.mode = args.element_mode;
     config.priority = args.priority;
     config.capacity_bytes = args.capacity_bytes;
     config.max_file_bytes = args.max_file_bytes;

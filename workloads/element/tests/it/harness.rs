@@ -185,6 +185,13 @@ impl Harness {
         )
     }
 
+    /// The volume directory, for volume-backed harnesses.
+    pub fn volume_path(&self) -> Option<String> {
+        self._dir
+            .as_ref()
+            .map(|d| d.path().join("volume").to_string_lossy().into_owned())
+    }
+
     pub async fn post_json_owned(&self, token: String, path: &str) -> (u16, Value) {
         self.post_json(&token, path).await
     }

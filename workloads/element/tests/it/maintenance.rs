@@ -410,3 +410,70 @@ async fn retention_sweep_deletes_expired_temporary_files() {
     assert!(consistency(&h).await.is_consistent);
     h.element.shutdown().await;
 }
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: artstore_element::cli::Command,
+}
+
+/// `artstore storage-element rebuild --mode incremental` as a Job runs it: flags from the
+/// command line, the same code as the HTTP API, and the events it queued published.
+#[tokio::test]
+async fn rebuild_subcommand_repairs_and_publishes() {
+    use clap::Parser;
+    let h = Harness::start(Kind::Volume).await;
+    h.element
+        .core
+        .set_crash_point(Some(CrashPoint::AfterSidecar));
+    let response = h
+        .upload_query(&writer(), &[("filename", "job.txt")], b"job".to_vec())
+        .await;
+    assert_eq!(response.status(), 500);
+    h.element.core.set_crash_point(None);
+    let volume = h.volume_path().expect("volume");
+    let (db_url, redis_url, stream) = (h.db.url.clone(), h.redis_url.clone(), h.stream.clone());
+    let args = |mode: &str| {
+        vec![
+            "storage-element".to_string(),
+            "rebuild".into(),
+            "--mode".into(),
+            mode.into(),
+            "--element-id".into(),
+            "se-test".into(),
+            "--capacity-bytes".into(),
+            "1000000".into(),
+            "--backend".into(),
+            "volume".into(),
+            "--volume-path".into(),
+            volume.clone(),
+            "--database-url".into(),
+            db_url.clone(),
+            "--redis-url".into(),
+            redis_url.clone(),
+            "--stream".into(),
+            stream.clone(),
+        ]
+    };
+    let migrate = Cli::try_parse_from(["storage-element", "migrate", "--database-url", &db_url])
+        .expect("migrate parses");
+    artstore_element::cli::run(migrate.command)
+        .await
+        .expect("migrate is idempotent");
+    let cli = Cli::try_parse_from(args("incremental")).expect("rebuild parses");
+    artstore_element::cli::run(cli.command)
+        .await
+        .expect("rebuild runs");
+    let events = h.wait_events(1).await;
+    assert_eq!(events[0].event_type, EventType::Created);
+    assert_eq!(events[0].payload.original_filename, "job.txt");
+    let consistency_args = Cli::try_parse_from(args("consistency")).expect("parses");
+    artstore_element::cli::run(consistency_args.command)
+        .await
+        .expect("consistency runs");
+    assert!(
+        Cli::try_parse_from(args("sideways")).is_err(),
+        "unknown modes are refused"
+    );
+    h.element.shutdown().await;
+}
