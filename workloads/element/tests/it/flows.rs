@@ -555,3 +555,59 @@ async fn temporary_files_carry_their_expiry() {
     assert_eq!(ids.len(), 9);
     h.element.shutdown().await;
 }
+
+/// A client that dies mid-upload leaves nothing behind: no blob, no temporary file, no
+/// unfinished multipart upload, no row, no event.
+async fn interrupted_upload_leaves_nothing(kind: Kind) {
+    let h = Harness::start(kind).await;
+    let mut chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..10).map(|i| Ok(content(1024 * 1024, i))).collect();
+    chunks.push(Err(std::io::Error::other("client crashed")));
+    let sent = h
+        .http
+        .post(h.url("/api/v1/files"))
+        .bearer_auth(writer())
+        .query(&[("filename", "broken.bin")])
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await;
+    assert!(sent.is_err() || sent.is_ok_and(|r| r.status().is_client_error()));
+    artstore_testsupport::eventually(
+        std::time::Duration::from_secs(20),
+        "the interrupted upload is cleaned up",
+        || async {
+            let objects = h.object_keys().await;
+            let unfinished = match &h.bucket {
+                Some(bucket) => artstore_testsupport::s3_client()
+                    .await
+                    .list_multipart_uploads()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .expect("list multipart uploads")
+                    .uploads()
+                    .len(),
+                None => h.temp_files(),
+            };
+            (objects.is_empty() && unfinished == 0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(h.row_count().await, 0);
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&h.db.pool)
+        .await
+        .expect("outbox");
+    assert_eq!(outbox, 0);
+    h.element.shutdown().await;
+}
+
+#[tokio::test]
+async fn interrupted_upload_leaves_nothing_s3() {
+    interrupted_upload_leaves_nothing(Kind::S3).await;
+}
+
+#[tokio::test]
+async fn interrupted_upload_leaves_nothing_volume() {
+    interrupted_upload_leaves_nothing(Kind::Volume).await;
+}

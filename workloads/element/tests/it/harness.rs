@@ -24,6 +24,8 @@ pub struct Harness {
     pub stream: String,
     pub redis_url: String,
     pub http: reqwest::Client,
+    /// The bucket, for S3-backed harnesses.
+    pub bucket: Option<String>,
     /// Keeps the volume directory alive for the test's duration.
     _dir: Option<tempfile::TempDir>,
 }
@@ -70,7 +72,7 @@ impl Harness {
             .await
             .expect("database");
         let stream = ts::unique_prefix("element");
-        let (backend, dir) = match kind {
+        let (backend, bucket, dir) = match kind {
             Kind::S3 => {
                 let env = ts::services();
                 let bucket = ts::fresh_bucket("element").await.expect("bucket");
@@ -83,6 +85,7 @@ impl Harness {
                         access_key: env.s3_access_key.clone(),
                         secret_key: env.s3_secret_key.clone(),
                     }),
+                    Some(bucket),
                     None,
                 )
             }
@@ -92,6 +95,7 @@ impl Harness {
                     BackendConfig::Volume {
                         path: dir.path().join("volume"),
                     },
+                    None,
                     Some(dir),
                 )
             }
@@ -118,6 +122,7 @@ impl Harness {
             stream,
             redis_url,
             http: reqwest::Client::new(),
+            bucket,
             _dir: dir,
         }
     }
@@ -183,6 +188,15 @@ impl Harness {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// Files in the volume's temporary directory.
+    pub fn temp_files(&self) -> usize {
+        self._dir
+            .as_ref()
+            .and_then(|d| std::fs::read_dir(d.path().join("volume/.tmp")).ok())
+            .map(|entries| entries.count())
+            .unwrap_or(0)
     }
 
     /// The volume directory, for volume-backed harnesses.
