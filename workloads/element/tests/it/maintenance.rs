@@ -268,10 +268,13 @@ async fn expired_rows_are_refreshed_on_read_and_by_cleanup() {
 }
 
 async fn waiting_advisory_locks(h: &Harness) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-        .fetch_one(&h.db.pool)
-        .await
-        .expect("pg_locks")
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .expect("pg_locks")
 }
 
 /// T9: a rebuild waits for the lock another rebuild holds, a lazy refresh gives way to a
