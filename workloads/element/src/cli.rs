@@ -15,11 +15,11 @@ use crate::{BackendConfig, ElementConfig};
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Serve the role's HTTP API (and run the outbox relay).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
     /// Run one cache maintenance operation and exit (the operator's Jobs and CronJobs).
-    Rebuild(RebuildArgs),
+    Rebuild(Box<RebuildArgs>),
 }
 
 #[derive(Debug, clap::Args)]
