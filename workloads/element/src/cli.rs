@@ -177,7 +177,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 .with_context(|| format!("binding {}", args.listen))?;
             let running = element.start(listener)?;
             tracing::info!(addr = %running.addr, "storage element serving");
-            tokio::signal::ctrl_c().await?;
+            shutdown_signal().await?;
             tracing::info!("shutting down");
             running.shutdown().await;
             Ok(())
@@ -206,4 +206,14 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// SIGTERM (what Kubernetes sends) or Ctrl-C.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
 }
