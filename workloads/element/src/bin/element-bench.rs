@@ -203,6 +203,33 @@ async fn main() -> Result<()> {
         peak / 1024,
         peak.saturating_sub(baseline) / 1024
     );
+    let core = running.core.clone();
     running.shutdown().await;
+
+    // Leave nothing behind: the bench's objects, bucket and database.
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(&settings.bucket)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for object in page?.contents() {
+            if let Some(key) = object.key() {
+                s3.delete_object()
+                    .bucket(&settings.bucket)
+                    .key(key)
+                    .send()
+                    .await?;
+            }
+        }
+    }
+    s3.delete_bucket().bucket(&settings.bucket).send().await?;
+    core.pool.close().await;
+    drop(core);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await?;
     Ok(())
 }

@@ -210,6 +210,51 @@ impl Harness {
         self.post_json(&token, path).await
     }
 
+    /// Stops the element and removes what the test made: bucket (SeaweedFS has a limited number
+    /// of volumes, one set per bucket), database and stream.
+    pub async fn finish(self) {
+        let Harness {
+            element,
+            db,
+            stream,
+            redis_url,
+            bucket,
+            ..
+        } = self;
+        let core = element.core.clone();
+        element.shutdown().await;
+        if let Some(bucket) = bucket {
+            if let Ok(objects) = core.backend.list().await {
+                for object in objects {
+                    let _ = core.backend.delete(&object.key).await;
+                }
+            }
+            let _ = ts::s3_client()
+                .await
+                .delete_bucket()
+                .bucket(&bucket)
+                .send()
+                .await;
+        }
+        drop(core);
+        db.pool.close().await;
+        let admin = sqlx::PgPool::connect(&ts::services().database_url).await;
+        if let Ok(admin) = admin {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                db.name
+            )))
+            .execute(&admin)
+            .await;
+        }
+        if let Ok(client) = redis::Client::open(redis_url.as_str())
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+        {
+            let _: redis::RedisResult<i64> =
+                redis::cmd("DEL").arg(&stream).query_async(&mut conn).await;
+        }
+    }
+
     /// Every event on the element's stream, in stream order.
     pub async fn events(&self) -> Vec<FileEvent> {
         let client = redis::Client::open(self.redis_url.as_str()).expect("redis url");
