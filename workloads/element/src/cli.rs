@@ -15,11 +15,11 @@ use crate::{BackendConfig, ElementConfig};
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Serve the role's HTTP API (and run the outbox relay).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
     /// Run one cache maintenance operation and exit (the operator's Jobs and CronJobs).
-    Rebuild(RebuildArgs),
+    Rebuild(Box<RebuildArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -38,8 +38,9 @@ pub enum BackendKind {
 pub struct ElementArgs {
     #[arg(long, env = env::ELEMENT_ID)]
     pub element_id: String,
+    /// `edit`, `rw`, `ro` or `ar` (`--mode` belongs to `rebuild`).
     #[arg(long, env = env::ELEMENT_MODE, default_value = "edit")]
-    pub mode: ElementMode,
+    pub element_mode: ElementMode,
     #[arg(long, env = env::ELEMENT_PRIORITY, default_value_t = 100)]
     pub priority: i32,
     #[arg(long, env = env::CAPACITY_BYTES)]
@@ -91,6 +92,7 @@ pub struct ServeArgs {
 pub struct RebuildArgs {
     #[command(flatten)]
     pub element: ElementArgs,
+    /// full, incremental, consistency, cleanup-expired or retention.
     #[arg(long, value_enum)]
     pub mode: MaintenanceKind,
 }
@@ -129,7 +131,7 @@ fn element_config(args: &ElementArgs, verifier: Verifier) -> anyhow::Result<Elem
         args.stream.clone(),
         verifier,
     );
-    config.mode = args.mode;
+    config.mode = args.element_mode;
     config.priority = args.priority;
     config.capacity_bytes = args.capacity_bytes;
     config.max_file_bytes = args.max_file_bytes;
@@ -175,7 +177,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 .with_context(|| format!("binding {}", args.listen))?;
             let running = element.start(listener)?;
             tracing::info!(addr = %running.addr, "storage element serving");
-            tokio::signal::ctrl_c().await?;
+            shutdown_signal().await?;
             tracing::info!("shutting down");
             running.shutdown().await;
             Ok(())
@@ -204,4 +206,14 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// SIGTERM (what Kubernetes sends) or Ctrl-C.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
 }

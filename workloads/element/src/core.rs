@@ -613,10 +613,10 @@ impl Core {
             .await?;
         let rows: Vec<store::CacheRow> = sqlx::query_as(
             "SELECT record, cache_updated_at FROM files
-             WHERE $1::uuid IS NULL OR file_id > $1
+             WHERE file_id > $1
              ORDER BY file_id LIMIT $2",
         )
-        .bind(cursor)
+        .bind(cursor.unwrap_or(Uuid::nil()))
         .bind(limit + 1)
         .fetch_all(&self.pool)
         .await?;

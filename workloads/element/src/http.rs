@@ -120,7 +120,11 @@ async fn upload(
         .into_data_stream()
         .map_err(std::io::Error::other)
         .boxed();
-    let record = core.upload(&token.sub, request, stream).await?;
+    // In its own task: when the client goes away the body fails inside the upload, which then
+    // aborts the multipart upload or removes the temporary file instead of being dropped midway.
+    let created_by = token.sub.clone();
+    let task = tokio::spawn(async move { core.upload(&created_by, request, stream).await });
+    let record = task.await.map_err(ApiError::internal)??;
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
 

@@ -239,6 +239,12 @@ impl Element {
         );
         let server_cancel = cancel.clone();
         let server = tokio::spawn(async move {
+            // Small responses go out at once instead of waiting on Nagle's algorithm.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+            });
             axum::serve(listener, self.router)
                 .with_graceful_shutdown(async move { server_cancel.cancelled().await })
                 .await

@@ -373,3 +373,17 @@ pub async fn run(core: &Core, kind: MaintenanceKind) -> Result<serde_json::Value
     tracing::info!(kind = kind.as_str(), ?report, "cache maintenance finished");
     outcome.map(|()| value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn rebuild_modes_match_the_contract() {
+        for mode in artstore_contract::REBUILD_MODES {
+            let kind = MaintenanceKind::from_str(mode, false).expect(mode);
+            assert_eq!(kind.as_str(), mode);
+        }
+    }
+}

@@ -22,6 +22,9 @@ use crate::store::RELAY_LOCK;
 const BATCH: i64 = 200;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Sent rows are kept this long (to look back at what was published), then pruned.
+const KEEP_SENT: &str = "7 days";
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 #[derive(Clone)]
 pub struct RelayConfig {
@@ -165,6 +168,10 @@ impl Relay {
         }
         tx.commit().await?;
         self.metrics.events_published.inc_by(sent_ids.len() as u64);
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        self.metrics.outbox_pending.set(pending);
         match failure {
             Some((_, e)) => {
                 if matches!(e, RelayError::Redis(_)) {
@@ -174,6 +181,16 @@ impl Relay {
             }
             None => Ok(sent_ids.len()),
         }
+    }
+
+    /// Deletes rows sent more than a week ago.
+    pub async fn prune(&self) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM outbox WHERE sent_at < now() - interval '{KEEP_SENT}'"
+        )))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Publishes everything pending; stops at the first failure.
@@ -192,7 +209,14 @@ impl Relay {
     /// (100 ms doubling to 5 s) while publishing fails.
     pub async fn run(mut self, wake: Arc<Notify>, shutdown: CancellationToken) {
         let mut backoff = MIN_BACKOFF;
+        let mut last_prune: Option<std::time::Instant> = None;
         loop {
+            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(std::time::Instant::now());
+                if let Err(e) = self.prune().await {
+                    tracing::warn!(error = %e, "pruning sent outbox rows failed");
+                }
+            }
             if shutdown.is_cancelled() {
                 return;
             }

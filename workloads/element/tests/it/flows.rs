@@ -154,7 +154,7 @@ async fn upload_download_round_trip(kind: Kind) {
         .await
         .expect("conditional");
     assert_eq!(response.status(), 304);
-    h.element.shutdown().await;
+    h.finish().await;
 }
 
 #[tokio::test]
@@ -268,7 +268,7 @@ async fn patch_and_delete_announce_versions(kind: Kind) {
     );
     assert_eq!(events[3].payload.version, 4);
     assert_eq!(events[3].payload.original_filename, "notes.txt");
-    h.element.shutdown().await;
+    h.finish().await;
 }
 
 #[tokio::test]
@@ -333,7 +333,7 @@ async fn list_pages_through_every_file_and_duplicates_are_allowed() {
     assert_eq!(st.used_bytes, 7 * 9);
     assert_eq!(st.backend, "volume");
     assert_eq!(st.mode, artstore_contract::ElementMode::Edit);
-    h.element.shutdown().await;
+    h.finish().await;
 }
 
 #[tokio::test]
@@ -474,7 +474,7 @@ async fn bad_input_gets_a_clear_4xx_and_leaves_nothing() {
     assert_eq!(status, 404);
     let (status, _) = h.post_json(&writer(), "/api/v1/cache/rebuild").await;
     assert_eq!(status, 403, "maintenance is for admins");
-    h.element.shutdown().await;
+    h.finish().await;
 }
 
 #[tokio::test]
@@ -493,7 +493,7 @@ async fn read_only_modes_refuse_writes() {
             "element_not_writable"
         );
         assert!(h.object_keys().await.is_empty());
-        h.element.shutdown().await;
+        h.finish().await;
     }
     // `rw` takes new files but does not change or delete them.
     let h = Harness::start_with(Kind::Volume, None, |c| {
@@ -515,7 +515,7 @@ async fn read_only_modes_refuse_writes() {
         "element_not_editable"
     );
     assert_eq!(h.row_count().await, 1);
-    h.element.shutdown().await;
+    h.finish().await;
 }
 
 #[tokio::test]
@@ -553,5 +553,61 @@ async fn temporary_files_carry_their_expiry() {
     let events = h.wait_events(9).await;
     let ids: HashSet<_> = events.iter().map(|e| e.file_id).collect();
     assert_eq!(ids.len(), 9);
-    h.element.shutdown().await;
+    h.finish().await;
+}
+
+/// A client that dies mid-upload leaves nothing behind: no blob, no temporary file, no
+/// unfinished multipart upload, no row, no event.
+async fn interrupted_upload_leaves_nothing(kind: Kind) {
+    let h = Harness::start(kind).await;
+    let mut chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..10).map(|i| Ok(content(1024 * 1024, i))).collect();
+    chunks.push(Err(std::io::Error::other("client crashed")));
+    let sent = h
+        .http
+        .post(h.url("/api/v1/files"))
+        .bearer_auth(writer())
+        .query(&[("filename", "broken.bin")])
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await;
+    assert!(sent.is_err() || sent.is_ok_and(|r| r.status().is_client_error()));
+    artstore_testsupport::eventually(
+        std::time::Duration::from_secs(20),
+        "the interrupted upload is cleaned up",
+        || async {
+            let objects = h.object_keys().await;
+            let unfinished = match &h.bucket {
+                Some(bucket) => artstore_testsupport::s3_client()
+                    .await
+                    .list_multipart_uploads()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .expect("list multipart uploads")
+                    .uploads()
+                    .len(),
+                None => h.temp_files(),
+            };
+            (objects.is_empty() && unfinished == 0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(h.row_count().await, 0);
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&h.db.pool)
+        .await
+        .expect("outbox");
+    assert_eq!(outbox, 0);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn interrupted_upload_leaves_nothing_s3() {
+    interrupted_upload_leaves_nothing(Kind::S3).await;
+}
+
+#[tokio::test]
+async fn interrupted_upload_leaves_nothing_volume() {
+    interrupted_upload_leaves_nothing(Kind::Volume).await;
 }

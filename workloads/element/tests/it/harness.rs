@@ -24,6 +24,8 @@ pub struct Harness {
     pub stream: String,
     pub redis_url: String,
     pub http: reqwest::Client,
+    /// The bucket, for S3-backed harnesses.
+    pub bucket: Option<String>,
     /// Keeps the volume directory alive for the test's duration.
     _dir: Option<tempfile::TempDir>,
 }
@@ -70,7 +72,7 @@ impl Harness {
             .await
             .expect("database");
         let stream = ts::unique_prefix("element");
-        let (backend, dir) = match kind {
+        let (backend, bucket, dir) = match kind {
             Kind::S3 => {
                 let env = ts::services();
                 let bucket = ts::fresh_bucket("element").await.expect("bucket");
@@ -83,6 +85,7 @@ impl Harness {
                         access_key: env.s3_access_key.clone(),
                         secret_key: env.s3_secret_key.clone(),
                     }),
+                    Some(bucket),
                     None,
                 )
             }
@@ -92,6 +95,7 @@ impl Harness {
                     BackendConfig::Volume {
                         path: dir.path().join("volume"),
                     },
+                    None,
                     Some(dir),
                 )
             }
@@ -118,6 +122,7 @@ impl Harness {
             stream,
             redis_url,
             http: reqwest::Client::new(),
+            bucket,
             _dir: dir,
         }
     }
@@ -185,8 +190,69 @@ impl Harness {
         )
     }
 
+    /// Files in the volume's temporary directory.
+    pub fn temp_files(&self) -> usize {
+        self._dir
+            .as_ref()
+            .and_then(|d| std::fs::read_dir(d.path().join("volume/.tmp")).ok())
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    }
+
+    /// The volume directory, for volume-backed harnesses.
+    pub fn volume_path(&self) -> Option<String> {
+        self._dir
+            .as_ref()
+            .map(|d| d.path().join("volume").to_string_lossy().into_owned())
+    }
+
     pub async fn post_json_owned(&self, token: String, path: &str) -> (u16, Value) {
         self.post_json(&token, path).await
+    }
+
+    /// Stops the element and removes what the test made: bucket (SeaweedFS has a limited number
+    /// of volumes, one set per bucket), database and stream.
+    pub async fn finish(self) {
+        let Harness {
+            element,
+            db,
+            stream,
+            redis_url,
+            bucket,
+            ..
+        } = self;
+        let core = element.core.clone();
+        element.shutdown().await;
+        if let Some(bucket) = bucket {
+            if let Ok(objects) = core.backend.list().await {
+                for object in objects {
+                    let _ = core.backend.delete(&object.key).await;
+                }
+            }
+            let _ = ts::s3_client()
+                .await
+                .delete_bucket()
+                .bucket(&bucket)
+                .send()
+                .await;
+        }
+        drop(core);
+        db.pool.close().await;
+        let admin = sqlx::PgPool::connect(&ts::services().database_url).await;
+        if let Ok(admin) = admin {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                db.name
+            )))
+            .execute(&admin)
+            .await;
+        }
+        if let Ok(client) = redis::Client::open(redis_url.as_str())
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+        {
+            let _: redis::RedisResult<i64> =
+                redis::cmd("DEL").arg(&stream).query_async(&mut conn).await;
+        }
     }
 
     /// Every event on the element's stream, in stream order.

@@ -147,7 +147,7 @@ async fn crash_at_each_step_is_repaired(kind: Kind) {
         .collect();
     assert!(tail.contains(&(EventType::Deleted, 3)), "{tail:?}");
     assert!(tail.contains(&(EventType::Deleted, 2)), "{tail:?}");
-    h.element.shutdown().await;
+    h.finish().await;
 }
 
 #[tokio::test]
@@ -201,7 +201,7 @@ async fn full_rebuild_restores_a_lost_cache_and_announces_it() {
         .await
         .expect("outbox");
     assert_eq!(queued, 6, "the second rebuild queued no event");
-    h.element.shutdown().await;
+    h.finish().await;
 }
 
 async fn age_rows(h: &Harness, hours: i64) {
@@ -256,6 +256,40 @@ async fn expired_rows_are_refreshed_on_read_and_by_cleanup() {
         (EventType::Deleted, 2)
     );
 
+    // A newer sidecar (a change that died before its commit) is picked up by the lazy refresh.
+    h.element
+        .core
+        .set_crash_point(Some(CrashPoint::AfterSidecar));
+    let response = h
+        .http
+        .patch(h.url(&format!("/api/v1/files/{a_id}")))
+        .bearer_auth(writer())
+        .json(&serde_json::json!({"tags": ["late"]}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(response.status(), 500);
+    h.element.core.set_crash_point(None);
+    let (_, meta) = h
+        .get_json(&reader(), &format!("/api/v1/files/{a_id}"))
+        .await;
+    assert_eq!(
+        meta["tags"],
+        serde_json::json!([]),
+        "fresh rows are served from the cache"
+    );
+    age_rows(&h, 100).await;
+    let (_, meta) = h
+        .get_json(&reader(), &format!("/api/v1/files/{a_id}"))
+        .await;
+    assert_eq!(meta["tags"], serde_json::json!(["late"]));
+    assert_eq!(meta["version"], 2);
+    let events = h.wait_events(4).await;
+    assert_eq!(
+        (events[3].event_type, events[3].version),
+        (EventType::Updated, 2)
+    );
+
     // cleanup-expired re-reads expired rows and keeps them.
     age_rows(&h, 100).await;
     let (status, run) = h.post_json(&admin(), "/api/v1/cache/cleanup-expired").await;
@@ -264,14 +298,17 @@ async fn expired_rows_are_refreshed_on_read_and_by_cleanup() {
     let report = consistency(&h).await;
     assert_eq!(report.expired_cache_count, 0);
     assert!(report.is_consistent);
-    h.element.shutdown().await;
+    h.finish().await;
 }
 
 async fn waiting_advisory_locks(h: &Harness) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-        .fetch_one(&h.db.pool)
-        .await
-        .expect("pg_locks")
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .expect("pg_locks")
 }
 
 /// T9: a rebuild waits for the lock another rebuild holds, a lazy refresh gives way to a
@@ -356,7 +393,7 @@ async fn rebuilds_are_serialised_and_lazy_refresh_gives_way() {
     for pair in runs.windows(2) {
         assert!(pair[0].1 <= pair[1].0, "runs overlap: {pair:?}");
     }
-    h.element.shutdown().await;
+    h.finish().await;
 }
 
 #[tokio::test]
@@ -408,5 +445,72 @@ async fn retention_sweep_deletes_expired_temporary_files() {
         temp["file_id"].as_str().expect("id")
     );
     assert!(consistency(&h).await.is_consistent);
-    h.element.shutdown().await;
+    h.finish().await;
+}
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: artstore_element::cli::Command,
+}
+
+/// `artstore storage-element rebuild --mode incremental` as a Job runs it: flags from the
+/// command line, the same code as the HTTP API, and the events it queued published.
+#[tokio::test]
+async fn rebuild_subcommand_repairs_and_publishes() {
+    use clap::Parser;
+    let h = Harness::start(Kind::Volume).await;
+    h.element
+        .core
+        .set_crash_point(Some(CrashPoint::AfterSidecar));
+    let response = h
+        .upload_query(&writer(), &[("filename", "job.txt")], b"job".to_vec())
+        .await;
+    assert_eq!(response.status(), 500);
+    h.element.core.set_crash_point(None);
+    let volume = h.volume_path().expect("volume");
+    let (db_url, redis_url, stream) = (h.db.url.clone(), h.redis_url.clone(), h.stream.clone());
+    let args = |mode: &str| {
+        vec![
+            "storage-element".to_string(),
+            "rebuild".into(),
+            "--mode".into(),
+            mode.into(),
+            "--element-id".into(),
+            "se-test".into(),
+            "--capacity-bytes".into(),
+            "1000000".into(),
+            "--backend".into(),
+            "volume".into(),
+            "--volume-path".into(),
+            volume.clone(),
+            "--database-url".into(),
+            db_url.clone(),
+            "--redis-url".into(),
+            redis_url.clone(),
+            "--stream".into(),
+            stream.clone(),
+        ]
+    };
+    let migrate = Cli::try_parse_from(["storage-element", "migrate", "--database-url", &db_url])
+        .expect("migrate parses");
+    artstore_element::cli::run(migrate.command)
+        .await
+        .expect("migrate is idempotent");
+    let cli = Cli::try_parse_from(args("incremental")).expect("rebuild parses");
+    artstore_element::cli::run(cli.command)
+        .await
+        .expect("rebuild runs");
+    let events = h.wait_events(1).await;
+    assert_eq!(events[0].event_type, EventType::Created);
+    assert_eq!(events[0].payload.original_filename, "job.txt");
+    let consistency_args = Cli::try_parse_from(args("consistency")).expect("parses");
+    artstore_element::cli::run(consistency_args.command)
+        .await
+        .expect("consistency runs");
+    assert!(
+        Cli::try_parse_from(args("sideways")).is_err(),
+        "unknown modes are refused"
+    );
+    h.finish().await;
 }

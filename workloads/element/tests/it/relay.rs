@@ -60,5 +60,5 @@ async fn relay_publishes_everything_after_redis_comes_back() {
         .await
         .expect("outbox");
     assert_eq!(pending, 0);
-    h.element.shutdown().await;
+    h.finish().await;
 }

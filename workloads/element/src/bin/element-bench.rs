@@ -1,0 +1,235 @@
+//! Benchmark (not a test): upload throughput through the storage element vs raw PutObject of the
+//! same bytes to the same S3 server, in the same run, and the process's peak RSS while a 1 GiB
+//! body streams through the element.
+//!
+//! Needs the test services: `ARTSTORE_SERVICES_ENV=<services.env> cargo run --release
+//! -p artstore-element --features bench --bin element-bench`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use artstore_common::auth::{self, Role, Verifier};
+use artstore_element::backend::S3Settings;
+use artstore_element::{BackendConfig, ElementConfig};
+use bytes::Bytes;
+
+const MIB: usize = 1024 * 1024;
+
+fn services() -> Result<HashMap<String, String>> {
+    let path = std::env::var("ARTSTORE_SERVICES_ENV")
+        .context("set ARTSTORE_SERVICES_ENV to the services' env file")?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect())
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn payload(len: usize, seed: u8) -> Bytes {
+    Bytes::from(
+        (0..len)
+            .map(|i| {
+                (i as u32)
+                    .wrapping_mul(2_654_435_761)
+                    .rotate_left(seed as u32) as u8
+            })
+            .collect::<Vec<u8>>(),
+    )
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let env = services()?;
+    let get = |k: &str| env.get(k).cloned().with_context(|| format!("{k} missing"));
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+    let settings = S3Settings {
+        endpoint: get("ARTSTORE_TEST_S3_ENDPOINT")?,
+        bucket: format!("bench-{suffix}"),
+        prefix: "bench".into(),
+        region: get("ARTSTORE_TEST_S3_REGION")?,
+        access_key: get("ARTSTORE_TEST_S3_ACCESS_KEY")?,
+        secret_key: get("ARTSTORE_TEST_S3_SECRET_KEY")?,
+    };
+    let s3 = artstore_element::backend::s3_client(&settings).await;
+    s3.create_bucket().bucket(&settings.bucket).send().await?;
+
+    let admin_url = get("ARTSTORE_TEST_DATABASE_URL")?;
+    let db_name = format!("bench_{suffix}");
+    let admin = artstore_element::connect_database(&admin_url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+        .execute(&admin)
+        .await?;
+    let db_url = match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{db_name}"),
+        None => anyhow::bail!("odd database url"),
+    };
+
+    let secret = b"bench-secret";
+    let mut config = ElementConfig::new(
+        "se-bench",
+        BackendConfig::S3(settings.clone()),
+        db_url,
+        get("ARTSTORE_TEST_REDIS_URL")?,
+        format!("bench:{suffix}"),
+        Verifier::hs256(secret),
+    );
+    config.capacity_bytes = 1 << 40;
+    config.max_file_bytes = 2 << 30;
+    let element = artstore_element::build(config).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let running = element.start(listener)?;
+    let url = format!("{}/api/v1/files", running.url());
+    let token = auth::mint(secret, "bench", Role::Writer, 3600)?;
+    let http = reqwest::Client::new();
+
+    println!(
+        "upload throughput: storage element (S3 backend) vs raw PutObject, same server, same bytes"
+    );
+    for (size, rounds) in [(MIB, 64usize), (64 * MIB, 6)] {
+        let data = payload(size, 3);
+        let mut through = Duration::ZERO;
+        let mut raw = Duration::ZERO;
+        // Alternate so both see the same server state.
+        for i in 0..rounds {
+            let start = Instant::now();
+            let response = http
+                .post(&url)
+                .bearer_auth(&token)
+                .query(&[("filename", format!("bench-{i}.bin"))])
+                .body(data.clone())
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status() == 201,
+                "upload failed: {}",
+                response.status()
+            );
+            through += start.elapsed();
+            let start = Instant::now();
+            s3.put_object()
+                .bucket(&settings.bucket)
+                .key(format!("raw/{size}/{i}"))
+                .body(data.clone().into())
+                .send()
+                .await?;
+            raw += start.elapsed();
+        }
+        // The design's own ceiling: the blob and then its sidecar, two PutObjects in a row.
+        let sidecar = payload(700, 5);
+        let mut raw_pair = Duration::ZERO;
+        for i in 0..rounds {
+            let start = Instant::now();
+            s3.put_object()
+                .bucket(&settings.bucket)
+                .key(format!("pair/{size}/{i}"))
+                .body(data.clone().into())
+                .send()
+                .await?;
+            s3.put_object()
+                .bucket(&settings.bucket)
+                .key(format!("pair/{size}/{i}.attr.json"))
+                .body(sidecar.clone().into())
+                .send()
+                .await?;
+            raw_pair += start.elapsed();
+        }
+        let mib = (size * rounds) as f64 / MIB as f64;
+        let pair = mib / raw_pair.as_secs_f64();
+        let (t, r) = (mib / through.as_secs_f64(), mib / raw.as_secs_f64());
+        println!(
+            "  {:>3} MiB x {rounds:>2}: element {t:8.1} MiB/s   raw PutObject {r:8.1} MiB/s   ratio {:5.1} %",
+            size / MIB,
+            100.0 * t / r
+        );
+        println!(
+            "             raw PutObject blob + sidecar {pair:8.1} MiB/s   element vs that {:5.1} %",
+            100.0 * t / pair
+        );
+    }
+
+    // Peak RSS while 1 GiB streams through the element (chunked body, never whole in memory).
+    let baseline = rss_kib();
+    let peak = Arc::new(AtomicU64::new(baseline));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::SeqCst) {
+                peak.fetch_max(rss_kib(), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let chunk = payload(MIB, 9);
+    let body =
+        futures::stream::iter((0..1024).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let start = Instant::now();
+    let response = http
+        .post(&url)
+        .bearer_auth(&token)
+        .query(&[("filename", "one-gib.bin")])
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 201,
+        "1 GiB upload failed: {}",
+        response.status()
+    );
+    let took = start.elapsed();
+    done.store(true, Ordering::SeqCst);
+    sampler.await?;
+    let peak = peak.load(Ordering::SeqCst);
+    println!(
+        "1 GiB streamed upload: {:.1} MiB/s; RSS before {} MiB, peak during {} MiB (+{} MiB)",
+        1024.0 / took.as_secs_f64(),
+        baseline / 1024,
+        peak / 1024,
+        peak.saturating_sub(baseline) / 1024
+    );
+    let core = running.core.clone();
+    running.shutdown().await;
+
+    // Leave nothing behind: the bench's objects, bucket and database.
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(&settings.bucket)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for object in page?.contents() {
+            if let Some(key) = object.key() {
+                s3.delete_object()
+                    .bucket(&settings.bucket)
+                    .key(key)
+                    .send()
+                    .await?;
+            }
+        }
+    }
+    s3.delete_bucket().bucket(&settings.bucket).send().await?;
+    core.pool.close().await;
+    drop(core);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await?;
+    Ok(())
+}
