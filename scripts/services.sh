@@ -48,6 +48,7 @@ start() {
       -s3.port="$s3_port" -s3.port.grpc="${ports[s3.grpc]}" \
       -admin.port="${ports[admin]}" -admin.port.grpc="${ports[admin.grpc]}" \
       -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false \
+      -volume.max=5000 -master.volumeSizeLimitMB=64 \
       >"$dir/s3/weed.log" 2>&1 & echo $! >"$dir/s3/weed.pid")
   # Ready means an S3 request gets an S3 answer (the port opens before the filer is up).
   local deadline=$((SECONDS + 60))
