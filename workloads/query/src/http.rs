@@ -45,12 +45,12 @@ fn parse_id(text: &str) -> Result<Uuid, ApiError> {
 }
 
 fn db_unavailable(e: sqlx::Error) -> ApiError {
-    match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            ApiError::unavailable("database_unavailable", "the cache database is unavailable")
-                .with_retry_after(1)
-        }
-        other => ApiError::internal(other),
+    if store::is_unavailable(&e) {
+        tracing::warn!(error = %e, "cache database unavailable");
+        ApiError::unavailable("database_unavailable", "the cache database is unavailable")
+            .with_retry_after(1)
+    } else {
+        ApiError::internal(e)
     }
 }
 

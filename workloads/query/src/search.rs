@@ -449,12 +449,12 @@ fn db_error(e: sqlx::Error) -> ApiError {
         )
         .with_retry_after(1);
     }
-    match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            ApiError::unavailable("database_unavailable", "the search database is unavailable")
-                .with_retry_after(1)
-        }
-        other => ApiError::internal(other),
+    if crate::store::is_unavailable(&e) {
+        tracing::warn!(error = %e, "search database unavailable");
+        ApiError::unavailable("database_unavailable", "the search database is unavailable")
+            .with_retry_after(1)
+    } else {
+        ApiError::internal(e)
     }
 }
 

@@ -1,4 +1,6 @@
 //! Integration tests of the query node against real PostgreSQL and Redis.
 
+mod reference_bugs;
+mod resilience;
 mod support;
 mod sync;
