@@ -2,5 +2,6 @@
 
 mod reference_bugs;
 mod resilience;
+mod search_api;
 mod support;
 mod sync;
