@@ -1,5 +1,6 @@
 //! Integration tests of the query node against real PostgreSQL and Redis.
 
+mod elements;
 mod reference_bugs;
 mod resilience;
 mod search_api;

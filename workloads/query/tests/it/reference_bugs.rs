@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use artstore_events::EventType;
 use artstore_events::consumer::Applier;
 use artstore_query::apply::{CacheApplier, event_row};
-use artstore_testsupport::eventually;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use crate::support::*;
@@ -148,21 +147,7 @@ async fn entries_of_a_dead_consumer_are_taken_over_and_applied() {
     for r in &recs[..3] {
         env.wait_version(r.file_id, 1, false).await;
     }
-    eventually(WAIT, "nothing pending", || {
-        let mut conn = env.redis.clone();
-        let (s, g) = (env.stream.clone(), env.group.clone());
-        async move {
-            let reply: redis::Value = redis::cmd("XPENDING")
-                .arg(&s)
-                .arg(&g)
-                .query_async(&mut conn)
-                .await
-                .ok()?;
-            matches!(reply, redis::Value::Array(ref p) if p.first() == Some(&redis::Value::Int(0)))
-                .then_some(())
-        }
-    })
-    .await;
+    env.wait_nothing_pending().await;
     assert!(node.metrics.events_reclaimed.get() >= 3);
     assert_eq!(node.metrics.events_dead_lettered.get(), 0);
     assert_eq!(env.version_of(recs[3].file_id).await, None);
