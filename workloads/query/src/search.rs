@@ -473,15 +473,19 @@ pub async fn search(pool: &PgPool, request: SearchRequest) -> Result<SearchRespo
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-    let mut count = count_query(&plan);
-    let counted: i64 = count
-        .build_query_scalar::<i64>()
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
+    let more = hits.len() as i64 > plan.limit;
+    // A first page that holds every match is its own count.
+    let counted: i64 = if plan.after.is_none() && !more {
+        hits.len() as i64
+    } else {
+        count_query(&plan)
+            .build_query_scalar::<i64>()
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?
+    };
     tx.commit().await.map_err(db_error)?;
 
-    let more = hits.len() as i64 > plan.limit;
     hits.truncate(plan.limit as usize);
     let next_cursor = match hits.last() {
         Some(last) if more => {
