@@ -13,10 +13,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use artstore_events::consumer::{Consumer, ConsumerConfig, parse_xreadgroup};
+use artstore_events::consumer::{Consumer, ConsumerConfig, ConsumerObserver, parse_xreadgroup};
 use artstore_events::{EventType, FileEvent, FileRecord, Retention};
 use artstore_query::apply::{CacheApplier, event_row};
 use artstore_query::search::{Filters, SearchRequest, Sort, SortField, search};
@@ -235,6 +236,21 @@ async fn raw_ceiling(
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Counts applied entries; tells the waiting benchmark when all are in.
+struct Applied {
+    count: AtomicUsize,
+    target: usize,
+    done: tokio::sync::Notify,
+}
+
+impl ConsumerObserver for Applied {
+    fn applied(&self, entries: usize, _: Duration) {
+        if self.count.fetch_add(entries, Ordering::SeqCst) + entries >= self.target {
+            self.done.notify_one();
+        }
+    }
+}
+
 async fn consumer_throughput(
     redis_url: &str,
     pool: &PgPool,
@@ -245,19 +261,36 @@ async fn consumer_throughput(
     let mut config = ConsumerConfig::new(redis_url, stream, group, "bench-consumer");
     config.block = Duration::from_millis(100);
     config.info_interval = Duration::from_secs(3600);
+    artstore_events::groups::ensure_group(
+        &mut redis::Client::open(redis_url)?
+            .get_multiplexed_async_connection()
+            .await?,
+        stream,
+        group,
+        "0",
+    )
+    .await?;
     let applier = Arc::new(CacheApplier::new(pool.clone(), None));
+    let applied = Arc::new(Applied {
+        count: AtomicUsize::new(0),
+        target: n,
+        done: tokio::sync::Notify::new(),
+    });
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
-    let task = tokio::spawn(Consumer::new(config, applier).run(stop_rx));
-    loop {
-        if count_rows(pool).await? as usize >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let task = tokio::spawn(
+        Consumer::new(config, applier)
+            .with_observer(applied.clone())
+            .run(stop_rx),
+    );
+    applied.done.notified().await;
     let elapsed = started.elapsed();
     let _ = stop.send(true);
     let _ = task.await;
+    anyhow::ensure!(
+        count_rows(pool).await? as usize == n,
+        "consumer applied all"
+    );
     Ok(n as f64 / elapsed.as_secs_f64())
 }
 
@@ -327,6 +360,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn search_bench(a: &Args, n: i64) -> Result<()> {
+    let n_files = n;
     let db = scratch_database(&a.database_url, &format!("search{n}")).await?;
     let pool = db.pool.clone();
     let started = Instant::now();
@@ -338,6 +372,13 @@ async fn search_bench(a: &Args, n: i64) -> Result<()> {
     type Make = Box<dyn Fn(usize) -> SearchRequest>;
     let word = |i: usize| format!("w{:04}", (i * 37) % 1000);
     let shapes: Vec<(&str, Make)> = vec![
+        (
+            "selective: one file's number, relevance",
+            Box::new(move |i| SearchRequest {
+                query: Some(format!("{}", 1 + (i * 7907) % (n_files as usize))),
+                ..Default::default()
+            }),
+        ),
         (
             "selective word, relevance",
             Box::new(move |i| SearchRequest {
