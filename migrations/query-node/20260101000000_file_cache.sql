@@ -46,9 +46,14 @@ CREATE TABLE file_cache (
         (file_search_vector(original_filename, description, tags, created_by)) STORED
 );
 
-CREATE INDEX file_cache_search_idx ON file_cache USING gin (search_vector) WHERE NOT deleted;
-CREATE INDEX file_cache_filename_trgm_idx ON file_cache USING gin (original_filename gin_trgm_ops) WHERE NOT deleted;
-CREATE INDEX file_cache_tags_idx ON file_cache USING gin (tags) WHERE NOT deleted;
+-- fastupdate off: with a pending list every search scans it linearly until vacuum merges it,
+-- which makes search latency depend on how recently autovacuum ran. Writes pay instead.
+CREATE INDEX file_cache_search_idx ON file_cache USING gin (search_vector)
+    WITH (fastupdate = off) WHERE NOT deleted;
+CREATE INDEX file_cache_filename_trgm_idx ON file_cache USING gin (original_filename gin_trgm_ops)
+    WITH (fastupdate = off) WHERE NOT deleted;
+CREATE INDEX file_cache_tags_idx ON file_cache USING gin (tags)
+    WITH (fastupdate = off) WHERE NOT deleted;
 CREATE INDEX file_cache_sha256_idx ON file_cache (sha256);
 -- Keyset orders: every sort key is paired with file_id so pages never overlap or skip.
 CREATE INDEX file_cache_created_idx ON file_cache (created_at, file_id) WHERE NOT deleted;

@@ -144,9 +144,35 @@ pub struct GroupInfo {
     /// Entries not yet delivered to the group; `None` when Redis cannot tell (after deletions).
     pub lag: Option<u64>,
     pub last_delivered_id: String,
+    /// Entries the group has read, counted from the first entry ever added (`None`: unknown).
+    pub entries_read: Option<u64>,
     pub stream_length: u64,
+    /// Entries ever added to the stream.
+    pub entries_added: Option<u64>,
     pub first_entry_id: Option<String>,
+    pub last_generated_id: String,
     pub max_deleted_id: String,
+}
+
+impl GroupInfo {
+    /// Whether entries this group never read were deleted (trimmed) from the stream.
+    ///
+    /// Deletions from the head: `entries_added - length` entries are gone; the group has read
+    /// `entries_read` of the oldest. More gone than read means some went unread. When Redis
+    /// cannot count (`entries_read` unknown), an empty stream whose last id is past the group's
+    /// last delivered id lost entries too; and newer servers report the highest deleted id
+    /// (Redis 7.0 does so only for XDEL, not for trimming).
+    pub fn trimmed_past(&self) -> bool {
+        let delivered = parse_stream_id(&self.last_delivered_id).unwrap_or((0, 0));
+        if parse_stream_id(&self.max_deleted_id).unwrap_or((0, 0)) > delivered {
+            return true;
+        }
+        if let (Some(read), Some(added)) = (self.entries_read, self.entries_added) {
+            return added.saturating_sub(self.stream_length) > read;
+        }
+        self.stream_length == 0
+            && parse_stream_id(&self.last_generated_id).unwrap_or((0, 0)) > delivered
+    }
 }
 
 /// Hooks for metrics. Every method has a no-op default.
@@ -408,7 +434,7 @@ struct LoopState {
     claim_cursor: String,
     next_claim: Instant,
     next_info: Instant,
-    /// The highest deleted id a resync was already asked for.
+    /// The stream position (entries added, last id) a resync was already asked for.
     gap_handled_until: Option<(u64, u64)>,
 }
 
@@ -839,14 +865,19 @@ impl<A: Applier> Consumer<A> {
             return Ok(());
         };
         self.observer.group_info(&info);
-        let delivered = parse_stream_id(&info.last_delivered_id).unwrap_or((0, 0));
-        let deleted = parse_stream_id(&info.max_deleted_id).unwrap_or((0, 0));
-        let already = state.gap_handled_until.is_some_and(|h| h >= deleted);
-        if deleted > delivered && !already {
-            state.gap_handled_until = Some(deleted);
+        // One resync per loss: remember the stream position (entries ever added) it covered.
+        let position = (
+            info.entries_added.unwrap_or(0),
+            parse_stream_id(&info.last_generated_id).unwrap_or((0, 0)).0,
+        );
+        let already = state.gap_handled_until.is_some_and(|h| h >= position);
+        if info.trimmed_past() && !already {
+            state.gap_handled_until = Some(position);
             tracing::warn!(
                 last_delivered_id = %info.last_delivered_id,
-                max_deleted_id = %info.max_deleted_id,
+                entries_read = ?info.entries_read,
+                entries_added = ?info.entries_added,
+                stream_length = info.stream_length,
                 "entries were trimmed before this group read them; resyncing"
             );
             self.applier
@@ -934,8 +965,14 @@ pub async fn read_group_info<C: redis::aio::ConnectionLike + Send>(
             .get("last-delivered-id")
             .and_then(string_of)
             .unwrap_or_else(|| "0-0".into()),
+        entries_read: group_map.get("entries-read").and_then(int_of),
         stream_length: s.get("length").and_then(int_of).unwrap_or(0),
+        entries_added: s.get("entries-added").and_then(int_of),
         first_entry_id,
+        last_generated_id: s
+            .get("last-generated-id")
+            .and_then(string_of)
+            .unwrap_or_else(|| "0-0".into()),
         max_deleted_id: s
             .get("max-deleted-entry-id")
             .and_then(string_of)
@@ -985,6 +1022,52 @@ mod tests {
         assert_eq!(parsed[0].fields, Some(vec![(b"a".to_vec(), b"b".to_vec())]));
         assert_eq!(parsed[1].fields, None);
         assert!(parse_xreadgroup(&Value::Nil, "s").expect("nil").is_empty());
+    }
+
+    #[test]
+    fn trimmed_past_is_told_from_counters_or_ids() {
+        let base = GroupInfo {
+            last_delivered_id: "100-0".into(),
+            last_generated_id: "200-0".into(),
+            max_deleted_id: "0-0".into(),
+            ..Default::default()
+        };
+        // 10 added, 4 retained, 6 gone; the group read 6: nothing missed.
+        let caught_up = GroupInfo {
+            entries_read: Some(6),
+            entries_added: Some(10),
+            stream_length: 4,
+            ..base.clone()
+        };
+        assert!(!caught_up.trimmed_past());
+        assert!(
+            GroupInfo {
+                entries_read: Some(5),
+                ..caught_up.clone()
+            }
+            .trimmed_past()
+        );
+        // Counters unknown: an emptied stream past the group's position lost entries.
+        let emptied = GroupInfo {
+            entries_added: Some(10),
+            ..base.clone()
+        };
+        assert!(emptied.trimmed_past());
+        assert!(
+            !GroupInfo {
+                stream_length: 3,
+                ..emptied.clone()
+            }
+            .trimmed_past()
+        );
+        assert!(
+            GroupInfo {
+                max_deleted_id: "150-0".into(),
+                stream_length: 3,
+                ..base
+            }
+            .trimmed_past()
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use artstore_common::auth::{Verifier, read_secret_file};
+use artstore_common::auth::Verifier;
 use artstore_contract::env;
 
 use crate::backfill::backfill_all;
@@ -93,18 +93,33 @@ pub struct ServeArgs {
     pub jwt_public_key_file: Option<PathBuf>,
 }
 
-fn consumer_name(explicit: Option<String>) -> String {
-    explicit
-        .filter(|n| !n.is_empty())
-        .or_else(|| std::env::var(env::POD_NAME).ok().filter(|n| !n.is_empty()))
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-                .filter(|n| !n.is_empty())
-        })
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|n| !n.is_empty()))
+async fn consumer_name(explicit: Option<String>) -> String {
+    let non_empty = |s: String| Some(s.trim().to_string()).filter(|n| !n.is_empty());
+    if let Some(name) = explicit.and_then(non_empty) {
+        return name;
+    }
+    if let Some(name) = std::env::var(env::POD_NAME).ok().and_then(non_empty) {
+        return name;
+    }
+    if let Some(name) = tokio::fs::read_to_string("/etc/hostname")
+        .await
+        .ok()
+        .and_then(non_empty)
+    {
+        return name;
+    }
+    std::env::var("HOSTNAME")
+        .ok()
+        .and_then(non_empty)
         .unwrap_or_else(|| "query-node".to_string())
+}
+
+/// The shared secret file (trailing newline ignored), read without blocking the runtime.
+async fn read_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(bytes.trim_ascii_end().to_vec())
 }
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
@@ -137,8 +152,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Backfill(args) => {
             let pool = lazy_pool(&args.database.database_url, 4)?;
-            let secret = read_secret_file(&args.jwt_secret_file)
-                .with_context(|| format!("reading {}", args.jwt_secret_file.display()))?;
+            let secret = read_secret(&args.jwt_secret_file).await?;
             let registry = RegistryWatcher::new(Some(args.registry_file));
             let client = ElementClient::new(Some(secret), "query-node:backfill");
             let report = backfill_all(&pool, &registry, &client).await?;
@@ -152,14 +166,14 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let secret = match &args.jwt_secret_file {
-        Some(path) => {
-            Some(read_secret_file(path).with_context(|| format!("reading {}", path.display()))?)
-        }
+        Some(path) => Some(read_secret(path).await?),
         None => None,
     };
     let verifier = match (&args.jwt_public_key_file, &secret) {
         (Some(path), _) => {
-            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let pem = tokio::fs::read(path)
+                .await
+                .with_context(|| format!("reading {}", path.display()))?;
             Verifier::rs256(&pem)?
         }
         (None, Some(secret)) => Verifier::hs256(secret),
@@ -175,7 +189,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &args.stream.redis_url,
         &stream,
         &args.stream.consumer_group,
-        &consumer_name(args.consumer_name),
+        &consumer_name(args.consumer_name).await,
         b"",
     );
     config.verifier = verifier;

@@ -45,12 +45,12 @@ fn parse_id(text: &str) -> Result<Uuid, ApiError> {
 }
 
 fn db_unavailable(e: sqlx::Error) -> ApiError {
-    match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            ApiError::unavailable("database_unavailable", "the cache database is unavailable")
-                .with_retry_after(1)
-        }
-        other => ApiError::internal(other),
+    if store::is_unavailable(&e) {
+        tracing::warn!(error = %e, "cache database unavailable");
+        ApiError::unavailable("database_unavailable", "the cache database is unavailable")
+            .with_retry_after(1)
+    } else {
+        ApiError::internal(e)
     }
 }
 
@@ -101,8 +101,21 @@ fn content_disposition(filename: &str) -> Option<HeaderValue> {
             }
         })
         .collect();
-    let encoded =
-        percent_encoding::utf8_percent_encode(filename, percent_encoding::NON_ALPHANUMERIC);
+    // RFC 5987 attr-char: letters, digits and !#$&+-.^_`|~ stay as they are.
+    const ATTR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'!')
+        .remove(b'#')
+        .remove(b'$')
+        .remove(b'&')
+        .remove(b'+')
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'^')
+        .remove(b'_')
+        .remove(b'`')
+        .remove(b'|')
+        .remove(b'~');
+    let encoded = percent_encoding::utf8_percent_encode(filename, ATTR);
     HeaderValue::from_str(&format!(
         "attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
     ))

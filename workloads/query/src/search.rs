@@ -14,8 +14,9 @@ pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 200;
 /// `total_count` counts at most this many rows; above it the count says "at least".
 pub const TOTAL_COUNT_CAP: i64 = 10_000;
-/// Relevance ranks at most this many matches (the newest); keeps broad queries fast.
-pub const RANK_CANDIDATES: i64 = 10_000;
+/// Relevance ranks at most this many matches (the newest); keeps broad queries fast. One more
+/// than the count cap, so the same set also gives the capped count.
+pub const RANK_CANDIDATES: i64 = TOTAL_COUNT_CAP + 1;
 pub const MAX_QUERY_CHARS: usize = 256;
 pub const MAX_FILTER_VALUES: usize = 32;
 pub const MAX_FILTER_CHARS: usize = 256;
@@ -364,6 +365,8 @@ struct Hit {
     #[sqlx(flatten)]
     record: CachedRecord,
     score: Option<f64>,
+    /// Relevance only: how many candidates matched (the capped count, from the same scan).
+    matched: Option<i64>,
 }
 
 fn page_query(plan: &Plan) -> QueryBuilder<Postgres> {
@@ -387,7 +390,10 @@ fn page_query(plan: &Plan) -> QueryBuilder<Postgres> {
         push_where(&mut qb, plan);
         qb.push(" ORDER BY created_at DESC, file_id DESC LIMIT ");
         qb.push_bind(RANK_CANDIDATES);
-        qb.push(format!(") SELECT {RECORD_COLUMNS}, score FROM candidates"));
+        qb.push(format!(
+            ") SELECT {RECORD_COLUMNS}, score, (SELECT count(*) FROM candidates) AS matched \
+             FROM candidates"
+        ));
         if let Some((SortKey::Relevance(bits), id)) = &plan.after {
             qb.push(format!(" WHERE (score, file_id) {cmp} ("));
             qb.push_bind(f64::from_bits(*bits));
@@ -397,7 +403,7 @@ fn page_query(plan: &Plan) -> QueryBuilder<Postgres> {
         }
     } else {
         qb.push(format!(
-            "SELECT {RECORD_COLUMNS}, NULL::float8 AS score FROM file_cache"
+            "SELECT {RECORD_COLUMNS}, NULL::float8 AS score, NULL::int8 AS matched FROM file_cache"
         ));
         push_where(&mut qb, plan);
         if let Some((key, id)) = &plan.after {
@@ -449,12 +455,12 @@ fn db_error(e: sqlx::Error) -> ApiError {
         )
         .with_retry_after(1);
     }
-    match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            ApiError::unavailable("database_unavailable", "the search database is unavailable")
-                .with_retry_after(1)
-        }
-        other => ApiError::internal(other),
+    if crate::store::is_unavailable(&e) {
+        tracing::warn!(error = %e, "search database unavailable");
+        ApiError::unavailable("database_unavailable", "the search database is unavailable")
+            .with_retry_after(1)
+    } else {
+        ApiError::internal(e)
     }
 }
 
@@ -473,15 +479,21 @@ pub async fn search(pool: &PgPool, request: SearchRequest) -> Result<SearchRespo
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-    let mut count = count_query(&plan);
-    let counted: i64 = count
-        .build_query_scalar::<i64>()
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
+    let more = hits.len() as i64 > plan.limit;
+    // A first page that holds every match is its own count; relevance counts its candidates.
+    let counted: i64 = if plan.after.is_none() && !more {
+        hits.len() as i64
+    } else if let Some(matched) = hits.first().and_then(|h| h.matched) {
+        matched
+    } else {
+        count_query(&plan)
+            .build_query_scalar::<i64>()
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?
+    };
     tx.commit().await.map_err(db_error)?;
 
-    let more = hits.len() as i64 > plan.limit;
     hits.truncate(plan.limit as usize);
     let next_cursor = match hits.last() {
         Some(last) if more => {

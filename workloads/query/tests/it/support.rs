@@ -143,6 +143,24 @@ impl Env {
             .collect()
     }
 
+    /// Waits until the group has nothing pending (everything acknowledged).
+    pub async fn wait_nothing_pending(&self) {
+        eventually(WAIT, "nothing pending", || {
+            let mut conn = self.redis.clone();
+            async move {
+                let reply: redis::Value = redis::cmd("XPENDING")
+                    .arg(&self.stream)
+                    .arg(&self.group)
+                    .query_async(&mut conn)
+                    .await
+                    .ok()?;
+                matches!(reply, redis::Value::Array(ref p) if p.first() == Some(&redis::Value::Int(0)))
+                    .then_some(())
+            }
+        })
+        .await
+    }
+
     pub async fn version_of(&self, file_id: Uuid) -> Option<(i64, bool)> {
         sqlx::query_as("SELECT version, deleted FROM file_cache WHERE file_id = $1")
             .bind(file_id)

@@ -34,22 +34,7 @@ async fn published_event_reaches_the_cache_and_search_finds_it() {
     let got: serde_json::Value = response.json().await.expect("json");
     assert_eq!(got["original_filename"], "sync-test-file.txt");
     // Acknowledged after the commit: nothing stays pending.
-    eventually(WAIT, "nothing pending", || {
-        let mut env_redis = env.redis.clone();
-        let stream = env.stream.clone();
-        let group = env.group.clone();
-        async move {
-            let reply: redis::Value = redis::cmd("XPENDING")
-                .arg(&stream)
-                .arg(&group)
-                .query_async(&mut env_redis)
-                .await
-                .ok()?;
-            matches!(reply, redis::Value::Array(ref p) if p.first() == Some(&redis::Value::Int(0)))
-                .then_some(())
-        }
-    })
-    .await;
+    env.wait_nothing_pending().await;
     node.shutdown().await;
 }
 
@@ -163,21 +148,7 @@ async fn duplicates_and_out_of_order_versions_converge_to_the_newest() {
     env.publish(&event(EventType::Created, &v1)).await;
     env.wait_version(v1.file_id, 3, true).await;
     // The late v2 and v1 come after the delete and must not revive it.
-    eventually(WAIT, "all acknowledged", || {
-        let mut env2 = Env {
-            db: artstore_testsupport::TestDatabase {
-                name: env.db.name.clone(),
-                url: env.db.url.clone(),
-                pool: env.db.pool.clone(),
-            },
-            stream: env.stream.clone(),
-            group: env.group.clone(),
-            redis_url: env.redis_url.clone(),
-            redis: env.redis.clone(),
-        };
-        async move { (env2.pending().await == 0).then_some(()) }
-    })
-    .await;
+    env.wait_nothing_pending().await;
     assert_eq!(env.version_of(v1.file_id).await, Some((3, true)));
     let (_, body) = search(&node, serde_json::json!({"query": "final"})).await;
     assert!(ids(&body).is_empty(), "deleted file is searchable: {body}");
@@ -244,21 +215,7 @@ async fn a_consumer_killed_after_commit_before_ack_does_not_duplicate() {
 
     // The second life of "pod-0".
     let node = start(env.config("pod-0")).await;
-    eventually(WAIT, "own pending entries acknowledged", || {
-        let mut conn = env.redis.clone();
-        let (stream, group) = (env.stream.clone(), env.group.clone());
-        async move {
-            let reply: redis::Value = redis::cmd("XPENDING")
-                .arg(&stream)
-                .arg(&group)
-                .query_async(&mut conn)
-                .await
-                .ok()?;
-            matches!(reply, redis::Value::Array(ref p) if p.first() == Some(&redis::Value::Int(0)))
-                .then_some(())
-        }
-    })
-    .await;
+    env.wait_nothing_pending().await;
     for r in &recs {
         assert_eq!(env.apply_log(r.file_id).await, vec![1], "applied once");
     }
@@ -317,21 +274,7 @@ async fn a_batch_failing_mid_way_is_retried_from_pending_and_applied_once() {
         .await
         .expect("lift");
     env.wait_version(bad, 1, false).await;
-    eventually(WAIT, "nothing pending", || {
-        let mut e = env.redis.clone();
-        let (s, g) = (env.stream.clone(), env.group.clone());
-        async move {
-            let reply: redis::Value = redis::cmd("XPENDING")
-                .arg(&s)
-                .arg(&g)
-                .query_async(&mut e)
-                .await
-                .ok()?;
-            matches!(reply, redis::Value::Array(ref p) if p.first() == Some(&redis::Value::Int(0)))
-                .then_some(())
-        }
-    })
-    .await;
+    env.wait_nothing_pending().await;
     for r in &recs {
         assert_eq!(
             env.apply_log(r.file_id).await,
@@ -379,7 +322,7 @@ async fn poison_events_are_dead_lettered_while_later_events_flow() {
     env.wait_version(good.file_id, 1, false).await;
 
     let dlq = format!("{}:dead-letter", env.stream);
-    let letters = eventually(WAIT, "two dead letters", || {
+    eventually(WAIT, "two dead letters", || {
         let mut env_redis = env.redis.clone();
         let dlq = dlq.clone();
         async move {
@@ -394,7 +337,6 @@ async fn poison_events_are_dead_lettered_while_later_events_flow() {
         }
     })
     .await;
-    let _ = letters;
     let letters = env.dead_letters(&dlq).await;
     let by_source = |id: &str| {
         letters

@@ -1,0 +1,475 @@
+//! Query node benchmark: figures, not a test.
+//!
+//! 1. Sync throughput: N events on a stream, applied by the node's consumer (XREADGROUP →
+//!    decode → batched version-guarded upsert in one transaction → XACK), against a ceiling
+//!    measured in the same run on the same entries: a bare loop of XREADGROUP + the same
+//!    batched upsert + XACK, without the consumer machinery.
+//! 2. Search latency p50/p99 at 100k and 1M synthetic files (generated in SQL), for a few
+//!    query shapes.
+//!
+//! Needs PostgreSQL (a superuser URL, to create scratch databases) and Redis:
+//! `query-bench --database-url postgres://… --redis-url redis://… [--events 50000]
+//! [--sizes 100000,1000000] [--iterations 200]`; defaults come from `$ARTSTORE_SERVICES_ENV`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use artstore_events::consumer::{Consumer, ConsumerConfig, ConsumerObserver, parse_xreadgroup};
+use artstore_events::{EventType, FileEvent, FileRecord, Retention};
+use artstore_query::apply::{CacheApplier, event_row};
+use artstore_query::search::{Filters, SearchRequest, Sort, SortField, search};
+use artstore_query::store::upsert_committed;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{ConnectOptions, PgPool};
+
+struct Args {
+    database_url: String,
+    redis_url: String,
+    events: usize,
+    sizes: Vec<i64>,
+    iterations: usize,
+}
+
+fn args() -> Result<Args> {
+    let file: HashMap<String, String> = std::env::var("ARTSTORE_SERVICES_ENV")
+        .ok()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut a = Args {
+        database_url: file
+            .get("ARTSTORE_TEST_DATABASE_URL")
+            .cloned()
+            .unwrap_or_default(),
+        redis_url: file
+            .get("ARTSTORE_TEST_REDIS_URL")
+            .cloned()
+            .unwrap_or_default(),
+        events: 50_000,
+        sizes: vec![100_000, 1_000_000],
+        iterations: 200,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--database-url" => a.database_url = value,
+            "--redis-url" => a.redis_url = value,
+            "--events" => a.events = value.parse()?,
+            "--iterations" => a.iterations = value.parse()?,
+            "--sizes" => {
+                a.sizes = value
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            other => anyhow::bail!("unknown flag {other}"),
+        }
+    }
+    anyhow::ensure!(
+        !a.database_url.is_empty() && !a.redis_url.is_empty(),
+        "--database-url and --redis-url are required"
+    );
+    Ok(a)
+}
+
+struct Scratch {
+    pool: PgPool,
+    name: String,
+    admin_url: String,
+}
+
+impl Scratch {
+    async fn drop_database(self) -> Result<()> {
+        self.pool.close().await;
+        let admin: sqlx::postgres::PgConnectOptions = self.admin_url.parse()?;
+        let mut conn = admin.connect().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn scratch_database(admin_url: &str, tag: &str) -> Result<Scratch> {
+    let name = format!(
+        "bench_{tag}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let admin: sqlx::postgres::PgConnectOptions = admin_url.parse()?;
+    let mut conn = admin.connect().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await?;
+    let url = match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => format!("{admin_url}/{name}"),
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await?;
+    artstore_query::MIGRATOR.run(&pool).await?;
+    Ok(Scratch {
+        pool,
+        name,
+        admin_url: admin_url.to_string(),
+    })
+}
+
+fn synthetic(i: usize) -> FileRecord {
+    let now = chrono::Utc::now();
+    FileRecord {
+        file_id: uuid::Uuid::new_v4(),
+        original_filename: format!("bench-{i:07}-report.pdf"),
+        storage_key: format!("2026/11/23/20/bench-{i}.pdf"),
+        size: (i as u64 % 100_000) + 1,
+        sha256: format!("{:064x}", i),
+        mime_type: "application/pdf".into(),
+        description: Some(format!("benchmark file number {i}")),
+        tags: vec![format!("t{}", i % 50), "bench".into()],
+        storage_element_id: format!("se-{}", i % 4),
+        created_at: now,
+        created_by: format!("owner-{}", i % 100),
+        updated_at: now,
+        retention: Retention::Permanent,
+        retention_expires_at: None,
+        version: 1,
+    }
+}
+
+async fn publish(
+    conn: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    n: usize,
+) -> Result<()> {
+    for chunk_start in (0..n).step_by(1000) {
+        let mut pipe = redis::pipe();
+        for i in chunk_start..(chunk_start + 1000).min(n) {
+            let event = FileEvent::new(EventType::Created, synthetic(i), chrono::Utc::now());
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(stream).arg("*");
+            for (k, v) in event.to_fields() {
+                cmd.arg(k).arg(v);
+            }
+            pipe.add_command(cmd).ignore();
+        }
+        let _: () = pipe.query_async(conn).await?;
+    }
+    Ok(())
+}
+
+async fn count_rows(pool: &PgPool) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM file_cache")
+        .fetch_one(pool)
+        .await?)
+}
+
+/// The ceiling: XREADGROUP + the same batched upsert + XACK in a bare loop.
+async fn raw_ceiling(
+    conn: &mut redis::aio::MultiplexedConnection,
+    pool: &PgPool,
+    stream: &str,
+    group: &str,
+    n: usize,
+) -> Result<f64> {
+    artstore_events::groups::ensure_group(conn, stream, group, "0").await?;
+    let started = Instant::now();
+    let mut applied = 0usize;
+    while applied < n {
+        let reply: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(group)
+            .arg("raw")
+            .arg("COUNT")
+            .arg(256)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">")
+            .query_async(conn)
+            .await?;
+        let entries = parse_xreadgroup(&reply, stream)?;
+        if entries.is_empty() {
+            break;
+        }
+        let mut rows = Vec::with_capacity(entries.len());
+        let mut ids = Vec::with_capacity(entries.len());
+        for e in &entries {
+            let fields: HashMap<String, String> = e
+                .fields
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        String::from_utf8_lossy(&k).into_owned(),
+                        String::from_utf8_lossy(&v).into_owned(),
+                    )
+                })
+                .collect();
+            let event = FileEvent::from_fields(&fields)?;
+            rows.push(event_row(&event).map_err(anyhow::Error::msg)?);
+            ids.push(e.id.clone());
+        }
+        upsert_committed(pool, &rows).await?;
+        let _: u64 = redis::cmd("XACK")
+            .arg(stream)
+            .arg(group)
+            .arg(&ids)
+            .query_async(conn)
+            .await?;
+        applied += entries.len();
+    }
+    anyhow::ensure!(count_rows(pool).await? as usize == n, "ceiling applied all");
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Counts applied entries; tells the waiting benchmark when all are in.
+struct Applied {
+    count: AtomicUsize,
+    target: usize,
+    done: tokio::sync::Notify,
+}
+
+impl ConsumerObserver for Applied {
+    fn applied(&self, entries: usize, _: Duration) {
+        if self.count.fetch_add(entries, Ordering::SeqCst) + entries >= self.target {
+            self.done.notify_one();
+        }
+    }
+}
+
+async fn consumer_throughput(
+    redis_url: &str,
+    pool: &PgPool,
+    stream: &str,
+    group: &str,
+    n: usize,
+) -> Result<f64> {
+    let mut config = ConsumerConfig::new(redis_url, stream, group, "bench-consumer");
+    config.block = Duration::from_millis(100);
+    config.info_interval = Duration::from_secs(3600);
+    artstore_events::groups::ensure_group(
+        &mut redis::Client::open(redis_url)?
+            .get_multiplexed_async_connection()
+            .await?,
+        stream,
+        group,
+        "0",
+    )
+    .await?;
+    let applier = Arc::new(CacheApplier::new(pool.clone(), None));
+    let applied = Arc::new(Applied {
+        count: AtomicUsize::new(0),
+        target: n,
+        done: tokio::sync::Notify::new(),
+    });
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let task = tokio::spawn(
+        Consumer::new(config, applier)
+            .with_observer(applied.clone())
+            .run(stop_rx),
+    );
+    applied.done.notified().await;
+    let elapsed = started.elapsed();
+    let _ = stop.send(true);
+    let _ = task.await;
+    anyhow::ensure!(
+        count_rows(pool).await? as usize == n,
+        "consumer applied all"
+    );
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+async fn sync_bench(a: &Args) -> Result<()> {
+    let client = redis::Client::open(a.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let stream = format!("bench:{}", uuid::Uuid::new_v4().simple());
+    publish(&mut conn, &stream, a.events).await?;
+    // The ceiling runs before and after the consumer (the machine is shared; the better of
+    // the two is the ceiling), each into a fresh database of its own.
+    let raw_db = scratch_database(&a.database_url, "raw").await?;
+    let before = raw_ceiling(&mut conn, &raw_db.pool, &stream, "raw", a.events).await?;
+    raw_db.drop_database().await?;
+    let app_db = scratch_database(&a.database_url, "app").await?;
+    let app = consumer_throughput(&a.redis_url, &app_db.pool, &stream, "app", a.events).await?;
+    app_db.drop_database().await?;
+    let raw_db = scratch_database(&a.database_url, "raw").await?;
+    let after = raw_ceiling(&mut conn, &raw_db.pool, &stream, "raw2", a.events).await?;
+    raw_db.drop_database().await?;
+    let ceiling = before.max(after);
+    println!(
+        "sync: {} events, batch 256 | ceiling (bare XREADGROUP + same batched upsert + XACK) {:.0} events/s (runs: {:.0}, {:.0}) | consumer {:.0} events/s | {:.0} % of ceiling",
+        a.events,
+        ceiling,
+        before,
+        after,
+        app,
+        100.0 * app / ceiling
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut conn)
+        .await?;
+    Ok(())
+}
+
+/// `n` synthetic files in SQL. Words `w0000`..`w0999` spread over descriptions (each in 0.1 %
+/// of rows), 100 owners (1 % each), 50 tags, 4 elements, mixed mime types.
+async fn generate(pool: &PgPool, n: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO file_cache (file_id, version, original_filename, storage_key, size, sha256, \
+         mime_type, description, tags, storage_element_id, created_at, created_by, updated_at, retention) \
+         SELECT gen_random_uuid(), 1, \
+           'doc-' || g || '-' || 'w' || lpad(((g * 7919) % 1000)::text, 4, '0') || '.' || (ARRAY['pdf','png','txt','mp4'])[1 + g % 4], \
+           'k/' || g, (g::bigint * 104729) % 10000000, md5(g::text) || md5(g::text), \
+           (ARRAY['application/pdf','image/png','text/plain','video/mp4'])[1 + g % 4], \
+           'file about w' || lpad(((g * 31) % 1000)::text, 4, '0') || ' and w' || lpad(((g * 17) % 1000)::text, 4, '0'), \
+           ARRAY['t' || (g % 50), 'g' || (g % 7)], 'se-' || (g % 4), \
+           timestamptz '2026-01-01' + (g * interval '13 seconds'), 'owner-' || (g % 100), now(), 'permanent' \
+         FROM generate_series(1, $1) AS g",
+    )
+    .bind(n)
+    .execute(pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE file_cache")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn search_bench(a: &Args, n: i64) -> Result<()> {
+    let n_files = n;
+    let db = scratch_database(&a.database_url, &format!("search{n}")).await?;
+    let pool = db.pool.clone();
+    let started = Instant::now();
+    generate(&pool, n).await?;
+    println!(
+        "search @ {n} files (generated in {:.1} s):",
+        started.elapsed().as_secs_f64()
+    );
+    type Make = Box<dyn Fn(usize) -> SearchRequest>;
+    let word = |i: usize| format!("w{:04}", (i * 37) % 1000);
+    let shapes: Vec<(&str, Make)> = vec![
+        (
+            "selective: one file's number, relevance",
+            Box::new(move |i| SearchRequest {
+                query: Some(format!("{}", 1 + (i * 7907) % (n_files as usize))),
+                ..Default::default()
+            }),
+        ),
+        (
+            "selective word, relevance",
+            Box::new(move |i| SearchRequest {
+                query: Some(word(i)),
+                ..Default::default()
+            }),
+        ),
+        (
+            "selective word + mime + tag filters",
+            Box::new(move |i| SearchRequest {
+                query: Some(word(i)),
+                filters: Filters {
+                    mime_type: Some("image/*".into()),
+                    tags_any: vec![format!("g{}", i % 7)],
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+        ),
+        (
+            "two words AND, newest first",
+            Box::new(move |i| SearchRequest {
+                query: Some(format!("{} {}", word(i), word(i + 1))),
+                sort: Some(Sort {
+                    field: SortField::CreatedAt,
+                    order: None,
+                }),
+                ..Default::default()
+            }),
+        ),
+        (
+            "filter only (owner, 1 %), newest first",
+            Box::new(|i| SearchRequest {
+                filters: Filters {
+                    owner: Some(format!("owner-{}", i % 100)),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+        ),
+        (
+            "broad (matches all), newest first",
+            Box::new(|_| SearchRequest {
+                query: Some("doc".into()),
+                sort: Some(Sort {
+                    field: SortField::CreatedAt,
+                    order: None,
+                }),
+                ..Default::default()
+            }),
+        ),
+        (
+            "broad (matches all), relevance",
+            Box::new(|_| SearchRequest {
+                query: Some("doc".into()),
+                ..Default::default()
+            }),
+        ),
+    ];
+    for (name, make) in shapes {
+        // Warm the cache once.
+        let _ = search(&pool, make(0)).await;
+        let mut times = Vec::with_capacity(a.iterations);
+        let mut hits = 0i64;
+        for i in 0..a.iterations {
+            let t = Instant::now();
+            let r = search(&pool, make(i))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            times.push(t.elapsed());
+            hits += r.total_count;
+        }
+        times.sort();
+        println!(
+            "  {name:<42} p50 {:>7.2} ms  p99 {:>7.2} ms  (mean total_count {})",
+            percentile(&times, 0.50).as_secs_f64() * 1e3,
+            percentile(&times, 0.99).as_secs_f64() * 1e3,
+            hits / a.iterations.max(1) as i64
+        );
+    }
+    drop(pool);
+    db.drop_database().await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let a = args()?;
+    sync_bench(&a).await?;
+    for &n in &a.sizes {
+        search_bench(&a, n).await?;
+    }
+    Ok(())
+}
