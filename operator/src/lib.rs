@@ -2,4 +2,7 @@
 //! and the process around them (leader election, health, metrics).
 
 pub mod build;
+pub mod controller;
 pub mod crd;
+pub mod metrics;
+pub mod stream;
