@@ -1,7 +1,9 @@
 //! The operator's one integration test binary (linking is slow; modules keep it to one).
 
+mod apiserver;
 mod builders;
 mod crds;
+mod scenarios;
 
 use std::path::PathBuf;
 

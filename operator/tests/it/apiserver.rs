@@ -1,0 +1,358 @@
+//! A scripted Kubernetes API server on a `tower-test` mock service, handed to
+//! `kube::Client::new`. It keeps objects by path, answers GET/LIST/PATCH (server-side apply,
+//! merge patch, status)/POST/DELETE like the real one in the ways the reconcilers rely on, and
+//! records every request so scenarios can assert what was (and was not) written. Tests change
+//! the world between reconciles (a Job succeeds, an annotation appears) with `update`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: Value,
+}
+
+#[derive(Clone, Default)]
+pub struct ApiServer {
+    objects: Arc<Mutex<BTreeMap<String, Value>>>,
+    log: Arc<Mutex<Vec<Recorded>>>,
+    next_rv: Arc<Mutex<u64>>,
+}
+
+/// Path of a namespaced object: `group_version` is `v1` (core) or `apps/v1`, `artstore.io/v1alpha1`.
+pub fn path(group_version: &str, plural: &str, ns: &str, name: &str) -> String {
+    let root = if group_version == "v1" {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{group_version}")
+    };
+    format!("{root}/namespaces/{ns}/{plural}/{name}")
+}
+
+fn status_body(code: StatusCode, reason: &str, message: String) -> Response<Body> {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "reason": reason, "code": code.as_u16(), "message": message,
+    });
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+fn ok(v: &Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(v).unwrap()))
+        .unwrap()
+}
+
+/// JSON merge patch (RFC 7386).
+fn merge(target: &mut Value, patch: &Value) {
+    if let (Some(t), Some(p)) = (target.as_object_mut(), patch.as_object()) {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else if v.is_object() && t.get(k).is_some_and(Value::is_object) {
+                merge(t.get_mut(k).unwrap(), v);
+            } else {
+                t.insert(k.clone(), v.clone());
+            }
+        }
+    } else {
+        *target = patch.clone();
+    }
+}
+
+fn labels_match(obj: &Value, selector: &str) -> bool {
+    selector.split(',').filter(|s| !s.is_empty()).all(|term| {
+        let (k, v) = term.split_once('=').unwrap_or((term, ""));
+        obj.pointer("/metadata/labels")
+            .and_then(|l| l.get(k))
+            .and_then(Value::as_str)
+            == Some(v)
+    })
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl ApiServer {
+    /// A client whose every request this server answers.
+    pub fn start() -> (kube::Client, ApiServer) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let server = ApiServer::default();
+        let s = server.clone();
+        tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                let resp = s.handle(req).await;
+                send.send_response(resp);
+            }
+        });
+        (kube::Client::new(service, "archive"), server)
+    }
+
+    fn bump(&self) -> String {
+        let mut rv = self.next_rv.lock().unwrap();
+        *rv += 1;
+        rv.to_string()
+    }
+
+    /// Puts an object (any `kind` with metadata.namespace/name) at its path.
+    pub fn insert(&self, group_version: &str, plural: &str, mut obj: Value) {
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("archive")
+            .to_string();
+        let name = obj["metadata"]["name"].as_str().expect("name").to_string();
+        obj["metadata"]["resourceVersion"] = json!(self.bump());
+        if obj["metadata"]["uid"].is_null() {
+            obj["metadata"]["uid"] = json!(format!("uid-{plural}-{name}"));
+        }
+        self.objects
+            .lock()
+            .unwrap()
+            .insert(path(group_version, plural, &ns, &name), obj);
+    }
+
+    pub fn get(&self, path: &str) -> Option<Value> {
+        self.objects.lock().unwrap().get(path).cloned()
+    }
+
+    pub fn typed<T: DeserializeOwned>(&self, path: &str) -> T {
+        serde_json::from_value(
+            self.get(path)
+                .unwrap_or_else(|| panic!("{path} not stored")),
+        )
+        .expect("typed object")
+    }
+
+    /// Changes a stored object, as another actor in the cluster would.
+    pub fn update(&self, path: &str, f: impl FnOnce(&mut Value)) {
+        let mut objects = self.objects.lock().unwrap();
+        let obj = objects
+            .get_mut(path)
+            .unwrap_or_else(|| panic!("{path} not stored"));
+        f(obj);
+        obj["metadata"]["resourceVersion"] = json!(self.bump());
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Writes (PATCH/POST/DELETE) whose path contains `fragment`.
+    pub fn writes_to(&self, fragment: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method != "GET" && r.path.contains(fragment))
+            .collect()
+    }
+
+    /// Reasons of the Events published so far.
+    pub fn event_reasons(&self) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.contains("/events") && r.method != "GET")
+            .filter_map(|r| r.body["reason"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    pub fn clear_log(&self) {
+        self.log.lock().unwrap().clear();
+    }
+
+    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        let method = req.method().to_string();
+        let uri_path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or_default().to_string();
+        let content_type = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        self.log.lock().unwrap().push(Recorded {
+            method: method.clone(),
+            path: uri_path.clone(),
+            query: query.clone(),
+            body: body.clone(),
+        });
+        let segments: Vec<&str> = uri_path.split('/').filter(|s| !s.is_empty()).collect();
+        let ns_pos = segments.iter().position(|s| *s == "namespaces");
+        let after_ns = ns_pos.map_or(0, |p| segments.len() - p - 2);
+        let (object_path, subresource) = if after_ns == 3 {
+            (
+                segments[..segments.len() - 1].join("/"),
+                segments.last().copied(),
+            )
+        } else {
+            (segments.join("/"), None)
+        };
+        let object_path = format!("/{object_path}");
+        match (method.as_str(), after_ns) {
+            ("GET", 1) => {
+                let selector = query_param(&query, "labelSelector").unwrap_or_default();
+                let prefix = format!("{object_path}/");
+                let items: Vec<Value> = self
+                    .objects
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&prefix) && !k[prefix.len()..].contains('/'))
+                    .map(|(_, v)| v.clone())
+                    .filter(|v| labels_match(v, &selector))
+                    .collect();
+                ok(
+                    &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
+                )
+            }
+            ("GET", _) => match self.get(&object_path) {
+                Some(v) => ok(&v),
+                None => status_body(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{object_path} not found"),
+                ),
+            },
+            ("POST", 1) => {
+                let mut obj = body.clone();
+                let name = obj["metadata"]["name"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| {
+                        format!(
+                            "{}{}",
+                            obj["metadata"]["generateName"].as_str().unwrap_or("obj-"),
+                            self.bump()
+                        )
+                    });
+                obj["metadata"]["name"] = json!(name);
+                obj["metadata"]["resourceVersion"] = json!(self.bump());
+                self.objects
+                    .lock()
+                    .unwrap()
+                    .insert(format!("{object_path}/{name}"), obj.clone());
+                let mut r = ok(&obj);
+                *r.status_mut() = StatusCode::CREATED;
+                r
+            }
+            ("PATCH", _) => {
+                let mut objects = self.objects.lock().unwrap();
+                let existing = objects.get(&object_path).cloned();
+                let updated = if content_type.contains("apply-patch") {
+                    match (existing, subresource) {
+                        (Some(mut obj), Some("status")) => {
+                            obj["status"] = body["status"].clone();
+                            obj
+                        }
+                        (None, Some(_)) => {
+                            return status_body(
+                                StatusCode::NOT_FOUND,
+                                "NotFound",
+                                format!("{object_path} not found"),
+                            );
+                        }
+                        (Some(mut obj), _) => {
+                            let status = obj.get("status").cloned();
+                            let mut applied = body.clone();
+                            applied.as_object_mut().unwrap().remove("status");
+                            merge(&mut obj, &applied);
+                            if let Some(s) = status {
+                                obj["status"] = s;
+                            }
+                            obj
+                        }
+                        (None, None) => {
+                            let mut obj = body.clone();
+                            obj["metadata"]["uid"] =
+                                json!(format!("uid-{}", object_path.replace('/', "-")));
+                            obj["metadata"]["creationTimestamp"] = json!("2026-11-23T00:00:00Z");
+                            obj
+                        }
+                    }
+                } else {
+                    let Some(mut obj) = existing else {
+                        return status_body(
+                            StatusCode::NOT_FOUND,
+                            "NotFound",
+                            format!("{object_path} not found"),
+                        );
+                    };
+                    let mut patch = body.clone();
+                    if let Some(m) = patch.get_mut("metadata").and_then(Value::as_object_mut) {
+                        m.remove("resourceVersion");
+                    }
+                    merge(&mut obj, &patch);
+                    obj
+                };
+                let mut updated = updated;
+                updated["metadata"]["resourceVersion"] = json!(self.bump());
+                // A deleted object whose last finalizer goes is gone.
+                let gone = !updated["metadata"]["deletionTimestamp"].is_null()
+                    && updated["metadata"]["finalizers"]
+                        .as_array()
+                        .is_none_or(|f| f.is_empty());
+                if gone {
+                    objects.remove(&object_path);
+                } else {
+                    objects.insert(object_path, updated.clone());
+                }
+                ok(&updated)
+            }
+            ("DELETE", _) => match self.objects.lock().unwrap().remove(&object_path) {
+                Some(v) => ok(&v),
+                None => status_body(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{object_path} not found"),
+                ),
+            },
+            _ => status_body(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{method} {uri_path}"),
+            ),
+        }
+    }
+}
