@@ -4,5 +4,9 @@
 pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod lease;
 pub mod metrics;
+pub mod process;
 pub mod stream;
+
+pub use process::{OperatorConfig, install_crypto_provider, run};

@@ -276,7 +276,7 @@ mod tests {
             last_delivered: id("2000-0"),
             oldest_pending: None,
         };
-        assert_eq!(trim_floor(cutoff, &[ahead.clone()]), cutoff);
+        assert_eq!(trim_floor(cutoff, std::slice::from_ref(&ahead)), cutoff);
         let lagging = GroupPosition {
             name: "b".into(),
             last_delivered: id("500-3"),

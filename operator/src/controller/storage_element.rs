@@ -458,21 +458,24 @@ async fn probe(
                 >= ctx.config.consistency_interval
         })
     });
-    if due {
-        if let Ok(resp) = get(paths::CONSISTENCY)
-            .await
-            .and_then(|r| r.error_for_status())
-        {
-            if let Ok(r) = resp.json::<ConsistencyReport>().await {
-                status.last_consistency_report = Some(ConsistencySummary {
-                    checked_at: now.to_string(),
-                    is_consistent: r.is_consistent,
-                    inconsistency_percentage: r.inconsistency_percentage,
-                    orphan_cache_count: r.orphan_cache_count,
-                    orphan_attr_count: r.orphan_attr_count,
-                    expired_cache_count: r.expired_cache_count,
-                });
-            }
-        }
+    if !due {
+        return;
+    }
+    let report = match get(paths::CONSISTENCY)
+        .await
+        .and_then(|r| r.error_for_status())
+    {
+        Ok(resp) => resp.json::<ConsistencyReport>().await.ok(),
+        Err(_) => None,
+    };
+    if let Some(r) = report {
+        status.last_consistency_report = Some(ConsistencySummary {
+            checked_at: now.to_string(),
+            is_consistent: r.is_consistent,
+            inconsistency_percentage: r.inconsistency_percentage,
+            orphan_cache_count: r.orphan_cache_count,
+            orphan_attr_count: r.orphan_attr_count,
+            expired_cache_count: r.expired_cache_count,
+        });
     }
 }

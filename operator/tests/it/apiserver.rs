@@ -97,12 +97,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        let hex = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| u8::from_str_radix(&s[i + 1..i + 3], 16).ok())
+            .flatten();
+        if let Some(b) = hex {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
         i += 1;
@@ -339,6 +340,28 @@ impl ApiServer {
                     objects.insert(object_path, updated.clone());
                 }
                 ok(&updated)
+            }
+            ("PUT", _) => {
+                let mut objects = self.objects.lock().unwrap();
+                let Some(existing) = objects.get(&object_path) else {
+                    return status_body(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        format!("{object_path} not found"),
+                    );
+                };
+                // Optimistic concurrency, as the real API server does it.
+                if body["metadata"]["resourceVersion"] != existing["metadata"]["resourceVersion"] {
+                    return status_body(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        format!("{object_path} was modified"),
+                    );
+                }
+                let mut obj = body.clone();
+                obj["metadata"]["resourceVersion"] = json!(self.bump());
+                objects.insert(object_path, obj.clone());
+                ok(&obj)
             }
             ("DELETE", _) => match self.objects.lock().unwrap().remove(&object_path) {
                 Some(v) => ok(&v),

@@ -3,7 +3,9 @@
 mod apiserver;
 mod builders;
 mod crds;
+mod process;
 mod scenarios;
+mod trim;
 
 use std::path::PathBuf;
 
