@@ -112,6 +112,16 @@ impl Context {
             .await?)
     }
 
+    /// A Job is created once and then only read: its pod template is immutable, and a Job
+    /// that ran must not be replaced because the spec or the operator's image moved on.
+    pub async fn ensure_job(&self, ns: &str, job: &Job) -> Result<Job> {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        if let Some(existing) = self.api::<Job>(ns).get_opt(&name).await? {
+            return Ok(existing);
+        }
+        self.apply(ns, job).await
+    }
+
     /// Server-side apply of `status` on the status subresource.
     pub async fn apply_status<K, S>(&self, obj: &K, status: &S) -> Result<()>
     where

@@ -64,6 +64,38 @@ where
         .await;
 }
 
+/// The objects among `candidates` (a controller's store) in `changed`'s namespace whose
+/// `reference` names it: which QueryNodes to re-check when an EventStream changes.
+pub fn referencing<K, O>(
+    candidates: Vec<Arc<K>>,
+    changed: &O,
+    reference: impl Fn(&K) -> &str,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()>,
+    O: Resource,
+{
+    candidates
+        .into_iter()
+        .filter(|c| c.namespace() == changed.namespace() && reference(c) == changed.name_any())
+        .map(|c| ObjectRef::from_obj(&*c))
+        .collect()
+}
+
+/// Every object among `candidates` in `changed`'s namespace: which registries to refresh when
+/// a StorageElement changes.
+pub fn same_namespace<K, O>(candidates: Vec<Arc<K>>, changed: &O) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()>,
+    O: Resource,
+{
+    candidates
+        .into_iter()
+        .filter(|c| c.namespace() == changed.namespace())
+        .map(|c| ObjectRef::from_obj(&*c))
+        .collect()
+}
+
 /// Runs the four controllers until `shutdown` resolves; in-flight reconciles finish first.
 pub async fn run_controllers<F>(ctx: Arc<Context>, shutdown: F)
 where
@@ -87,14 +119,9 @@ where
         .owns(api::<Job>(&client, &ns), owned.clone())
         .owns(api::<CronJob>(&client, &ns), owned.clone())
         .watches(api::<EventStream>(&client, &ns), wc.clone(), move |es| {
-            se_store
-                .state()
-                .into_iter()
-                .filter(|se| {
-                    se.namespace() == es.namespace() && se.spec.event_stream_ref == es.name_any()
-                })
-                .map(|se| ObjectRef::from_obj(&*se))
-                .collect::<Vec<_>>()
+            referencing(se_store.state(), &es, |se| {
+                se.spec.event_stream_ref.as_str()
+            })
         })
         .graceful_shutdown_on(shutdown.clone())
         .run(storage_element::reconcile, error_policy, ctx.clone());
@@ -109,23 +136,13 @@ where
         .owns(api::<ConfigMap>(&client, &ns), owned.clone())
         // A stream becoming ready (or changing) re-runs the gate of every node on it.
         .watches(api::<EventStream>(&client, &ns), wc.clone(), move |es| {
-            qn_store_es
-                .state()
-                .into_iter()
-                .filter(|q| {
-                    q.namespace() == es.namespace() && q.spec.event_stream_ref == es.name_any()
-                })
-                .map(|q| ObjectRef::from_obj(&*q))
-                .collect::<Vec<_>>()
+            referencing(qn_store_es.state(), &es, |q| {
+                q.spec.event_stream_ref.as_str()
+            })
         })
         // Element statuses feed each node's registry.
         .watches(api::<StorageElement>(&client, &ns), wc.clone(), move |se| {
-            qn_store_se
-                .state()
-                .into_iter()
-                .filter(|q| q.namespace() == se.namespace())
-                .map(|q| ObjectRef::from_obj(&*q))
-                .collect::<Vec<_>>()
+            same_namespace(qn_store_se.state(), &se)
         })
         .graceful_shutdown_on(shutdown.clone())
         .run(query_node::reconcile, error_policy, ctx.clone());
@@ -137,12 +154,7 @@ where
         .owns(api::<Service>(&client, &ns), owned.clone())
         .owns(api::<ConfigMap>(&client, &ns), owned)
         .watches(api::<StorageElement>(&client, &ns), wc, move |se| {
-            ing_store
-                .state()
-                .into_iter()
-                .filter(|i| i.namespace() == se.namespace())
-                .map(|i| ObjectRef::from_obj(&*i))
-                .collect::<Vec<_>>()
+            same_namespace(ing_store.state(), &se)
         })
         .graceful_shutdown_on(shutdown)
         .run(ingester::reconcile, error_policy, ctx);

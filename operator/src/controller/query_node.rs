@@ -181,7 +181,7 @@ async fn reconcile_inner(qn: &QueryNode, ctx: &Context) -> Result<Action> {
         .as_ref()
         .is_some_and(|r| r.job_name == job_name && r.phase == JobPhase::Succeeded);
     if !done {
-        let job = ctx.apply(&ns, &backfill).await?;
+        let job = ctx.ensure_job(&ns, &backfill).await?;
         let phase = job_phase(&job);
         status.backfill = Some(BackfillRecord {
             job_name: job_name.clone(),

@@ -119,7 +119,7 @@ async fn reconcile_inner(se: &StorageElement, ctx: &Context) -> Result<Action> {
         .as_ref()
         .is_some_and(|m| m.job_name == migration_name && m.phase == JobPhase::Succeeded);
     if !migrated {
-        let job = ctx.apply(&ns, &migration).await?;
+        let job = ctx.ensure_job(&ns, &migration).await?;
         let phase = job_phase(&job);
         status.migration = Some(JobRecord {
             job_name: migration_name.clone(),
@@ -165,13 +165,16 @@ async fn reconcile_inner(se: &StorageElement, ctx: &Context) -> Result<Action> {
 
     // Apply.
     ctx.apply(&ns, &service).await?;
+    // A backend switch leaves the other kind behind: remove it (the volume's PVC is retained).
     let ready_replicas = match &workload {
         ElementWorkload::Deployment(d) => {
             let d: Deployment = ctx.apply(&ns, d.as_ref()).await?;
+            delete_if_present::<StatefulSet>(ctx, &ns, &name).await?;
             d.status.and_then(|s| s.ready_replicas).unwrap_or(0)
         }
         ElementWorkload::StatefulSet(s) => {
             let s: StatefulSet = ctx.apply(&ns, s.as_ref()).await?;
+            delete_if_present::<Deployment>(ctx, &ns, &name).await?;
             s.status.and_then(|s| s.ready_replicas).unwrap_or(0)
         }
     };
@@ -226,6 +229,30 @@ async fn reconcile_inner(se: &StorageElement, ctx: &Context) -> Result<Action> {
         ctx.config.wait_interval
     };
     Ok(Action::requeue(next))
+}
+
+/// Deletes an object of ours by name; absent is fine.
+async fn delete_if_present<K>(ctx: &Context, ns: &str, name: &str) -> Result<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api = ctx.api::<K>(ns);
+    let Some(obj) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    let managed = obj
+        .meta()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(crate::build::common::LABEL_MANAGED_BY))
+        .is_some_and(|v| v == crate::build::common::MANAGED_BY);
+    if managed {
+        api.delete(name, &DeleteParams::background()).await?;
+    }
+    Ok(())
 }
 
 /// Deletes this element's maintenance CronJobs whose schedule was removed from the spec.
@@ -344,7 +371,7 @@ async fn handle_rebuild(
     }
     let job = b::rebuild_job(se, es, &ctx.config.build, &request)?;
     let job_name = job.metadata.name.clone().unwrap_or_default();
-    let applied = ctx.apply(&ns, &job).await?;
+    let applied = ctx.ensure_job(&ns, &job).await?;
     let phase = job_phase(&applied);
     status.last_rebuild = Some(RebuildRecord {
         request: request.clone(),

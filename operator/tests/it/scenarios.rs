@@ -609,3 +609,77 @@ async fn invalid_spec_is_reported_and_changes_nothing() {
         .collect();
     assert!(child_writes.is_empty(), "{child_writes:?}");
 }
+
+#[test]
+fn a_changed_event_stream_maps_to_the_query_nodes_that_use_it() {
+    use artstore_operator::controller::{referencing, same_namespace};
+    let qn = |name: &str, ns: &str, stream: &str| {
+        let mut q: QueryNode = crate::fixture("querynode.yaml");
+        q.metadata.name = Some(name.into());
+        q.metadata.namespace = Some(ns.into());
+        q.spec.event_stream_ref = stream.into();
+        Arc::new(q)
+    };
+    let nodes = vec![
+        qn("a", NS, "files"),
+        qn("b", NS, "other"),
+        qn("c", "elsewhere", "files"),
+    ];
+    let es: EventStream = crate::fixture("eventstream.yaml");
+    let refs = referencing(nodes.clone(), &es, |q| q.spec.event_stream_ref.as_str());
+    let names: Vec<String> = refs.iter().map(|r| r.name.clone()).collect();
+    assert_eq!(names, ["a"], "same namespace and the same stream only");
+    let se: StorageElement = crate::fixture("storageelement-s3.yaml");
+    let names: Vec<String> = same_namespace(nodes, &se)
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+}
+
+#[tokio::test]
+async fn switching_backend_replaces_the_deployment_with_a_statefulset() {
+    let (client, server) = ApiServer::start();
+    let ctx = context(client);
+    let p = se_ready_world(&server, false);
+    let se = reconcile_se(&server, &ctx, &p).await;
+    mark_job(
+        &server,
+        &se.status.unwrap().migration.unwrap().job_name,
+        JobPhase::Succeeded,
+    );
+    reconcile_se(&server, &ctx, &p).await;
+    let deployment = path("apps/v1", "deployments", NS, "se-a");
+    assert!(server.get(&deployment).is_some());
+    let volume = fixture_json("storageelement-volume.yaml")["spec"]["backend"].clone();
+    server.update(&p, |o| o["spec"]["backend"] = volume);
+    reconcile_se(&server, &ctx, &p).await;
+    assert!(
+        server
+            .get(&path("apps/v1", "statefulsets", NS, "se-a"))
+            .is_some()
+    );
+    assert!(
+        server.get(&deployment).is_none(),
+        "the old Deployment is removed"
+    );
+}
+
+#[tokio::test]
+async fn an_existing_job_is_read_never_rewritten() {
+    let (client, server) = ApiServer::start();
+    let ctx = context(client);
+    let p = se_ready_world(&server, false);
+    let se = reconcile_se(&server, &ctx, &p).await;
+    let job = se.status.unwrap().migration.unwrap().job_name;
+    assert_eq!(server.writes_to(&job).len(), 1);
+    // Still running: the spec changes meanwhile (a Job's template is immutable).
+    server.update(&p, |o| o["spec"]["cacheTtlHours"] = json!(12));
+    let se = reconcile_se(&server, &ctx, &p).await;
+    assert_eq!(
+        server.writes_to(&job).len(),
+        1,
+        "the running Job is left as it is"
+    );
+    assert_eq!(ready_reason(&se).1, "Migrating");
+}
