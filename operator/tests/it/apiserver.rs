@@ -7,11 +7,16 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use std::convert::Infallible;
+
+use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use kube::client::Body;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedSender;
 
 #[derive(Clone, Debug)]
 pub struct Recorded {
@@ -21,11 +26,21 @@ pub struct Recorded {
     pub body: Value,
 }
 
+type Resp = Response<BoxBody<Bytes, Infallible>>;
+
+/// An open watch: its collection path, label selector and the line sink of its body.
+struct Watch {
+    collection: String,
+    selector: String,
+    lines: UnboundedSender<Bytes>,
+}
+
 #[derive(Clone, Default)]
 pub struct ApiServer {
     objects: Arc<Mutex<BTreeMap<String, Value>>>,
     log: Arc<Mutex<Vec<Recorded>>>,
     next_rv: Arc<Mutex<u64>>,
+    watches: Arc<Mutex<Vec<Watch>>>,
 }
 
 /// Path of a namespaced object: `group_version` is `v1` (core) or `apps/v1`, `artstore.io/v1alpha1`.
@@ -38,7 +53,11 @@ pub fn path(group_version: &str, plural: &str, ns: &str, name: &str) -> String {
     format!("{root}/namespaces/{ns}/{plural}/{name}")
 }
 
-fn status_body(code: StatusCode, reason: &str, message: String) -> Response<Body> {
+fn full(bytes: Vec<u8>) -> BoxBody<Bytes, Infallible> {
+    Full::new(Bytes::from(bytes)).boxed()
+}
+
+fn status_body(code: StatusCode, reason: &str, message: String) -> Resp {
     let body = json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "reason": reason, "code": code.as_u16(), "message": message,
@@ -46,15 +65,15 @@ fn status_body(code: StatusCode, reason: &str, message: String) -> Response<Body
     Response::builder()
         .status(code)
         .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .body(full(serde_json::to_vec(&body).unwrap()))
         .unwrap()
 }
 
-fn ok(v: &Value) -> Response<Body> {
+fn ok(v: &Value) -> Resp {
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(v).unwrap()))
+        .body(full(serde_json::to_vec(v).unwrap()))
         .unwrap()
 }
 
@@ -114,7 +133,7 @@ fn percent_decode(s: &str) -> String {
 impl ApiServer {
     /// A client whose every request this server answers.
     pub fn start() -> (kube::Client, ApiServer) {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Resp>();
         let server = ApiServer::default();
         let s = server.clone();
         tokio::spawn(async move {
@@ -143,10 +162,48 @@ impl ApiServer {
         if obj["metadata"]["uid"].is_null() {
             obj["metadata"]["uid"] = json!(format!("uid-{plural}-{name}"));
         }
-        self.objects
-            .lock()
+        let p = path(group_version, plural, &ns, &name);
+        self.objects.lock().unwrap().insert(p.clone(), obj.clone());
+        self.notify("ADDED", &p, &obj);
+    }
+
+    /// Sends a watch event for the object at `path` to every open watch on its collection.
+    fn notify(&self, kind: &str, path: &str, obj: &Value) {
+        let Some((collection, _)) = path.rsplit_once('/') else {
+            return;
+        };
+        let line = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap();
+        let mut watches = self.watches.lock().unwrap();
+        watches.retain(|w| {
+            if w.collection != collection || !labels_match(obj, &w.selector) {
+                return true;
+            }
+            let mut l = line.clone();
+            l.push(b'\n');
+            w.lines.send(Bytes::from(l)).is_ok()
+        });
+    }
+
+    fn open_watch(&self, collection: String, selector: String) -> Resp {
+        let (mut sender, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(16);
+        let (lines, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                if sender.send_data(line).await.is_err() {
+                    break;
+                }
+            }
+        });
+        self.watches.lock().unwrap().push(Watch {
+            collection,
+            selector,
+            lines,
+        });
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(body.boxed())
             .unwrap()
-            .insert(path(group_version, plural, &ns, &name), obj);
     }
 
     pub fn get(&self, path: &str) -> Option<Value> {
@@ -163,12 +220,16 @@ impl ApiServer {
 
     /// Changes a stored object, as another actor in the cluster would.
     pub fn update(&self, path: &str, f: impl FnOnce(&mut Value)) {
-        let mut objects = self.objects.lock().unwrap();
-        let obj = objects
-            .get_mut(path)
-            .unwrap_or_else(|| panic!("{path} not stored"));
-        f(obj);
-        obj["metadata"]["resourceVersion"] = json!(self.bump());
+        let obj = {
+            let mut objects = self.objects.lock().unwrap();
+            let obj = objects
+                .get_mut(path)
+                .unwrap_or_else(|| panic!("{path} not stored"));
+            f(obj);
+            obj["metadata"]["resourceVersion"] = json!(self.bump());
+            obj.clone()
+        };
+        self.notify("MODIFIED", path, &obj);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -196,7 +257,7 @@ impl ApiServer {
         self.log.lock().unwrap().clear();
     }
 
-    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+    async fn handle(&self, req: Request<Body>) -> Resp {
         let method = req.method().to_string();
         let uri_path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or_default().to_string();
@@ -232,6 +293,10 @@ impl ApiServer {
         };
         let object_path = format!("/{object_path}");
         match (method.as_str(), after_ns) {
+            ("GET", 1) if matches!(query_param(&query, "watch").as_deref(), Some("true" | "1")) => {
+                let selector = query_param(&query, "labelSelector").unwrap_or_default();
+                self.open_watch(object_path, selector)
+            }
             ("GET", 1) => {
                 let selector = query_param(&query, "labelSelector").unwrap_or_default();
                 let prefix = format!("{object_path}/");
@@ -328,6 +393,16 @@ impl ApiServer {
                     obj
                 };
                 let mut updated = updated;
+                // A write that changes nothing is no event, as with the real API server (else
+                // every status write would trigger the next reconcile).
+                if let Some(before) = objects.get(&object_path) {
+                    let mut same = updated.clone();
+                    same["metadata"]["resourceVersion"] =
+                        before["metadata"]["resourceVersion"].clone();
+                    if &same == before {
+                        return ok(before);
+                    }
+                }
                 updated["metadata"]["resourceVersion"] = json!(self.bump());
                 // A deleted object whose last finalizer goes is gone.
                 let gone = !updated["metadata"]["deletionTimestamp"].is_null()
@@ -336,8 +411,10 @@ impl ApiServer {
                         .is_none_or(|f| f.is_empty());
                 if gone {
                     objects.remove(&object_path);
+                    self.notify("DELETED", &object_path, &updated);
                 } else {
-                    objects.insert(object_path, updated.clone());
+                    objects.insert(object_path.clone(), updated.clone());
+                    self.notify("MODIFIED", &object_path, &updated);
                 }
                 ok(&updated)
             }
@@ -360,11 +437,15 @@ impl ApiServer {
                 }
                 let mut obj = body.clone();
                 obj["metadata"]["resourceVersion"] = json!(self.bump());
-                objects.insert(object_path, obj.clone());
+                objects.insert(object_path.clone(), obj.clone());
+                self.notify("MODIFIED", &object_path, &obj);
                 ok(&obj)
             }
             ("DELETE", _) => match self.objects.lock().unwrap().remove(&object_path) {
-                Some(v) => ok(&v),
+                Some(v) => {
+                    self.notify("DELETED", &object_path, &v);
+                    ok(&v)
+                }
                 None => status_body(
                     StatusCode::NOT_FOUND,
                     "NotFound",

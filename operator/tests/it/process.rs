@@ -132,3 +132,145 @@ async fn health_readiness_and_metrics_endpoints() {
     tx.send(true).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_running_operator_opens_the_gate_on_watch_events_and_stops_gracefully() {
+    use artstore_operator::build::BuildConfig;
+    use artstore_operator::controller::Config;
+    use artstore_operator::crd::QueryNode;
+    use artstore_operator::process::OperatorConfig;
+
+    let (client, server) = ApiServer::start();
+    let url = &artstore_testsupport::services().redis_url;
+    server.insert(
+        "v1",
+        "secrets",
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "redis", "namespace": "archive"},
+            "stringData": {"url": url},
+        }),
+    );
+    let stream = artstore_testsupport::unique_prefix("run");
+    let mut es = crate::fixture_json("eventstream.yaml");
+    es["spec"]["stream"] = json!(stream);
+    // Paused, so the node must wait for it.
+    es["metadata"]["annotations"] = json!({"artstore.io/reconcile": "paused"});
+    server.insert("artstore.io/v1alpha1", "eventstreams", es);
+    server.insert(
+        "artstore.io/v1alpha1",
+        "querynodes",
+        crate::fixture_json("querynode.yaml"),
+    );
+    let qn_path = path("artstore.io/v1alpha1", "querynodes", "archive", "search");
+    let es_path = path("artstore.io/v1alpha1", "eventstreams", "archive", "files");
+
+    // Re-checks are an hour apart: anything that happens within the test came from a watch.
+    let hour = Duration::from_secs(3600);
+    let mut config = OperatorConfig::new(Config {
+        build: BuildConfig {
+            image: "artstore:test".into(),
+            ..Default::default()
+        },
+        namespace: Some("archive".into()),
+        probe_elements: false,
+        resync: hour,
+        stream_interval: hour,
+        wait_interval: hour,
+        ..Default::default()
+    });
+    config.leader_election = Some(LeaseConfig::new("archive", "operator-under-test"));
+    let state = config.state.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(artstore_operator::run(client, config, async move {
+        let _ = stopped.await;
+    }));
+
+    let s = server.clone();
+    let qp = qn_path.clone();
+    artstore_testsupport::eventually(
+        Duration::from_secs(20),
+        "QueryNode waiting for its stream",
+        || {
+            let (s, qp) = (s.clone(), qp.clone());
+            async move {
+                let qn: QueryNode = serde_json::from_value(s.get(&qp)?).ok()?;
+                let reason = qn
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Ready")?
+                    .reason;
+                (reason == "WaitingForStream").then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(state.leading.load(Ordering::SeqCst));
+
+    // Unpausing the stream lets its reconciler run; its new status reaches the node by watch.
+    server.update(&es_path, |o| o["metadata"]["annotations"] = json!({}));
+    let job_name = {
+        let qn: QueryNode = server.typed(&path(
+            "artstore.io/v1alpha1",
+            "querynodes",
+            "archive",
+            "search",
+        ));
+        artstore_operator::build::query_node::backfill_job_name(&qn).unwrap()
+    };
+    let job_path = path("batch/v1", "jobs", "archive", &job_name);
+    let s = server.clone();
+    let jp = job_path.clone();
+    artstore_testsupport::eventually(
+        Duration::from_secs(20),
+        "backfill Job after the stream became ready",
+        || {
+            let s = s.clone();
+            let jp = jp.clone();
+            async move { s.get(&jp) }
+        },
+    )
+    .await;
+    assert!(
+        server
+            .get(&path("apps/v1", "deployments", "archive", "search"))
+            .is_none()
+    );
+
+    // The Job succeeds; the owned-Job watch brings the node back, and the consumers start.
+    server.update(&job_path, |j| j["status"] = json!({"succeeded": 1}));
+    let s = server.clone();
+    artstore_testsupport::eventually(
+        Duration::from_secs(20),
+        "Deployment after the backfill",
+        || {
+            let s = s.clone();
+            async move { s.get(&path("apps/v1", "deployments", "archive", "search")) }
+        },
+    )
+    .await;
+
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), operator)
+        .await
+        .expect("operator stops")
+        .expect("join");
+    assert!(result.is_ok(), "{result:?}");
+    let lease = server
+        .get(&path(
+            "coordination.k8s.io/v1",
+            "leases",
+            "archive",
+            "artstore-operator",
+        ))
+        .unwrap();
+    assert!(
+        lease["spec"]["holderIdentity"].is_null(),
+        "lease released on shutdown: {lease}"
+    );
+    let mut redis = artstore_testsupport::redis_connection().await.unwrap();
+    let _: () = redis::AsyncCommands::del(&mut redis, &stream)
+        .await
+        .unwrap();
+}
