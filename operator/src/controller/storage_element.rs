@@ -403,7 +403,7 @@ async fn handle_rebuild(
 
 /// Reads `/api/v1/status` (each time) and the consistency report (at most every
 /// `consistency_interval`) with a short-lived admin token signed by the element's JWT secret.
-async fn probe(
+pub async fn probe(
     se: &StorageElement,
     ctx: &Context,
     endpoint: &str,

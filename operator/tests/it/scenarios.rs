@@ -683,3 +683,106 @@ async fn an_existing_job_is_read_never_rewritten() {
     );
     assert_eq!(ready_reason(&se).1, "Migrating");
 }
+
+#[tokio::test]
+async fn element_status_and_consistency_report_are_read_with_an_admin_token() {
+    use artstore_operator::crd::StorageElementStatus;
+    use axum::http::HeaderMap;
+
+    let (client, server) = ApiServer::start();
+    let ctx = context(client);
+    server.insert(
+        "v1",
+        "secrets",
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "artstore-jwt", "namespace": NS},
+            "data": {"secret": base64(b"jwt-secret")},
+        }),
+    );
+    // The element's two contract endpoints, refusing calls without a valid admin token.
+    let authorised = |h: &HeaderMap| {
+        let Some(token) = h
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        let v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        jsonwebtoken::decode::<artstore_contract::token::Claims>(
+            token,
+            &jsonwebtoken::DecodingKey::from_secret(b"jwt-secret"),
+            &v,
+        )
+        .is_ok_and(|d| d.claims.role == "admin")
+    };
+    let app = axum::Router::new()
+        .route(
+            "/api/v1/status",
+            axum::routing::get(move |h: HeaderMap| async move {
+                if !authorised(&h) {
+                    return Err(axum::http::StatusCode::UNAUTHORIZED);
+                }
+                Ok(axum::Json(
+                    json!({"id": "se-a", "mode": "rw", "priority": 100, "capacity_bytes": 5000,
+                "used_bytes": 1234, "file_count": 7, "backend": "s3"}),
+                ))
+            }),
+        )
+        .route(
+            "/api/v1/cache/consistency",
+            axum::routing::get(move |h: HeaderMap| async move {
+                if !authorised(&h) {
+                    return Err(axum::http::StatusCode::UNAUTHORIZED);
+                }
+                Ok(axum::Json(
+                    json!({"total_attr_files": 7, "total_cache_entries": 8, "orphan_cache_count": 1,
+                "orphan_attr_count": 0, "expired_cache_count": 2, "is_consistent": false,
+                "inconsistency_percentage": 12.5, "details": {}}),
+                ))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let se: StorageElement = crate::fixture("storageelement-s3.yaml");
+    let mut status = StorageElementStatus::default();
+    storage_element::probe(&se, &ctx, &endpoint, &mut status, "2026-11-23T00:00:00Z").await;
+    assert_eq!(
+        (status.used_bytes, status.file_count, status.capacity_bytes),
+        (Some(1234), Some(7), Some(5000))
+    );
+    let report = status.last_consistency_report.clone().expect("report");
+    assert!(!report.is_consistent);
+    assert_eq!(
+        (report.orphan_cache_count, report.expired_cache_count),
+        (1, 2)
+    );
+    let reachable = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ElementReachable")
+        .unwrap();
+    assert_eq!(reachable.status, "True");
+
+    // Within the interval the (expensive) consistency report is not fetched again.
+    status.last_consistency_report.as_mut().unwrap().checked_at = chrono::Utc::now().to_rfc3339();
+    let before = status.last_consistency_report.clone();
+    storage_element::probe(&se, &ctx, &endpoint, &mut status, "later").await;
+    assert_eq!(status.last_consistency_report, before);
+
+    // Unreachable element: condition says so, figures stay.
+    storage_element::probe(&se, &ctx, "http://127.0.0.1:1", &mut status, "later").await;
+    let reachable = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ElementReachable")
+        .unwrap();
+    assert_eq!(
+        (reachable.status.as_str(), reachable.reason.as_str()),
+        ("False", "Unreachable")
+    );
+    assert_eq!(status.used_bytes, Some(1234));
+}
