@@ -12,8 +12,17 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds"));
     match arg.as_deref() {
         Some("--print") => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
             for (_, crd) in artstore_operator::crd::all() {
-                print!("---\n{}", artstore_operator::crd::to_yaml(&crd)?);
+                let yaml = artstore_operator::crd::to_yaml(&crd)?;
+                // A closed pipe (`crdgen --print | head`) is the reader's choice, not an error.
+                if let Err(e) = write!(out, "---\n{yaml}") {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        return Ok(());
+                    }
+                    return Err(e.into());
+                }
             }
         }
         Some("--check") => {

@@ -1,4 +1,5 @@
 //! `EventStream`: a Redis Stream, its consumer groups, retention and dead-letter policy.
+#![allow(clippy::duplicated_attributes)] // each printcolumn(...) repeats `type_`
 
 use kube::CustomResource;
 use schemars::JsonSchema;

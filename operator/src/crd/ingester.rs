@@ -1,4 +1,5 @@
 //! `Ingester`: the write path (upload gateway).
+#![allow(clippy::duplicated_attributes)] // each printcolumn(...) repeats `type_`
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::CustomResource;

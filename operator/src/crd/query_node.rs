@@ -1,4 +1,5 @@
 //! `QueryNode`: the read path (consumer of the stream, search index, downloads).
+#![allow(clippy::duplicated_attributes)] // each printcolumn(...) repeats `type_`
 
 use kube::CustomResource;
 use schemars::JsonSchema;

@@ -1,4 +1,5 @@
 //! `StorageElement`: one storage node (S3 bucket or local volume, PostgreSQL cache).
+#![allow(clippy::duplicated_attributes)] // each printcolumn(...) repeats `type_`
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::CustomResource;

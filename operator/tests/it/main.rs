@@ -1,7 +1,11 @@
 //! The operator's one integration test binary (linking is slow; modules keep it to one).
 
+mod apiserver;
 mod builders;
 mod crds;
+mod process;
+mod scenarios;
+mod trim;
 
 use std::path::PathBuf;
 

@@ -81,6 +81,29 @@ pub mod env {
     pub const IDEMPOTENCY_TTL_SECONDS: &str = "ARTSTORE_IDEMPOTENCY_TTL_SECONDS";
 }
 
+/// Bearer tokens on `/api/` routes: HS256 JWTs over the shared secret
+/// (`ARTSTORE_JWT_SECRET_FILE`) with these claims. The operator signs a short-lived `admin` token
+/// to read a storage element's status and consistency report.
+pub mod token {
+    use serde::{Deserialize, Serialize};
+
+    pub const ALGORITHM: &str = "HS256";
+    pub const ROLE_ADMIN: &str = "admin";
+    pub const ROLE_WRITER: &str = "writer";
+    pub const ROLE_READER: &str = "reader";
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Claims {
+        pub sub: String,
+        /// `admin`, `writer` or `reader`.
+        pub role: String,
+        /// Expiry, seconds since the epoch.
+        pub exp: u64,
+        #[serde(default)]
+        pub iat: u64,
+    }
+}
+
 /// HTTP paths every process serves besides its API.
 pub mod paths {
     pub const HEALTHZ: &str = "/healthz";
