@@ -51,7 +51,10 @@ async fn main() -> anyhow::Result<()> {
         Role::Ingester(cmd) => artstore_ingester::cli::run(cmd).await,
         Role::Token(args) => {
             let secret = artstore_common::auth::read_secret_file(&args.secret_file)?;
-            println!("{}", artstore_common::auth::mint(&secret, &args.sub, args.role, args.ttl)?);
+            println!(
+                "{}",
+                artstore_common::auth::mint(&secret, &args.sub, args.role, args.ttl)?
+            );
             Ok(())
         }
     }

@@ -538,10 +538,7 @@ mod tests {
     fn bad_requests_are_refused_with_codes() {
         let code = |json| request(json).err().map(|e| e.code).unwrap_or_default();
         assert_eq!(code(serde_json::json!({"limit": 0})), "invalid_limit");
-        assert_eq!(
-            code(serde_json::json!({"limit": 201})),
-            "invalid_limit"
-        );
+        assert_eq!(code(serde_json::json!({"limit": 201})), "invalid_limit");
         assert_eq!(
             code(serde_json::json!({"sort": {"field": "relevance"}})),
             "invalid_sort"
@@ -554,10 +551,7 @@ mod tests {
             code(serde_json::json!({"filters": {"size_min": 5, "size_max": 1}})),
             "invalid_filter"
         );
-        assert_eq!(
-            code(serde_json::json!({"cursor": "zz"})),
-            "invalid_cursor"
-        );
+        assert_eq!(code(serde_json::json!({"cursor": "zz"})), "invalid_cursor");
         assert!(request(serde_json::json!({"query": "x".repeat(257)})).is_err());
         assert!(request(serde_json::json!({"query": "  "})).is_ok_and(|p| p.query.is_none()));
     }
