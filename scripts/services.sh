@@ -40,7 +40,9 @@ start() {
   s3_port=${ports[s3]}
   local access_key=artstore-test secret_key
   secret_key=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
-  (cd "$dir/s3" && AWS_ACCESS_KEY_ID=$access_key AWS_SECRET_ACCESS_KEY=$secret_key nohup "$(weed_bin)" mini \
+  # `cd` on its own line: with `cd && weed &` the recorded pid would be a subshell's, not weed's.
+  (cd "$dir/s3"
+   AWS_ACCESS_KEY_ID=$access_key AWS_SECRET_ACCESS_KEY=$secret_key nohup "$(weed_bin)" mini \
       -dir="$dir/s3/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
       -master.port="${ports[master]}" -master.port.grpc="${ports[master.grpc]}" \
       -volume.port="${ports[volume]}" -volume.port.grpc="${ports[volume.grpc]}" \
