@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod stack;
+
 #[derive(Parser)]
 #[command(name = "artstore", version, about = "ArtStore file archive workloads")]
 struct Cli {
@@ -24,6 +26,9 @@ enum Role {
     /// The ingester: the authenticated upload gateway.
     #[command(subcommand)]
     Ingester(artstore_ingester::cli::Command),
+    /// Run the whole archive locally (two storage elements, a query node, an ingester) against
+    /// the services `scripts/services.sh` started; writes `stack.json`. For development.
+    DevStack(stack::StackArgs),
     /// Print a signed token for the shared secret.
     Token(TokenArgs),
 }
@@ -49,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         Role::StorageElement(cmd) => artstore_element::cli::run(cmd).await,
         Role::QueryNode(cmd) => artstore_query::cli::run(cmd).await,
         Role::Ingester(cmd) => artstore_ingester::cli::run(cmd).await,
+        Role::DevStack(args) => stack::run(args).await,
         Role::Token(args) => {
             let secret = artstore_common::auth::read_secret_file(&args.secret_file)?;
             println!(

@@ -113,6 +113,11 @@ pub mod paths {
     pub const CONSISTENCY: &str = "/api/v1/cache/consistency";
 }
 
+/// The stream every role uses unless told otherwise (`ARTSTORE_STREAM`).
+pub const DEFAULT_STREAM: &str = "artstore:file-events";
+/// The query nodes' consumer group unless told otherwise (`ARTSTORE_CONSUMER_GROUP`).
+pub const DEFAULT_CONSUMER_GROUP: &str = "query-node";
+
 /// Default port of every workload's HTTP listener.
 pub const DEFAULT_PORT: u16 = 8080;
 

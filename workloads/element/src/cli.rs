@@ -69,7 +69,7 @@ pub struct ElementArgs {
     pub database_url: String,
     #[arg(long, env = env::REDIS_URL, hide_env_values = true)]
     pub redis_url: Option<String>,
-    #[arg(long, env = env::STREAM, default_value = "artstore:files")]
+    #[arg(long, env = env::STREAM, default_value = artstore_contract::DEFAULT_STREAM)]
     pub stream: String,
     /// Approximate maximum length of the stream (XADD MAXLEN ~); 0 = no trimming.
     #[arg(long, env = env::STREAM_MAXLEN, default_value_t = 1_000_000)]

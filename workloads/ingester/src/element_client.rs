@@ -67,7 +67,13 @@ impl ElementClient {
         if let Some(days) = &meta.retention_days {
             query.push(("retention_days", days.clone()));
         }
-        if let Some(ct) = &file.content_type {
+        // `application/octet-stream` is what clients send when they do not know; let the element
+        // guess from the name instead.
+        if let Some(ct) = file
+            .content_type
+            .as_ref()
+            .filter(|ct| !ct.starts_with("application/octet-stream"))
+        {
             query.push(("mime_type", ct.clone()));
         }
         let body = match file.body().await {

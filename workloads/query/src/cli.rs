@@ -12,8 +12,8 @@ use crate::backfill::backfill_all;
 use crate::elements::{ElementClient, RegistryWatcher};
 use crate::node::{NodeConfig, QueryNode, lazy_pool};
 
-pub const DEFAULT_STREAM: &str = "artstore:file-events";
-pub const DEFAULT_GROUP: &str = "query-node";
+pub const DEFAULT_STREAM: &str = artstore_contract::DEFAULT_STREAM;
+pub const DEFAULT_GROUP: &str = artstore_contract::DEFAULT_CONSUMER_GROUP;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
