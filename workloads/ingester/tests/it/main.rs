@@ -2,4 +2,5 @@
 //! elements on PostgreSQL, SeaweedFS and a local directory).
 
 mod gateway;
+mod storing;
 mod support;

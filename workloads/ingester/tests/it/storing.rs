@@ -1,0 +1,399 @@
+//! The ingester in front of real storage elements (PostgreSQL + a local directory each).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use artstore_common::auth::{Role, Verifier};
+use artstore_common::registry::RegistryHandle;
+use artstore_contract::{ElementMode, Registry, RegistryEntry};
+use artstore_element::{BackendConfig, ElementConfig, RunningElement};
+use artstore_testsupport as ts;
+use serde_json::Value;
+
+use crate::support::*;
+
+struct TestElement {
+    running: RunningElement,
+    db: ts::TestDatabase,
+    _dir: tempfile::TempDir,
+}
+
+impl TestElement {
+    async fn start(id: &str, capacity_bytes: u64, mode: ElementMode) -> TestElement {
+        let db = ts::fresh_database("storage-element")
+            .await
+            .expect("database");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = ElementConfig::new(
+            id,
+            BackendConfig::Volume {
+                path: dir.path().join("volume"),
+            },
+            db.url.clone(),
+            ts::services().redis_url.clone(),
+            ts::unique_prefix("ingester-element"),
+            Verifier::hs256(SECRET),
+        );
+        config.capacity_bytes = capacity_bytes;
+        config.mode = mode;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let running = artstore_element::build(config)
+            .await
+            .expect("element builds")
+            .start(listener)
+            .expect("element starts");
+        TestElement {
+            running,
+            db,
+            _dir: dir,
+        }
+    }
+
+    fn entry(
+        &self,
+        id: &str,
+        priority: i32,
+        mode: ElementMode,
+        capacity_bytes: u64,
+    ) -> RegistryEntry {
+        RegistryEntry {
+            id: id.into(),
+            url: self.running.url(),
+            mode,
+            priority,
+            capacity_bytes,
+            used_bytes: 0,
+        }
+    }
+
+    async fn file_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM files")
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("count")
+    }
+
+    async fn stop(self) {
+        self.running.shutdown().await;
+        self.db.pool.close().await;
+    }
+}
+
+async fn upload(
+    url: &str,
+    auth: &str,
+    name: &str,
+    bytes: Vec<u8>,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(format!("{url}/api/v1/files/upload"))
+        .header("authorization", auth)
+        .multipart(file_form(name, bytes));
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    request.send().await.expect("upload request")
+}
+
+#[tokio::test]
+async fn sequential_fill_moves_to_the_next_element_when_the_first_is_full() {
+    let first = TestElement::start("se-first", 10_000, ElementMode::Edit).await;
+    let second = TestElement::start("se-second", 1 << 30, ElementMode::Edit).await;
+    // The registry does not know `se-first` is filling up: the element's own 507 decides.
+    let registry = Registry {
+        elements: vec![
+            second.entry("se-second", 1, ElementMode::Edit, 1 << 30),
+            first.entry("se-first", 10, ElementMode::Edit, 10_000),
+        ],
+    };
+    let url = start(config(1000, 1 << 20), RegistryHandle::fixed(registry)).await;
+    let auth = token(Role::Writer, "filler");
+
+    let a: Value = upload(&url, &auth, "a.bin", vec![1; 6000], None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(a["storage_element_id"], "se-first", "{a}");
+    let b = upload(&url, &auth, "b.bin", vec![2; 6000], None).await;
+    assert_eq!(b.status().as_u16(), 201);
+    let b: Value = b.json().await.expect("json");
+    assert_eq!(b["storage_element_id"], "se-second", "{b}");
+    assert_eq!(first.file_count().await, 1);
+    assert_eq!(second.file_count().await, 1);
+
+    // Bigger than anything has room for: refused with a reason, nothing stored anywhere.
+    let registry_small = start(
+        config(1000, 1 << 30),
+        RegistryHandle::fixed(Registry {
+            elements: vec![first.entry("se-first", 10, ElementMode::Edit, 10_000)],
+        }),
+    )
+    .await;
+    let c = upload(&registry_small, &auth, "c.bin", vec![3; 6000], None).await;
+    assert_eq!(error_code(c).await, (503, "no_storage_available".into()));
+    assert_eq!(first.file_count().await, 1);
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn a_read_only_or_failing_element_is_passed_over() {
+    let readonly = TestElement::start("se-ro", 1 << 30, ElementMode::Ro).await;
+    let writable = TestElement::start("se-rw", 1 << 30, ElementMode::Rw).await;
+    let registry = RegistryHandle::fixed(Registry {
+        elements: vec![
+            // The registry still says `rw`: the element's 409 makes the ingester move on.
+            readonly.entry("se-ro", 30, ElementMode::Rw, 1 << 30),
+            // Nothing listens here.
+            RegistryEntry {
+                id: "se-gone".into(),
+                url: format!("http://127.0.0.1:{}", ts::free_port()),
+                mode: ElementMode::Edit,
+                priority: 20,
+                capacity_bytes: 1 << 30,
+                used_bytes: 0,
+            },
+            writable.entry("se-rw", 10, ElementMode::Rw, 1 << 30),
+        ],
+    });
+    let url = start(config(1000, 1 << 20), registry.clone()).await;
+    let auth = token(Role::Writer, "w");
+    let r: Value = upload(&url, &auth, "x.txt", b"hello".to_vec(), None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(r["storage_element_id"], "se-rw", "{r}");
+    assert_eq!(readonly.file_count().await, 0);
+
+    // A registry change is taken at once: with only the read-only element left, 503.
+    registry.set(Registry {
+        elements: vec![readonly.entry("se-ro", 30, ElementMode::Ro, 1 << 30)],
+    });
+    let refused = upload(&url, &auth, "y.txt", b"hello".to_vec(), None).await;
+    assert_eq!(
+        error_code(refused).await,
+        (503, "no_storage_available".into())
+    );
+    readonly.stop().await;
+    writable.stop().await;
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_refuses_other_content_and_stores_once_under_concurrency() {
+    let element = TestElement::start("se-idem", 1 << 30, ElementMode::Edit).await;
+    let registry = RegistryHandle::fixed(Registry {
+        elements: vec![element.entry("se-idem", 1, ElementMode::Edit, 1 << 30)],
+    });
+    let url = start(config(1000, 1 << 20), registry).await;
+    let auth = token(Role::Writer, "retrier");
+
+    let first = upload(
+        &url,
+        &auth,
+        "invoice.pdf",
+        b"%PDF-1 invoice".to_vec(),
+        Some("key-1"),
+    )
+    .await;
+    assert_eq!(first.status().as_u16(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.expect("json");
+
+    let again = upload(
+        &url,
+        &auth,
+        "invoice.pdf",
+        b"%PDF-1 invoice".to_vec(),
+        Some("key-1"),
+    )
+    .await;
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(
+        again
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again["file_id"], first["file_id"]);
+
+    let other = upload(
+        &url,
+        &auth,
+        "invoice.pdf",
+        b"%PDF-1 different".to_vec(),
+        Some("key-1"),
+    )
+    .await;
+    assert_eq!(
+        error_code(other).await,
+        (422, "idempotency_key_reused".into())
+    );
+    assert_eq!(element.file_count().await, 1);
+
+    // The same key from another client is another key.
+    let other_client = upload(
+        &url,
+        &token(Role::Writer, "someone-else"),
+        "invoice.pdf",
+        b"%PDF-1 invoice".to_vec(),
+        Some("key-1"),
+    )
+    .await;
+    assert_eq!(other_client.status().as_u16(), 201);
+    assert_eq!(element.file_count().await, 2);
+
+    // Eight concurrent requests with one new key: one file, one id for all.
+    let body = Arc::new(vec![9u8; 200_000]);
+    let requests = (0..8).map(|_| {
+        let url = url.clone();
+        let auth = auth.clone();
+        let body = body.clone();
+        async move {
+            let r = upload(&url, &auth, "race.bin", body.to_vec(), Some("key-race")).await;
+            let status = r.status().as_u16();
+            let json: Value = r.json().await.expect("json");
+            (status, json["file_id"].clone())
+        }
+    });
+    let results = futures::future::join_all(requests).await;
+    let created = results.iter().filter(|(s, _)| *s == 201).count();
+    let replayed = results.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!((created, replayed), (1, 7), "{results:?}");
+    assert!(results.iter().all(|(_, id)| *id == results[0].1));
+    assert_eq!(element.file_count().await, 3);
+
+    // A failed upload releases its key: the retry stores the file.
+    let tiny = start(
+        config(1000, 10),
+        RegistryHandle::fixed(Registry {
+            elements: vec![element.entry("se-idem", 1, ElementMode::Edit, 1 << 30)],
+        }),
+    )
+    .await;
+    let too_big = upload(&tiny, &auth, "big.bin", vec![0; 100], Some("key-retry")).await;
+    assert_eq!(too_big.status().as_u16(), 413);
+    let retry = upload(&url, &auth, "big.bin", vec![0; 100], Some("key-retry")).await;
+    assert_eq!(retry.status().as_u16(), 201);
+    element.stop().await;
+}
+
+#[tokio::test]
+async fn batch_stores_each_part_on_its_own() {
+    let element = TestElement::start("se-batch", 1 << 30, ElementMode::Edit).await;
+    let registry = RegistryHandle::fixed(Registry {
+        elements: vec![element.entry("se-batch", 1, ElementMode::Edit, 1 << 30)],
+    });
+    let url = start(config(1000, 50_000), registry).await;
+    let part = |name: &str, bytes: Vec<u8>| {
+        reqwest::multipart::Part::bytes(bytes).file_name(name.to_string())
+    };
+    let form = reqwest::multipart::Form::new()
+        .text("description", "batch of three")
+        .part("file", part("one.txt", b"first".to_vec()))
+        .part("file", part("../../etc/passwd", b"sneaky".to_vec()))
+        .part("file", part("huge.bin", vec![0; 60_000]))
+        .part("file", part("four.txt", b"fourth".to_vec()));
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/v1/files/batch"))
+        .header("authorization", token(Role::Writer, "batcher"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(response.status().as_u16(), 207);
+    let body: Value = response.json().await.expect("json");
+    let results = body["results"].as_array().expect("results");
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|r| r["status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec!["stored", "rejected", "rejected", "stored"],
+        "{body}"
+    );
+    assert_eq!(results[1]["error"]["code"], "invalid_filename");
+    assert_eq!(results[2]["error"]["code"], "file_too_large");
+    assert_eq!(results[3]["index"], 3);
+    assert_eq!(results[0]["record"]["description"], "batch of three");
+    assert!(results[0]["file_id"].is_string());
+    assert_eq!(element.file_count().await, 2);
+    element.stop().await;
+}
+
+#[tokio::test]
+async fn metadata_changes_reach_the_owning_element() {
+    let a = TestElement::start("se-a", 1 << 30, ElementMode::Edit).await;
+    let b = TestElement::start("se-b", 1 << 30, ElementMode::Edit).await;
+    let registry = RegistryHandle::fixed(Registry {
+        elements: vec![
+            a.entry("se-a", 2, ElementMode::Edit, 1 << 30),
+            b.entry("se-b", 1, ElementMode::Edit, 1 << 30),
+        ],
+    });
+    let url = start(config(1000, 1 << 20), registry.clone()).await;
+    let auth = token(Role::Writer, "editor");
+    let record: Value = upload(&url, &auth, "notes.txt", b"v1".to_vec(), None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = record["file_id"].as_str().expect("id").to_string();
+    // Put the owner last in the registry, so the lookup really searches.
+    registry.set(Registry {
+        elements: vec![
+            b.entry("se-b", 1, ElementMode::Edit, 1 << 30),
+            a.entry("se-a", 2, ElementMode::Edit, 1 << 30),
+        ],
+    });
+    let http = reqwest::Client::new();
+    let patched = http
+        .patch(format!("{url}/api/v1/files/{id}"))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({"description": "edited", "tags": ["x"]}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(patched.status().as_u16(), 200);
+    let patched: Value = patched.json().await.expect("json");
+    assert_eq!(patched["description"], "edited");
+    assert_eq!(patched["version"], 2);
+
+    let other_user = http
+        .delete(format!("{url}/api/v1/files/{id}"))
+        .header("authorization", token(Role::Writer, "stranger"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(
+        other_user.status().as_u16(),
+        403,
+        "only the owner or an admin deletes"
+    );
+
+    let deleted = http
+        .delete(format!("{url}/api/v1/files/{id}"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("delete");
+    assert!(deleted.status().is_success());
+    assert_eq!(a.file_count().await, 0);
+    let again = http
+        .delete(format!("{url}/api/v1/files/{id}"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(error_code(again).await, (404, "file_not_found".into()));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    a.stop().await;
+    b.stop().await;
+}
