@@ -32,6 +32,9 @@ pub struct StackArgs {
     /// Capacity of each storage element, bytes.
     #[arg(long, default_value_t = 10 << 30)]
     pub capacity_bytes: u64,
+    /// The ingester's per-client limit; generous, since one developer token does everything.
+    #[arg(long, default_value_t = 60_000)]
+    pub rate_limit_per_minute: u32,
 }
 
 #[derive(Serialize)]
@@ -340,7 +343,13 @@ pub async fn run(args: StackArgs) -> Result<()> {
         (env::CLAIM_MIN_IDLE_MS, "5000".to_string()),
     ]);
     let mut ingester_env = common(ports[3]);
-    ingester_env.push((env::REGISTRY_FILE, registry_file.display().to_string()));
+    ingester_env.extend([
+        (env::REGISTRY_FILE, registry_file.display().to_string()),
+        (
+            env::RATE_LIMIT_PER_MINUTE,
+            args.rate_limit_per_minute.to_string(),
+        ),
+    ]);
 
     // The same order the operator enforces: migrations, then stream and group, then consumers.
     let se = command::STORAGE_ELEMENT;

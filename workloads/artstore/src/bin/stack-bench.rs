@@ -1,0 +1,303 @@
+//! Benchmark of the whole write → read path over a running local stack (`scripts/dev.sh`, or
+//! `artstore dev-stack`): not a test, a program that prints figures.
+//!
+//! 1. Upload → searchable latency: 4 KiB files through the ingester at a steady rate (default
+//!    200/s for 30 s); each file counts as searchable when the query node returns it by id.
+//!    Printed beside it, measured in the same run: the upload's own latency (the floor).
+//! 2. Maximum sustained small-upload rate through the ingester (closed loop, N in flight),
+//!    against the ceiling measured the same way straight at the storage element the ingester
+//!    writes to (no gateway).
+//!
+//!     cargo run --release -p artstore --bin stack-bench -- --stack target/artstore-dev/stack.json
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use serde_json::Value;
+
+#[derive(Parser)]
+struct Args {
+    /// The stack's `stack.json`.
+    #[arg(long, default_value = "target/artstore-dev/stack.json")]
+    stack: PathBuf,
+    /// Uploads per second for the latency phase.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    /// Seconds of the latency phase.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// File size, bytes.
+    #[arg(long, default_value_t = 4096)]
+    size: usize,
+    /// Requests in flight for the throughput phase.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds of each throughput run.
+    #[arg(long, default_value_t = 15)]
+    throughput_seconds: u64,
+}
+
+struct Stack {
+    ingester: String,
+    query: String,
+    element: String,
+    writer: String,
+    reader: String,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn body(size: usize, n: u64) -> Vec<u8> {
+    let mut v = vec![0u8; size];
+    for (i, b) in v.iter_mut().enumerate() {
+        *b = (i as u64 ^ n.wrapping_mul(0x9E37_79B9)) as u8;
+    }
+    v
+}
+
+async fn upload_via_ingester(
+    http: &reqwest::Client,
+    stack: &Stack,
+    n: u64,
+    size: usize,
+) -> Result<String> {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(body(size, n)).file_name(format!("bench-{n}.bin")),
+    );
+    let r = http
+        .post(format!("{}/api/v1/files/upload", stack.ingester))
+        .bearer_auth(&stack.writer)
+        .multipart(form)
+        .send()
+        .await?;
+    if r.status().as_u16() != 201 {
+        bail!(
+            "upload answered {}: {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
+    }
+    let record: Value = r.json().await?;
+    record["file_id"]
+        .as_str()
+        .map(String::from)
+        .context("no file_id")
+}
+
+async fn upload_to_element(
+    http: &reqwest::Client,
+    stack: &Stack,
+    n: u64,
+    size: usize,
+) -> Result<()> {
+    let r = http
+        .post(format!("{}/api/v1/files", stack.element))
+        .query(&[("filename", format!("bench-direct-{n}.bin"))])
+        .bearer_auth(&stack.writer)
+        .body(body(size, n))
+        .send()
+        .await?;
+    if r.status().as_u16() != 201 {
+        bail!("element answered {}", r.status());
+    }
+    Ok(())
+}
+
+async fn wait_searchable(
+    http: &reqwest::Client,
+    stack: &Stack,
+    id: &str,
+    deadline: Instant,
+) -> Result<()> {
+    loop {
+        let r = http
+            .get(format!("{}/api/v1/files/{id}", stack.query))
+            .bearer_auth(&stack.reader)
+            .send()
+            .await?;
+        if r.status().is_success() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("file {id} not searchable after 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Closed loop: `concurrency` workers upload as fast as they can for `seconds`.
+async fn throughput<F, Fut>(concurrency: usize, seconds: u64, op: F) -> (f64, u64)
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let op = op.clone();
+            let counter = counter.clone();
+            let errors = errors.clone();
+            tokio::spawn(async move {
+                let mut n = (w as u64) << 40;
+                while Instant::now() < end {
+                    n += 1;
+                    match op(n).await {
+                        Ok(()) => counter.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+    let done = counter.load(Ordering::Relaxed);
+    (
+        done as f64 / start.elapsed().as_secs_f64(),
+        errors.load(Ordering::Relaxed),
+    )
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let info: Value = serde_json::from_slice(
+        &std::fs::read(&args.stack).with_context(|| format!("reading {}", args.stack.display()))?,
+    )?;
+    let field = |v: &Value| {
+        v.as_str()
+            .map(String::from)
+            .context("stack.json is incomplete")
+    };
+    // The element sequential fill writes to first: highest priority.
+    let elements = info["storage_elements"]
+        .as_array()
+        .context("no storage_elements")?;
+    let first = elements
+        .iter()
+        .max_by_key(|e| e["priority"].as_i64().unwrap_or(0))
+        .context("no storage element")?;
+    let stack = Arc::new(Stack {
+        ingester: field(&info["ingester_url"])?,
+        query: field(&info["query_url"])?,
+        element: field(&first["url"])?,
+        writer: field(&info["tokens"]["writer"])?,
+        reader: field(&info["tokens"]["reader"])?,
+    });
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    println!(
+        "stack-bench: {} B files; latency phase {}/s for {} s; throughput phase {} in flight for {} s",
+        args.size, args.rate, args.seconds, args.concurrency, args.throughput_seconds
+    );
+
+    // Phase 1: steady rate, upload → searchable.
+    let total = args.rate as u64 * args.seconds;
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::with_capacity(total as usize);
+    let phase_start = Instant::now();
+    for n in 0..total {
+        ticker.tick().await;
+        let http = http.clone();
+        let stack = stack.clone();
+        let size = args.size;
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let id = upload_via_ingester(&http, &stack, n, size).await?;
+            let uploaded = t0.elapsed();
+            wait_searchable(&http, &stack, &id, Instant::now() + Duration::from_secs(10)).await?;
+            Ok::<_, anyhow::Error>((uploaded, t0.elapsed()))
+        }));
+    }
+    let mut upload_ms = Vec::new();
+    let mut visible_ms = Vec::new();
+    let mut failures = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok((u, v))) => {
+                upload_ms.push(u.as_secs_f64() * 1000.0);
+                visible_ms.push(v.as_secs_f64() * 1000.0);
+            }
+            _ => failures += 1,
+        }
+    }
+    let achieved = upload_ms.len() as f64 / phase_start.elapsed().as_secs_f64();
+    upload_ms.sort_by(f64::total_cmp);
+    visible_ms.sort_by(f64::total_cmp);
+    println!(
+        "\nupload → searchable ({} files, {failures} failed, {achieved:.0}/s achieved):",
+        upload_ms.len()
+    );
+    println!(
+        "  searchable  p50 {:7.1} ms   p99 {:7.1} ms   max {:7.1} ms   (goal: p99 < 100 ms)",
+        percentile(&visible_ms, 50.0),
+        percentile(&visible_ms, 99.0),
+        visible_ms.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "  upload only p50 {:7.1} ms   p99 {:7.1} ms   (the floor inside the figure above)",
+        percentile(&upload_ms, 50.0),
+        percentile(&upload_ms, 99.0)
+    );
+
+    // Phase 2: maximum sustained rate, ingester vs the element directly.
+    let (ceiling, ceiling_errors) = {
+        let http = http.clone();
+        let stack = stack.clone();
+        let size = args.size;
+        throughput(args.concurrency, args.throughput_seconds, move |n| {
+            let http = http.clone();
+            let stack = stack.clone();
+            async move { upload_to_element(&http, &stack, n, size).await }
+        })
+        .await
+    };
+    let (gateway, gateway_errors) = {
+        let http = http.clone();
+        let stack = stack.clone();
+        let size = args.size;
+        throughput(args.concurrency, args.throughput_seconds, move |n| {
+            let http = http.clone();
+            let stack = stack.clone();
+            async move {
+                upload_via_ingester(&http, &stack, n, size)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await
+    };
+    println!(
+        "\nsustained small uploads ({} in flight):",
+        args.concurrency
+    );
+    println!(
+        "  through the ingester      {gateway:7.0} uploads/s  ({gateway_errors} errors)  (goal: >= 500/s)"
+    );
+    println!(
+        "  straight to the element   {ceiling:7.0} uploads/s  ({ceiling_errors} errors)  (ceiling, same run)"
+    );
+    println!(
+        "  ratio                     {:7.0} %",
+        100.0 * gateway / ceiling
+    );
+    Ok(())
+}
