@@ -35,13 +35,17 @@ impl std::str::FromStr for Role {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
-    pub sub: String,
-    pub role: Role,
-    pub exp: u64,
-    #[serde(default)]
-    pub iat: u64,
+/// The token's claims: one definition, shared with the operator through the contract.
+pub use artstore_contract::token::Claims;
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => artstore_contract::token::ROLE_ADMIN,
+            Role::Writer => artstore_contract::token::ROLE_WRITER,
+            Role::Reader => artstore_contract::token::ROLE_READER,
+        }
+    }
 }
 
 /// The caller, put into request extensions by [`require_auth`].
@@ -100,9 +104,14 @@ impl Verifier {
     pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
+        let role = data
+            .claims
+            .role
+            .parse::<Role>()
+            .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
         Ok(Caller {
             sub: data.claims.sub,
-            role: data.claims.role,
+            role,
         })
     }
 }
@@ -124,7 +133,7 @@ pub fn mint(
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     let claims = Claims {
         sub: sub.to_string(),
-        role,
+        role: role.as_str().to_string(),
         iat: now,
         exp: now + ttl_seconds,
     };
