@@ -1,94 +1,105 @@
-//! The storage-element registry file (`artstore_contract::Registry`, JSON): read at start and
-//! re-read whenever its content changes (the operator's mounted ConfigMap, or the local stack's file).
+//! The storage-element registry file (`artstore_contract::Registry`, JSON) that ingesters and
+//! query nodes read: the operator's mounted ConfigMap, or the local stack's file. It is re-read
+//! whenever its modification time or size changes; a missing or broken file keeps the last good
+//! registry (a ConfigMap update swaps a symlink, and a half-written file must not empty it).
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 use artstore_contract::Registry;
-use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("cannot read registry file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("registry file {path} is not valid: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    #[error("registry file {path}: {reason}")]
+    Unreadable { path: String, reason: String },
 }
 
-pub async fn load(path: &std::path::Path) -> Result<Registry, RegistryError> {
-    let text = tokio::fs::read(path)
-        .await
-        .map_err(|source| RegistryError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    serde_json::from_slice(&text).map_err(|source| RegistryError::Parse {
-        path: path.to_path_buf(),
-        source,
-    })
+type Stamped = (SystemTime, u64, Arc<Registry>);
+
+enum Source {
+    File {
+        path: PathBuf,
+        cached: Mutex<Option<Stamped>>,
+    },
+    /// Set in code (tests, embedded set-ups).
+    Fixed(RwLock<Arc<Registry>>),
 }
 
-/// The current registry, kept fresh by a background task.
+/// The current registry. Cheap to clone.
 #[derive(Clone)]
-pub struct RegistryHandle {
-    rx: watch::Receiver<Arc<Registry>>,
-    /// Present on registries set in code rather than read from a file.
-    manual: Option<Arc<watch::Sender<Arc<Registry>>>>,
-}
+pub struct RegistryHandle(Arc<Source>);
 
 impl RegistryHandle {
-    /// A registry set in code (tests, embedded set-ups); change it with [`RegistryHandle::set`].
+    pub fn file(path: PathBuf) -> Self {
+        RegistryHandle(Arc::new(Source::File {
+            path,
+            cached: Mutex::new(None),
+        }))
+    }
+
     pub fn fixed(registry: Registry) -> Self {
-        let (tx, rx) = watch::channel(Arc::new(registry));
-        RegistryHandle {
-            rx,
-            manual: Some(Arc::new(tx)),
-        }
+        RegistryHandle(Arc::new(Source::Fixed(RwLock::new(Arc::new(registry)))))
     }
 
     /// Replaces a registry made with [`RegistryHandle::fixed`]; file-backed ones ignore this.
     pub fn set(&self, registry: Registry) {
-        if let Some(tx) = &self.manual {
-            let _ = tx.send(Arc::new(registry));
+        if let Source::Fixed(lock) = self.0.as_ref()
+            && let Ok(mut current) = lock.write()
+        {
+            *current = Arc::new(registry);
         }
     }
 
-    /// Loads `path` now and re-reads it every `interval`; a broken file keeps the last good
-    /// registry (and is logged) rather than emptying it.
-    pub async fn watch(path: PathBuf, interval: Duration) -> Result<Self, RegistryError> {
-        let first = load(&path).await?;
-        let (tx, rx) = watch::channel(Arc::new(first));
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            loop {
-                ticker.tick().await;
-                if tx.is_closed() {
-                    break;
-                }
-                match load(&path).await {
-                    Ok(next) if *tx.borrow().as_ref() != next => {
-                        tracing::info!(elements = next.elements.len(), "registry reloaded");
-                        let _ = tx.send(Arc::new(next));
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "registry reload failed; keeping the last good one")
-                    }
-                }
+    pub async fn current(&self) -> Result<Arc<Registry>, RegistryError> {
+        let (path, cached) = match self.0.as_ref() {
+            Source::Fixed(lock) => {
+                return Ok(lock.read().map(|r| r.clone()).unwrap_or_default());
             }
-        });
-        Ok(RegistryHandle { rx, manual: None })
-    }
-
-    pub fn current(&self) -> Arc<Registry> {
-        self.rx.borrow().clone()
+            Source::File { path, cached } => (path, cached),
+        };
+        let shown = path.display().to_string();
+        let error = |reason: String| RegistryError::Unreadable {
+            path: shown.clone(),
+            reason,
+        };
+        let previous = cached.lock().ok().and_then(|c| c.clone());
+        let meta = match tokio::fs::metadata(path).await {
+            Ok(meta) => meta,
+            Err(e) => {
+                return previous
+                    .map(|(_, _, r)| r)
+                    .ok_or_else(|| error(e.to_string()));
+            }
+        };
+        let stamp = (
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            meta.len(),
+        );
+        if let Some((modified, len, registry)) = &previous
+            && (*modified, *len) == stamp
+        {
+            return Ok(registry.clone());
+        }
+        let text = tokio::fs::read(path)
+            .await
+            .map_err(|e| error(e.to_string()))?;
+        match serde_json::from_slice::<Registry>(&text) {
+            Ok(registry) => {
+                let registry = Arc::new(registry);
+                if let Ok(mut slot) = cached.lock() {
+                    *slot = Some((stamp.0, stamp.1, registry.clone()));
+                }
+                tracing::debug!(elements = registry.elements.len(), "registry loaded");
+                Ok(registry)
+            }
+            Err(e) => {
+                tracing::warn!(path = %shown, error = %e, "registry file is not valid; keeping the previous one");
+                previous
+                    .map(|(_, _, r)| r)
+                    .ok_or_else(|| error(e.to_string()))
+            }
+        }
     }
 }
 
@@ -109,35 +120,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reloads_on_change_and_keeps_last_good_on_garbage() {
-        let dir = std::env::temp_dir().join(format!("registry-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("registry.json");
+    async fn reloads_on_change_and_keeps_last_good_on_garbage_or_absence() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("registry.json");
+        let handle = RegistryHandle::file(path.clone());
+        assert!(
+            handle.current().await.is_err(),
+            "no file and nothing cached yet"
+        );
         let write = |reg: &Registry| {
             std::fs::write(&path, serde_json::to_vec(reg).expect("json")).expect("write")
         };
         write(&Registry {
             elements: vec![entry("a")],
         });
-        let handle = RegistryHandle::watch(path.clone(), Duration::from_millis(20))
-            .await
-            .expect("loads");
-        assert_eq!(handle.current().elements.len(), 1);
+        assert_eq!(handle.current().await.expect("loads").elements.len(), 1);
         write(&Registry {
-            elements: vec![entry("a"), entry("b")],
+            elements: vec![entry("a"), entry("bb")],
         });
-        let mut seen = 0;
-        for _ in 0..100 {
-            seen = handle.current().elements.len();
-            if seen == 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(seen, 2);
-        std::fs::write(&path, b"{ not json").expect("write");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(handle.current().elements.len(), 2);
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(handle.current().await.expect("reloads").elements.len(), 2);
+        std::fs::write(&path, b"{ not json at all").expect("write");
+        assert_eq!(handle.current().await.expect("last good").elements.len(), 2);
+        std::fs::remove_file(&path).expect("remove");
+        assert_eq!(handle.current().await.expect("last good").elements.len(), 2);
+
+        let fixed = RegistryHandle::fixed(Registry::default());
+        fixed.set(Registry {
+            elements: vec![entry("c")],
+        });
+        assert_eq!(fixed.current().await.expect("fixed").elements[0].id, "c");
     }
 }

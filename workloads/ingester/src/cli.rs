@@ -1,7 +1,5 @@
 //! `artstore ingester serve`.
 
-use std::time::Duration;
-
 use artstore_common::registry::RegistryHandle;
 
 use crate::IngesterConfig;
@@ -20,8 +18,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 config.jwt_public_key_file.as_deref(),
             )
             .map_err(anyhow::Error::msg)?;
-            let registry =
-                RegistryHandle::watch(config.registry_file.clone(), Duration::from_secs(2)).await?;
+            let registry = RegistryHandle::file(config.registry_file.clone());
+            // Fail at start, not on the first upload, when the file is missing or broken.
+            registry.current().await?;
             let listen = config.listen;
             let ingester = crate::build(config, registry, verifier).await?;
             artstore_common::serve::serve(listen, ingester.router).await?;

@@ -234,7 +234,7 @@ async fn store(
     meta: &UploadMeta,
     auth: &str,
 ) -> Result<serde_json::Value, ApiError> {
-    let registry = state.registry.current();
+    let registry = registry(state).await?;
     let candidates = select::candidates(&registry, file.size);
     let mut reasons = Vec::new();
     for element in &candidates {
@@ -484,6 +484,12 @@ async fn batch(
     Ok((StatusCode::MULTI_STATUS, Json(body)).into_response())
 }
 
+async fn registry(state: &Inner) -> Result<Arc<artstore_contract::Registry>, ApiError> {
+    state.registry.current().await.map_err(|e| {
+        ApiError::unavailable("registry_unavailable", e.to_string()).with_retry_after(5)
+    })
+}
+
 fn parse_file_id(id: &str) -> Result<(), ApiError> {
     uuid::Uuid::parse_str(id)
         .map(|_| ())
@@ -511,7 +517,7 @@ async fn update(
     let owner = state
         .0
         .elements
-        .find_owner(&state.0.registry.current(), &id, &auth)
+        .find_owner(&*registry(&state.0).await?, &id, &auth)
         .await?;
     let (status, json) = state
         .0
@@ -533,7 +539,7 @@ async fn remove(
     let owner = state
         .0
         .elements
-        .find_owner(&state.0.registry.current(), &id, &auth)
+        .find_owner(&*registry(&state.0).await?, &id, &auth)
         .await?;
     let (status, json) = state
         .0

@@ -2,10 +2,10 @@
 //! resync) and streaming downloads from them.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use artstore_common::auth::{Role, mint};
+use artstore_common::registry::{RegistryError, RegistryHandle};
 use artstore_contract::{Registry, RegistryEntry};
 use artstore_events::FileRecord;
 use serde::Deserialize;
@@ -24,69 +24,28 @@ pub enum ElementError {
     Http { element: String, reason: String },
 }
 
-/// The registry file, re-read whenever its modification time or size changes.
+/// The registry file (shared reader in `artstore_common::registry`: re-read when it changes,
+/// last good copy kept), or none when the node serves without storage elements.
 pub struct RegistryWatcher {
-    path: Option<PathBuf>,
-    cached: Mutex<Option<(SystemTime, u64, Arc<Registry>)>>,
+    handle: Option<RegistryHandle>,
 }
 
 impl RegistryWatcher {
     pub fn new(path: Option<PathBuf>) -> Self {
         RegistryWatcher {
-            path,
-            cached: Mutex::new(None),
+            handle: path.map(RegistryHandle::file),
         }
     }
 
     pub fn is_configured(&self) -> bool {
-        self.path.is_some()
+        self.handle.is_some()
     }
 
     pub async fn current(&self) -> Result<Arc<Registry>, ElementError> {
-        let path = self.path.as_ref().ok_or(ElementError::NoRegistry)?;
-        let shown = path.display().to_string();
-        let registry_error = |reason: String| ElementError::Registry {
-            path: shown.clone(),
-            reason,
-        };
-        let previous = self.cached.lock().ok().and_then(|c| c.clone());
-        let meta = match tokio::fs::metadata(path).await {
-            Ok(meta) => meta,
-            // A mounted ConfigMap is swapped by symlink: keep the last good copy meanwhile.
-            Err(e) => {
-                return previous
-                    .map(|(_, _, r)| r)
-                    .ok_or_else(|| registry_error(e.to_string()));
-            }
-        };
-        let stamp = (
-            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            meta.len(),
-        );
-        if let Some((modified, len, registry)) = &previous
-            && (*modified, *len) == stamp
-        {
-            return Ok(registry.clone());
-        }
-        let text = tokio::fs::read(path)
-            .await
-            .map_err(|e| registry_error(e.to_string()))?;
-        match serde_json::from_slice::<Registry>(&text) {
-            Ok(registry) => {
-                let registry = Arc::new(registry);
-                if let Ok(mut cached) = self.cached.lock() {
-                    *cached = Some((stamp.0, stamp.1, registry.clone()));
-                }
-                tracing::debug!(elements = registry.elements.len(), "registry loaded");
-                Ok(registry)
-            }
-            Err(e) => {
-                tracing::warn!(path = %shown, error = %e, "registry file is not valid; keeping the previous one");
-                previous
-                    .map(|(_, _, r)| r)
-                    .ok_or_else(|| registry_error(e.to_string()))
-            }
-        }
+        let handle = self.handle.as_ref().ok_or(ElementError::NoRegistry)?;
+        handle.current().await.map_err(|e| match e {
+            RegistryError::Unreadable { path, reason } => ElementError::Registry { path, reason },
+        })
     }
 
     pub async fn element(&self, id: &str) -> Result<RegistryEntry, ElementError> {
