@@ -397,3 +397,36 @@ async fn metadata_changes_reach_the_owning_element() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn idempotency_keys_expire_after_their_ttl() {
+    let element = TestElement::start("se-ttl", 1 << 30, ElementMode::Edit).await;
+    let mut short = config(1000, 1 << 20);
+    short.idempotency_ttl_seconds = 1;
+    let url = start(
+        short,
+        RegistryHandle::fixed(Registry {
+            elements: vec![element.entry("se-ttl", 1, ElementMode::Edit, 1 << 30)],
+        }),
+    )
+    .await;
+    let auth = token(Role::Writer, "forgetful");
+    let first: Value = upload(&url, &auth, "a.txt", b"same".to_vec(), Some("ttl-key"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let replay = upload(&url, &auth, "a.txt", b"same".to_vec(), Some("ttl-key")).await;
+    assert_eq!(replay.status().as_u16(), 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let later = upload(&url, &auth, "a.txt", b"same".to_vec(), Some("ttl-key")).await;
+    assert_eq!(
+        later.status().as_u16(),
+        201,
+        "an expired key is a new request"
+    );
+    let later: Value = later.json().await.expect("json");
+    assert_ne!(later["file_id"], first["file_id"]);
+    assert_eq!(element.file_count().await, 2);
+    element.stop().await;
+}
