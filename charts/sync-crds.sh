@@ -7,4 +7,5 @@ dest="$root/charts/artstore-operator/crds"
 mkdir -p "$dest"
 rm -f "$dest"/*.yaml
 cp "$root"/crds/*.yaml "$dest"/
-echo "copied $(ls "$root"/crds/*.yaml | wc -l) CRDs into ${dest#"$root"/}"
+files=("$root"/crds/*.yaml)
+echo "copied ${#files[@]} CRDs into ${dest#"$root"/}"

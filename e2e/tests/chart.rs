@@ -742,3 +742,104 @@ fn collect_secret_refs(value: &Value, out: &mut Vec<(String, String)>) {
         _ => {}
     }
 }
+
+#[test]
+fn kind_script_and_sync_script_parse() {
+    let root = repo_root();
+    let scripts = [root.join("e2e/kind.sh"), root.join("charts/sync-crds.sh")];
+    for script in &scripts {
+        let out = run(Command::new("bash").arg("-n").arg(script)).unwrap();
+        assert!(out.success, "{}: {}", script.display(), out.stderr);
+    }
+    // shellcheck is optional on a development machine; CI images with it get the full check.
+    match Command::new("shellcheck").arg("--version").output() {
+        Ok(_) => {
+            let out = run(Command::new("shellcheck")
+                .args(["-x", "-P", "SCRIPTDIR/.."])
+                .args(&scripts))
+            .unwrap();
+            assert!(out.success, "{}", out.stdout);
+        }
+        Err(_) => eprintln!("shellcheck not installed: only `bash -n` ran"),
+    }
+}
+
+/// Runs `argocd/health.lua` the way Argo CD does (the resource as the global `obj`, the
+/// chunk returns `{status, message}`), on Lua 5.1 like Argo CD's gopher-lua.
+fn argocd_health(obj: Value) -> (String, String) {
+    use mlua::LuaSerdeExt;
+    let script = std::fs::read_to_string(chart_dir().join("argocd/health.lua")).unwrap();
+    let lua = mlua::Lua::new();
+    lua.globals()
+        .set("obj", lua.to_value(&obj).unwrap())
+        .unwrap();
+    let hs: mlua::Table = lua.load(&script).eval().expect("health.lua runs");
+    (hs.get("status").unwrap(), hs.get("message").unwrap())
+}
+
+fn resource(generation: i64, status: Option<Value>) -> Value {
+    let mut obj = json!({
+        "apiVersion": "artstore.io/v1alpha1",
+        "kind": "QueryNode",
+        "metadata": {"name": "search", "namespace": "archive", "generation": generation},
+        "spec": {"eventStreamRef": "files"},
+    });
+    if let Some(status) = status {
+        obj["status"] = status;
+    }
+    obj
+}
+
+fn ready(status: &str, reason: &str, generation: i64) -> Value {
+    json!({"type": "Ready", "status": status, "reason": reason, "message": "m",
+           "lastTransitionTime": "2026-11-01T00:00:00Z", "observedGeneration": generation})
+}
+
+#[test]
+fn argocd_health_check_reads_ready_and_observed_generation() {
+    let (status, _) = argocd_health(resource(1, None));
+    assert_eq!(status, "Progressing");
+
+    let healthy = resource(
+        2,
+        Some(json!({"observedGeneration": 2, "conditions": [ready("True", "Ready", 2)]})),
+    );
+    assert_eq!(argocd_health(healthy).0, "Healthy");
+
+    // A spec change the operator has not seen yet.
+    let stale = resource(
+        3,
+        Some(json!({"observedGeneration": 2, "conditions": [ready("True", "Ready", 2)]})),
+    );
+    assert_eq!(argocd_health(stale).0, "Progressing");
+    let stale_condition = resource(
+        3,
+        Some(json!({"observedGeneration": 3, "conditions": [ready("True", "Ready", 2)]})),
+    );
+    assert_eq!(argocd_health(stale_condition).0, "Progressing");
+
+    let (status, message) = argocd_health(resource(
+        1,
+        Some(json!({"observedGeneration": 1, "conditions": [
+            {"type": "ElementReachable", "status": "True"},
+            ready("False", "InvalidSpec", 1)]})),
+    ));
+    assert_eq!(status, "Degraded");
+    assert!(message.contains("InvalidSpec"), "{message}");
+    for reason in ["MigrationFailed", "BackfillFailed", "NoWritableTargets"] {
+        let obj = resource(
+            1,
+            Some(json!({"observedGeneration": 1, "conditions": [ready("False", reason, 1)]})),
+        );
+        assert_eq!(argocd_health(obj).0, "Degraded", "{reason}");
+    }
+    for reason in ["WaitingForStream", "Migrating", "Backfilling"] {
+        let obj = resource(
+            1,
+            Some(json!({"observedGeneration": 1, "conditions": [ready("False", reason, 1)]})),
+        );
+        assert_eq!(argocd_health(obj).0, "Progressing", "{reason}");
+    }
+    let no_conditions = resource(1, Some(json!({"observedGeneration": 1})));
+    assert_eq!(argocd_health(no_conditions).0, "Progressing");
+}

@@ -62,7 +62,8 @@ async fn upload_search_and_download_through_the_cluster() {
 
     let run = uuid::Uuid::new_v4().simple().to_string();
     let filename = format!("e2e-report-{run}.bin");
-    let body = content(3 * 1024 * 1024 + 17, uuid::Uuid::new_v4().as_u128());
+    // Above the ingester's 8 MiB memory spool, so the temporary-file path runs in the image too.
+    let body = content(9 * 1024 * 1024 + 17, uuid::Uuid::new_v4().as_u128());
 
     // Upload through the ingester.
     let form = reqwest::multipart::Form::new()
