@@ -1,21 +1,43 @@
-# One image for the operator and every workload role: two static binaries, no shell, non-root.
+# syntax=docker/dockerfile:1
+# One image for the operator and every workload role: two static (musl) binaries, `artstore`
+# and `artstore-operator`, on an empty base, running as a non-root user.
 #   docker build -t artstore:dev .
+# The operator's chart runs /usr/local/bin/artstore-operator; the workloads the operator
+# creates run `artstore <role> <command>`.
 FROM rust:1.95-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends musl-tools && rm -rf /var/lib/apt/lists/* \
-    && rustup target add x86_64-unknown-linux-musl
+ARG TARGETARCH
+RUN apt-get update && apt-get install -y --no-install-recommends musl-tools && rm -rf /var/lib/apt/lists/*
+RUN case "${TARGETARCH:-amd64}" in \
+      amd64) echo x86_64-unknown-linux-musl ;; \
+      arm64) echo aarch64-unknown-linux-musl ;; \
+      *) echo "unsupported architecture ${TARGETARCH}" >&2; exit 1 ;; \
+    esac > /rust-target \
+    && rustup target add "$(cat /rust-target)"
 WORKDIR /src
 COPY . .
-# The workspace's mold linker setting is for development machines; the image links with musl-gcc.
-RUN rm -f .cargo/config.toml \
-    && cargo build --release --locked --target x86_64-unknown-linux-musl \
+# The workspace's mold linker setting is for development machines; the image links with
+# musl-gcc. Migrations are embedded in the binary (sqlx::migrate!), so nothing else is copied.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    rm -f .cargo/config.toml \
+    && target="$(cat /rust-target)" \
+    && cargo build --release --locked --target "$target" \
        -p artstore -p artstore-operator --bin artstore --bin artstore-operator \
-    && mkdir /out \
-    && cp target/x86_64-unknown-linux-musl/release/artstore target/x86_64-unknown-linux-musl/release/artstore-operator /out/
+    && mkdir -p /out/bin /out/tmp \
+    && cp "target/$target/release/artstore" "target/$target/release/artstore-operator" /out/bin/ \
+    && chmod 1777 /out/tmp \
+    && for b in /out/bin/*; do \
+         if file "$b" | grep -q 'dynamically linked'; then echo "$b is not static" >&2; exit 1; fi; \
+       done
 
 FROM scratch
-COPY --from=build /out/artstore /out/artstore-operator /usr/local/bin/
+COPY --from=build /out/bin/ /usr/local/bin/
+# The ingester spools large uploads to a temporary file.
+COPY --from=build --chmod=1777 /out/tmp /tmp
 # Root certificates for S3 and Redis over TLS.
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+# The operator starts workload containers with the command `artstore` (looked up in PATH).
+ENV PATH=/usr/local/bin
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/artstore"]

@@ -34,3 +34,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "artstore-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{/* Image of the workloads the operator creates: workloadImage, else the operator's own. */}}
+{{- define "artstore-operator.workloadImage" -}}
+{{- default (include "artstore-operator.image" .) .Values.workloadImage -}}
+{{- end -}}
+
+{{/* Selects the pods of the archive's workloads (labels the operator puts on them). */}}
+{{- define "artstore-operator.workloadSelector" -}}
+matchLabels:
+  app.kubernetes.io/name: artstore
+  app.kubernetes.io/managed-by: artstore-operator
+matchExpressions:
+  - key: app.kubernetes.io/component
+    operator: In
+    values: [storage-element, query-node, ingester]
+{{- end -}}
