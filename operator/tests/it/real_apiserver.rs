@@ -32,6 +32,9 @@ use tokio::task::JoinHandle;
 const TESTER: &str = "artstore-tests";
 /// How long anything the operator or the control plane does may take on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(60);
+/// How long a negative check (nothing happens to a paused object) keeps looking; longer than
+/// the operator's wait interval, so a re-check would have happened within it.
+const HOLD: Duration = Duration::from_secs(4);
 
 /// A control plane with the committed CRDs installed, and an admin client.
 struct Cluster {
@@ -53,9 +56,10 @@ impl Cluster {
         .expect("control plane starts");
         artstore_operator::install_crypto_provider();
         let kubeconfig = Kubeconfig::read_from(&plane.kubeconfig).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("client config");
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .expect("client config");
         let client = Client::try_from(config).expect("client");
         let cluster = Self { plane, client };
         cluster.install_crds().await;
@@ -100,11 +104,10 @@ impl Cluster {
                 let client = client.clone();
                 let plural = plural.clone();
                 async move {
-                    let req = http::Request::get(format!(
-                        "/apis/artstore.io/v1alpha1/{plural}?limit=1"
-                    ))
-                    .body(Vec::new())
-                    .ok()?;
+                    let req =
+                        http::Request::get(format!("/apis/artstore.io/v1alpha1/{plural}?limit=1"))
+                            .body(Vec::new())
+                            .ok()?;
                     client.request::<Value>(req).await.ok()
                 }
             })
@@ -345,7 +348,11 @@ async fn the_server_accepts_every_crd_and_enforces_its_rules() {
         res.unwrap_or_else(|e| panic!("{file} rejected: {e}"));
     }
 
-    let se = set(sample("storageelement-s3.yaml"), "/metadata/name", json!("se-bad"));
+    let se = set(
+        sample("storageelement-s3.yaml"),
+        "/metadata/name",
+        json!("se-bad"),
+    );
     let volume = sample("storageelement-volume.yaml")["spec"]["backend"]["volume"].clone();
     let cases = [
         (
@@ -365,15 +372,16 @@ async fn the_server_accepts_every_crd_and_enforces_its_rules() {
             "secret name must not be empty",
         ),
         (
-            set(se.clone(), "/spec/maintenance/consistencyCheck", json!("hourly")),
+            set(
+                se.clone(),
+                "/spec/maintenance/consistencyCheck",
+                json!("hourly"),
+            ),
             "five-field cron",
         ),
     ];
     for (obj, message) in cases {
-        let msg = rejection(
-            cluster.apply::<StorageElement>(&ns, &obj).await,
-            message,
-        );
+        let msg = rejection(cluster.apply::<StorageElement>(&ns, &obj).await, message);
         assert!(msg.contains(message), "want {message:?} in {msg}");
     }
     assert!(
@@ -381,12 +389,20 @@ async fn the_server_accepts_every_crd_and_enforces_its_rules() {
         "nothing of a rejected object is stored"
     );
 
-    let es = set(sample("eventstream.yaml"), "/metadata/name", json!("es-bad"));
+    let es = set(
+        sample("eventstream.yaml"),
+        "/metadata/name",
+        json!("es-bad"),
+    );
     let msg = rejection(
         cluster
             .apply::<EventStream>(
                 &ns,
-                &set(es.clone(), "/spec/groups", json!([{"name": "a"}, {"name": "a"}])),
+                &set(
+                    es.clone(),
+                    "/spec/groups",
+                    json!([{"name": "a"}, {"name": "a"}]),
+                ),
             )
             .await,
         "duplicate groups",
@@ -412,5 +428,422 @@ async fn the_server_accepts_every_crd_and_enforces_its_rules() {
     );
     assert!(msg.contains("elementId is immutable"), "{msg}");
     let stored: EventStream = cluster.get(&ns, "files").await.expect("stored stream");
-    assert_eq!(stored.spec.stream, "artstore:files", "the stored spec is unchanged");
+    assert_eq!(
+        stored.spec.stream, "artstore:files",
+        "the stored spec is unchanged"
+    );
+}
+
+/// The controller owner reference of a child points at `owner`.
+fn assert_owned_by<C: Resource, O: Resource>(child: &C, owner: &O) {
+    let refs = child.meta().owner_references.clone().unwrap_or_default();
+    let uid = owner.meta().uid.clone().expect("owner uid");
+    assert!(
+        refs.iter()
+            .any(|r| r.uid == uid && r.controller == Some(true)),
+        "{} not owned by {}: {refs:?}",
+        child.meta().name.clone().unwrap_or_default(),
+        owner.meta().name.clone().unwrap_or_default()
+    );
+}
+
+fn reason_is<K>(reason: &'static str) -> impl Fn(&K) -> bool
+where
+    K: Resource + HasStatus,
+{
+    move |o: &K| {
+        o.status_json()
+            .and_then(|s| ready_condition(&s))
+            .is_some_and(|(_, r, _)| r == reason)
+    }
+}
+
+/// Status as JSON for the generic checks (conditions, observedGeneration).
+trait HasStatus {
+    fn status_json(&self) -> Option<Value>;
+}
+
+macro_rules! has_status {
+    ($($k:ty),*) => {$(
+        impl HasStatus for $k {
+            fn status_json(&self) -> Option<Value> {
+                self.status.as_ref().and_then(|s| serde_json::to_value(s).ok())
+            }
+        }
+    )*};
+}
+has_status!(EventStream, StorageElement, QueryNode, Ingester);
+
+/// Status and Ready condition both observed the object's current generation.
+fn observed_current<K: Resource + HasStatus>(o: &K) -> bool {
+    let generation = o.meta().generation;
+    let Some(status) = o.status_json() else {
+        return false;
+    };
+    status["observedGeneration"].as_i64() == generation
+        && ready_condition(&status).is_some_and(|(_, _, g)| g == generation)
+}
+
+async fn groups_of(stream: &str) -> Vec<String> {
+    let mut redis = artstore_testsupport::redis_connection()
+        .await
+        .expect("redis");
+    let reply: redis::streams::StreamInfoGroupsReply =
+        redis::AsyncCommands::xinfo_groups(&mut redis, stream)
+            .await
+            .unwrap_or_default();
+    reply.groups.into_iter().map(|g| g.name).collect()
+}
+
+async fn stream_exists(stream: &str) -> bool {
+    let mut redis = artstore_testsupport::redis_connection()
+        .await
+        .expect("redis");
+    redis::AsyncCommands::exists(&mut redis, stream)
+        .await
+        .expect("exists")
+}
+
+fn without_annotations(mut obj: Value) -> Value {
+    if let Some(meta) = obj["metadata"].as_object_mut() {
+        meta.remove("annotations");
+    }
+    obj
+}
+
+fn paused(mut obj: Value) -> Value {
+    obj["metadata"]["annotations"] = json!({"artstore.io/reconcile": "paused"});
+    obj
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_builds_the_sample_archive_and_starts_consumers_only_after_their_stream() {
+    let cluster = Cluster::start(false).await;
+    let ns = cluster.namespace("archive").await;
+    let stream = artstore_testsupport::unique_prefix("real-apiserver");
+    cluster
+        .secret(
+            &ns,
+            "redis",
+            "url",
+            &artstore_testsupport::services().redis_url,
+        )
+        .await;
+    let operator = Operator::start(&cluster.client, &ns);
+
+    // The node first, and its stream paused: the node must wait, whatever the order.
+    let qn_obj = sample("querynode.yaml");
+    cluster
+        .apply::<QueryNode>(&ns, &qn_obj)
+        .await
+        .expect("apply query node");
+    let es_obj = set(sample("eventstream.yaml"), "/spec/stream", json!(stream));
+    cluster
+        .apply::<EventStream>(&ns, &paused(es_obj.clone()))
+        .await
+        .expect("apply paused stream");
+    let qn: QueryNode = cluster
+        .wait_for(
+            &ns,
+            "search",
+            "QueryNode WaitingForStream",
+            reason_is("WaitingForStream"),
+        )
+        .await;
+    assert!(observed_current(&qn), "{:?}", qn.status);
+    assert!(cluster.get::<Deployment>(&ns, "search").await.is_none());
+    assert!(
+        cluster
+            .api::<Job>(&ns)
+            .list(&Default::default())
+            .await
+            .expect("jobs")
+            .items
+            .is_empty(),
+        "no backfill before the stream is ready"
+    );
+    assert!(
+        groups_of(&stream).await.is_empty(),
+        "a paused stream is not touched"
+    );
+
+    // The storage elements: migrations first, then the workloads.
+    for file in ["storageelement-s3.yaml", "storageelement-volume.yaml"] {
+        cluster
+            .apply::<StorageElement>(&ns, &sample(file))
+            .await
+            .unwrap_or_else(|e| panic!("apply {file}: {e}"));
+    }
+    for (name, volume) in [("se-a", false), ("se-archive", true)] {
+        let se: StorageElement = cluster
+            .wait_for(
+                &ns,
+                name,
+                "StorageElement Migrating",
+                reason_is("Migrating"),
+            )
+            .await;
+        let job_name = se
+            .status
+            .as_ref()
+            .and_then(|s| s.migration.clone())
+            .expect("migration")
+            .job_name;
+        let job: Job = cluster.get(&ns, &job_name).await.expect("migration Job");
+        assert_owned_by(&job, &se);
+        assert!(
+            cluster.get::<Deployment>(&ns, name).await.is_none(),
+            "{name}: no workload before migrating"
+        );
+        assert!(
+            cluster.get::<StatefulSet>(&ns, name).await.is_none(),
+            "{name}: no workload before migrating"
+        );
+        cluster.complete_job(&ns, &job_name).await;
+        let se: StorageElement = cluster
+            .wait_for(
+                &ns,
+                name,
+                "StorageElement migrated",
+                |se: &StorageElement| {
+                    se.status.as_ref().is_some_and(|s| s.endpoint.is_some()) && observed_current(se)
+                },
+            )
+            .await;
+        if volume {
+            let sts: StatefulSet = cluster.get(&ns, name).await.expect("StatefulSet");
+            assert_owned_by(&sts, &se);
+            let claims = sts
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_claim_templates.clone())
+                .unwrap_or_default();
+            assert_eq!(claims.len(), 1, "one data claim");
+            assert!(cluster.get::<Deployment>(&ns, name).await.is_none());
+        } else {
+            let d: Deployment = cluster.get(&ns, name).await.expect("Deployment");
+            assert_owned_by(&d, &se);
+            let cronjobs = cluster
+                .api::<CronJob>(&ns)
+                .list(
+                    &kube::api::ListParams::default()
+                        .labels(&format!("app.kubernetes.io/instance={name}")),
+                )
+                .await
+                .expect("cronjobs");
+            assert_eq!(
+                cronjobs.items.len(),
+                3,
+                "one CronJob per schedule of the sample"
+            );
+            for c in &cronjobs.items {
+                assert_owned_by(c, &se);
+            }
+        }
+        let svc: Service = cluster.get(&ns, name).await.expect("Service");
+        assert_owned_by(&svc, &se);
+    }
+
+    // Unpausing the stream makes it Ready; the node's gate opens: group, then the backfill.
+    cluster
+        .apply::<EventStream>(&ns, &without_annotations(es_obj.clone()))
+        .await
+        .expect("unpause stream");
+    let es: EventStream = cluster
+        .wait_for(&ns, "files", "EventStream Ready", |es: &EventStream| {
+            observed_current(es) && reason_is("StreamReady")(es)
+        })
+        .await;
+    assert_eq!(
+        es.status.as_ref().map(|s| s.groups.len()),
+        Some(1),
+        "{:?}",
+        es.status
+    );
+    let qn: QueryNode = cluster
+        .wait_for(
+            &ns,
+            "search",
+            "QueryNode Backfilling",
+            reason_is("Backfilling"),
+        )
+        .await;
+    let groups = groups_of(&stream).await;
+    assert!(
+        groups.contains(&"audit".to_string()) && groups.contains(&"query-search".to_string()),
+        "{groups:?}"
+    );
+    let backfill = qn
+        .status
+        .as_ref()
+        .and_then(|s| s.backfill.clone())
+        .expect("backfill")
+        .job_name;
+    let job: Job = cluster.get(&ns, &backfill).await.expect("backfill Job");
+    assert_owned_by(&job, &qn);
+    assert!(
+        cluster.get::<Deployment>(&ns, "search").await.is_none(),
+        "no consumer before the backfill"
+    );
+
+    cluster.complete_job(&ns, &backfill).await;
+    let d: Deployment = cluster
+        .wait_for(
+            &ns,
+            "search",
+            "query Deployment after the backfill",
+            |_: &Deployment| true,
+        )
+        .await;
+    assert_owned_by(&d, &qn);
+    assert_eq!(d.spec.as_ref().and_then(|s| s.replicas), Some(3));
+    let svc: Service = cluster.get(&ns, "search").await.expect("query Service");
+    assert_owned_by(&svc, &qn);
+    let cm: ConfigMap = cluster
+        .wait_for(
+            &ns,
+            "search-registry",
+            "registry with both elements",
+            |cm: &ConfigMap| {
+                let text = cm
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("registry.json"))
+                    .cloned()
+                    .unwrap_or_default();
+                text.contains("\"se-a\"") && text.contains("\"archive-1\"")
+            },
+        )
+        .await;
+    assert_owned_by(&cm, &qn);
+    let qn: QueryNode = cluster
+        .wait_for(&ns, "search", "QueryNode Starting", reason_is("Starting"))
+        .await;
+    assert!(observed_current(&qn), "{:?}", qn.status);
+    assert_eq!(
+        qn.status
+            .as_ref()
+            .and_then(|s| s.consumer_group.clone())
+            .as_deref(),
+        Some("query-search")
+    );
+
+    // A spec change: a new generation, observed by status and condition, and applied.
+    let generation = qn.metadata.generation.expect("generation");
+    cluster
+        .apply::<QueryNode>(&ns, &set(qn_obj.clone(), "/spec/replicas", json!(2)))
+        .await
+        .expect("scale query node");
+    let qn: QueryNode = cluster
+        .wait_for(
+            &ns,
+            "search",
+            "QueryNode observed generation 2",
+            |q: &QueryNode| q.metadata.generation > Some(generation) && observed_current(q),
+        )
+        .await;
+    assert_eq!(
+        ready_condition(&qn.status_json().expect("status"))
+            .map(|c| c.1)
+            .as_deref(),
+        Some("Starting")
+    );
+    cluster
+        .wait_for(&ns, "search", "Deployment scaled to 2", |d: &Deployment| {
+            d.spec.as_ref().and_then(|s| s.replicas) == Some(2)
+        })
+        .await;
+
+    // The ingester: its registry holds only the elements it names, writable ones counted.
+    cluster
+        .secret(&ns, "artstore-jwt", "secret", "a-test-signing-secret")
+        .await;
+    cluster
+        .apply::<Ingester>(&ns, &sample("ingester.yaml"))
+        .await
+        .expect("apply ingester");
+    let ing: Ingester = cluster
+        .wait_for(&ns, "upload", "Ingester status", |i: &Ingester| {
+            observed_current(i)
+        })
+        .await;
+    assert_eq!(
+        ing.status.as_ref().map(|s| s.writable_targets.clone()),
+        Some(vec!["se-a".to_string()]),
+        "{:?}",
+        ing.status
+    );
+    for name in ["upload"] {
+        let d: Deployment = cluster.get(&ns, name).await.expect("ingester Deployment");
+        assert_owned_by(&d, &ing);
+        let s: Service = cluster.get(&ns, name).await.expect("ingester Service");
+        assert_owned_by(&s, &ing);
+    }
+    let cm: ConfigMap = cluster
+        .get(&ns, "upload-registry")
+        .await
+        .expect("ingester registry");
+    let text = cm
+        .data
+        .and_then(|d| d.get("registry.json").cloned())
+        .unwrap_or_default();
+    assert!(
+        text.contains("\"se-a\"") && !text.contains("archive-1"),
+        "{text}"
+    );
+
+    // Pause: a paused element's spec change is not acted on...
+    let se_a = sample("storageelement-s3.yaml");
+    let before: StorageElement = cluster.get(&ns, "se-a").await.expect("se-a");
+    cluster
+        .apply::<StorageElement>(&ns, &paused(set(se_a.clone(), "/spec/priority", json!(50))))
+        .await
+        .expect("pause se-a");
+    // ...while its unpaused sibling's change is (the sync point: both are on one watch).
+    let archive = sample("storageelement-volume.yaml");
+    cluster
+        .apply::<StorageElement>(&ns, &set(archive, "/spec/priority", json!(20)))
+        .await
+        .expect("change se-archive");
+    cluster
+        .wait_for(
+            &ns,
+            "se-archive",
+            "se-archive priority 20",
+            |se: &StorageElement| {
+                observed_current(se) && se.status.as_ref().and_then(|s| s.priority) == Some(20)
+            },
+        )
+        .await;
+    // A reconcile of se-a may still be in flight at the sync point: hold the check a while.
+    let deadline = tokio::time::Instant::now() + HOLD;
+    while tokio::time::Instant::now() < deadline {
+        let held: StorageElement = cluster.get(&ns, "se-a").await.expect("se-a");
+        assert!(held.metadata.generation > before.metadata.generation);
+        assert_eq!(held.status, before.status, "a paused element is not reconciled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Unpaused, it catches up.
+    cluster
+        .apply::<StorageElement>(&ns, &set(se_a, "/spec/priority", json!(50)))
+        .await
+        .expect("unpause se-a");
+    cluster
+        .wait_for(
+            &ns,
+            "se-a",
+            "se-a priority 50 once unpaused",
+            |se: &StorageElement| {
+                observed_current(se) && se.status.as_ref().and_then(|s| s.priority) == Some(50)
+            },
+        )
+        .await;
+
+    operator.stop().await;
+    let mut redis = artstore_testsupport::redis_connection()
+        .await
+        .expect("redis");
+    let _: () = redis::AsyncCommands::del(&mut redis, &stream)
+        .await
+        .expect("del");
 }
