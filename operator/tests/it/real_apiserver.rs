@@ -43,17 +43,13 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// A control plane with the CRDs; with `controllers`, kube-controller-manager is started
+    /// after them, so its garbage collector watches the custom resources from the start.
     async fn start(controllers: bool) -> Self {
-        let plane = tokio::task::spawn_blocking(move || {
-            if controllers {
-                KubeControlPlane::start_with_controllers()
-            } else {
-                KubeControlPlane::start()
-            }
-        })
-        .await
-        .expect("join")
-        .expect("control plane starts");
+        let plane = tokio::task::spawn_blocking(KubeControlPlane::start)
+            .await
+            .expect("join")
+            .expect("control plane starts");
         artstore_operator::install_crypto_provider();
         let kubeconfig = Kubeconfig::read_from(&plane.kubeconfig).expect("kubeconfig");
         let config =
@@ -61,8 +57,14 @@ impl Cluster {
                 .await
                 .expect("client config");
         let client = Client::try_from(config).expect("client");
-        let cluster = Self { plane, client };
+        let mut cluster = Self { plane, client };
         cluster.install_crds().await;
+        if controllers {
+            cluster
+                .plane
+                .start_controllers()
+                .expect("kube-controller-manager starts");
+        }
         cluster
     }
 
@@ -822,7 +824,10 @@ async fn the_operator_builds_the_sample_archive_and_starts_consumers_only_after_
     while tokio::time::Instant::now() < deadline {
         let held: StorageElement = cluster.get(&ns, "se-a").await.expect("se-a");
         assert!(held.metadata.generation > before.metadata.generation);
-        assert_eq!(held.status, before.status, "a paused element is not reconciled");
+        assert_eq!(
+            held.status, before.status,
+            "a paused element is not reconciled"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Unpaused, it catches up.
@@ -846,6 +851,206 @@ async fn the_operator_builds_the_sample_archive_and_starts_consumers_only_after_
         .await
         .expect("redis");
     let _: () = redis::AsyncCommands::del(&mut redis, &stream)
+        .await
+        .expect("del");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_cleans_up_redis_by_policy_and_the_garbage_collector_removes_children() {
+    let cluster = Cluster::start(true).await;
+    let ns = cluster.namespace("cleanup").await;
+    cluster
+        .secret(
+            &ns,
+            "redis",
+            "url",
+            &artstore_testsupport::services().redis_url,
+        )
+        .await;
+    let operator = Operator::start(&cluster.client, &ns);
+
+    let doomed_key = artstore_testsupport::unique_prefix("real-apiserver-delete");
+    let kept_key = artstore_testsupport::unique_prefix("real-apiserver-retain");
+    let doomed = set(
+        set(
+            set(
+                sample("eventstream.yaml"),
+                "/metadata/name",
+                json!("doomed"),
+            ),
+            "/spec/stream",
+            json!(doomed_key),
+        ),
+        "/spec/deletionPolicy",
+        json!("Delete"),
+    );
+    let kept = set(
+        set(sample("eventstream.yaml"), "/metadata/name", json!("kept")),
+        "/spec/stream",
+        json!(kept_key),
+    );
+    for es in [&doomed, &kept] {
+        cluster
+            .apply::<EventStream>(&ns, es)
+            .await
+            .expect("apply stream");
+    }
+    let ready = |es: &EventStream| observed_current(es) && reason_is("StreamReady")(es);
+    let es: EventStream = cluster
+        .wait_for(&ns, "doomed", "doomed stream Ready", ready)
+        .await;
+    assert!(
+        es.finalizers()
+            .iter()
+            .any(|f| f == "artstore.io/stream-cleanup"),
+        "deletionPolicy Delete adds the finalizer: {:?}",
+        es.finalizers()
+    );
+    let es: EventStream = cluster
+        .wait_for(&ns, "kept", "kept stream Ready", ready)
+        .await;
+    assert!(es.finalizers().is_empty(), "Retain needs no finalizer");
+    assert!(stream_exists(&doomed_key).await && stream_exists(&kept_key).await);
+
+    // An element and an ingester with their children; the kube-controller-manager runs, so a
+    // Deployment gets its ReplicaSet and the Job controller competes with the test's writes.
+    cluster
+        .apply::<StorageElement>(
+            &ns,
+            &set(
+                sample("storageelement-s3.yaml"),
+                "/spec/eventStreamRef",
+                json!("kept"),
+            ),
+        )
+        .await
+        .expect("apply element");
+    let se: StorageElement = cluster
+        .wait_for(&ns, "se-a", "element Migrating", reason_is("Migrating"))
+        .await;
+    let migration = se
+        .status
+        .as_ref()
+        .and_then(|s| s.migration.clone())
+        .expect("migration")
+        .job_name;
+    cluster.complete_job(&ns, &migration).await;
+    let d: Deployment = cluster
+        .wait_for(&ns, "se-a", "element Deployment", |_: &Deployment| true)
+        .await;
+    let rs_api = cluster.api::<k8s_openapi::api::apps::v1::ReplicaSet>(&ns);
+    let d_uid = d.metadata.uid.clone().expect("uid");
+    eventually(PATIENCE, "ReplicaSet of the element", || {
+        let rs_api = rs_api.clone();
+        let d_uid = d_uid.clone();
+        async move {
+            let list = rs_api.list(&Default::default()).await.ok()?;
+            list.items
+                .into_iter()
+                .find(|rs| rs.owner_references().iter().any(|r| r.uid == d_uid))
+        }
+    })
+    .await;
+    let job: Job = cluster.get(&ns, &migration).await.expect("migration Job");
+    assert!(
+        job.status.as_ref().and_then(|s| s.succeeded) == Some(1),
+        "the Job controller left the completed Job alone: {:?}",
+        job.status
+    );
+    cluster
+        .secret(&ns, "artstore-jwt", "secret", "a-test-signing-secret")
+        .await;
+    cluster
+        .apply::<Ingester>(&ns, &sample("ingester.yaml"))
+        .await
+        .expect("apply ingester");
+    cluster
+        .wait_for(&ns, "upload", "ingester Deployment", |_: &Deployment| true)
+        .await;
+
+    // Policy Delete: the stream goes from Redis, then the finalizer lets the object go.
+    cluster
+        .api::<EventStream>(&ns)
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .expect("delete doomed");
+    cluster
+        .wait_gone::<EventStream>(&ns, "doomed", "doomed stream deleted")
+        .await;
+    assert!(
+        !stream_exists(&doomed_key).await,
+        "policy Delete removes the stream"
+    );
+
+    // Deleting the owners: the garbage collector removes every child.
+    cluster
+        .api::<StorageElement>(&ns)
+        .delete("se-a", &DeleteParams::default())
+        .await
+        .expect("delete element");
+    cluster
+        .api::<Ingester>(&ns)
+        .delete("upload", &DeleteParams::default())
+        .await
+        .expect("delete ingester");
+    cluster
+        .wait_gone::<Deployment>(&ns, "se-a", "element Deployment collected")
+        .await;
+    cluster
+        .wait_gone::<Service>(&ns, "se-a", "element Service collected")
+        .await;
+    cluster
+        .wait_gone::<Job>(&ns, &migration, "migration Job collected")
+        .await;
+    for mode in ["consistency", "incremental", "cleanup-expired"] {
+        let name = artstore_operator::build::storage_element::cronjob_name("se-a", mode);
+        cluster
+            .wait_gone::<CronJob>(&ns, &name, "CronJob collected")
+            .await;
+    }
+    eventually(PATIENCE, "ReplicaSets collected", || {
+        let rs_api = rs_api.clone();
+        let d_uid = d_uid.clone();
+        async move {
+            let list = rs_api.list(&Default::default()).await.ok()?;
+            (!list
+                .items
+                .iter()
+                .any(|rs| rs.owner_references().iter().any(|r| r.uid == d_uid)))
+            .then_some(())
+        }
+    })
+    .await;
+    cluster
+        .wait_gone::<Deployment>(&ns, "upload", "ingester Deployment collected")
+        .await;
+    cluster
+        .wait_gone::<Service>(&ns, "upload", "ingester Service collected")
+        .await;
+    cluster
+        .wait_gone::<ConfigMap>(&ns, "upload-registry", "ingester registry collected")
+        .await;
+
+    // Policy Retain: the object goes at once, the stream stays.
+    cluster
+        .api::<EventStream>(&ns)
+        .delete("kept", &DeleteParams::default())
+        .await
+        .expect("delete kept");
+    cluster
+        .wait_gone::<EventStream>(&ns, "kept", "kept stream deleted")
+        .await;
+    assert!(
+        stream_exists(&kept_key).await,
+        "policy Retain keeps the stream"
+    );
+
+    operator.stop().await;
+    drop(cluster.plane);
+    let mut redis = artstore_testsupport::redis_connection()
+        .await
+        .expect("redis");
+    let _: () = redis::AsyncCommands::del(&mut redis, &kept_key)
         .await
         .expect("del");
 }
