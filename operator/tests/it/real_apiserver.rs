@@ -160,7 +160,7 @@ impl Cluster {
         self.api::<K>(ns).get_opt(name).await.expect("get")
     }
 
-    /// Waits until `name` exists and `check` holds for it.
+    /// Waits until `name` exists and `check` holds for it; a timeout shows the last version.
     async fn wait_for<K>(&self, ns: &str, name: &str, what: &str, check: impl Fn(&K) -> bool) -> K
     where
         K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -169,12 +169,21 @@ impl Cluster {
             + std::fmt::Debug,
     {
         let api = self.api::<K>(ns);
-        let check = &check;
-        eventually(PATIENCE, what, || {
-            let api = api.clone();
-            async move { api.get_opt(name).await.ok().flatten().filter(|o| check(o)) }
-        })
-        .await
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut last = None;
+        loop {
+            if let Ok(Some(o)) = api.get_opt(name).await {
+                if check(&o) {
+                    return o;
+                }
+                last = Some(o);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; last seen: {last:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn wait_gone<K>(&self, ns: &str, name: &str, what: &str)
@@ -376,6 +385,18 @@ async fn the_server_accepts_every_crd_and_enforces_its_rules() {
         (
             set(
                 se.clone(),
+                "/spec/database/urlSecretRef/name",
+                json!("SE_A_DB"),
+            ),
+            "secret name must be a DNS subdomain",
+        ),
+        (
+            set(se.clone(), "/spec/database/urlSecretRef/key", json!("url?")),
+            "secret key may hold only",
+        ),
+        (
+            set(
+                se.clone(),
                 "/spec/maintenance/consistencyCheck",
                 json!("hourly"),
             ),
@@ -429,6 +450,14 @@ async fn the_server_accepts_every_crd_and_enforces_its_rules() {
         "elementId changed",
     );
     assert!(msg.contains("elementId is immutable"), "{msg}");
+    let vol = sample("storageelement-volume.yaml");
+    let msg = rejection(
+        cluster
+            .apply::<StorageElement>(&ns, &set(vol, "/spec/backend/volume/size", json!("3Ti")))
+            .await,
+        "volume grown",
+    );
+    assert!(msg.contains("volume.size is immutable"), "{msg}");
     let stored: EventStream = cluster.get(&ns, "files").await.expect("stored stream");
     assert_eq!(
         stored.spec.stream, "artstore:files",
@@ -845,6 +874,142 @@ async fn the_operator_builds_the_sample_archive_and_starts_consumers_only_after_
             },
         )
         .await;
+
+    // The rebuild annotation on the volume element: one Job (with its pod affinity and claim,
+    // as the server validates them), recorded in status, run once.
+    let archive = set(
+        sample("storageelement-volume.yaml"),
+        "/spec/priority",
+        json!(20),
+    );
+    let mut rebuild = archive.clone();
+    rebuild["metadata"]["annotations"] = json!({"artstore.io/rebuild": "full@first"});
+    cluster
+        .apply::<StorageElement>(&ns, &rebuild)
+        .await
+        .expect("request rebuild");
+    let se: StorageElement = cluster
+        .wait_for(
+            &ns,
+            "se-archive",
+            "rebuild started",
+            |se: &StorageElement| {
+                se.status
+                    .as_ref()
+                    .and_then(|s| s.last_rebuild.as_ref())
+                    .is_some_and(|r| r.request == "full@first")
+            },
+        )
+        .await;
+    let rebuild_job = se
+        .status
+        .as_ref()
+        .and_then(|s| s.last_rebuild.clone())
+        .expect("rebuild record")
+        .job_name;
+    let job: Job = cluster.get(&ns, &rebuild_job).await.expect("rebuild Job");
+    assert_owned_by(&job, &se);
+    cluster.complete_job(&ns, &rebuild_job).await;
+    cluster
+        .wait_for(
+            &ns,
+            "se-archive",
+            "rebuild succeeded",
+            |se: &StorageElement| {
+                se.status
+                    .as_ref()
+                    .and_then(|s| s.last_rebuild.as_ref())
+                    .is_some_and(|r| r.phase == artstore_operator::crd::JobPhase::Succeeded)
+            },
+        )
+        .await;
+
+    // The Events the reconcilers published are on the server, each once: a reconcile that
+    // starts from a cache older than the operator's own last status write must not report a
+    // finished step again (or a started one as started).
+    let events: Api<k8s_openapi::api::events::v1::Event> = cluster.api(&ns);
+    let expected = [
+        ("WaitingForStream", 1),
+        ("Migrated", 2),
+        ("Backfilling", 1),
+        ("BackfillComplete", 1),
+        ("RebuildStarted", 1),
+        ("RebuildSucceeded", 1),
+    ];
+    let counts = eventually(PATIENCE, "Events published", || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&Default::default()).await.ok()?;
+            let mut counts = std::collections::BTreeMap::<String, i32>::new();
+            for e in list.items {
+                let n = e.series.as_ref().map_or(1, |s| s.count);
+                *counts.entry(e.reason.unwrap_or_default()).or_default() += n;
+            }
+            expected
+                .iter()
+                .all(|(r, _)| counts.contains_key(*r))
+                .then_some(counts)
+        }
+    })
+    .await;
+    for (reason, n) in expected {
+        assert_eq!(counts.get(reason), Some(&n), "{reason}: {counts:?}");
+    }
+
+    // A child the server refuses: a Deployment of the element's name already exists with
+    // another selector (selectors are immutable). The element says so, at its generation.
+    cluster
+        .apply::<Deployment>(
+            &ns,
+            &json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "se-b"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "legacy"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "legacy"}},
+                        "spec": {"containers": [{"name": "legacy", "image": "legacy:1"}]},
+                    },
+                },
+            }),
+        )
+        .await
+        .expect("a leftover Deployment");
+    let se_b = set(
+        set(
+            sample("storageelement-s3.yaml"),
+            "/metadata/name",
+            json!("se-b"),
+        ),
+        "/spec/maintenance",
+        json!({}),
+    );
+    cluster
+        .apply::<StorageElement>(&ns, &se_b)
+        .await
+        .expect("apply se-b");
+    let se: StorageElement = cluster
+        .wait_for(&ns, "se-b", "se-b Migrating", reason_is("Migrating"))
+        .await;
+    let job = se
+        .status
+        .as_ref()
+        .and_then(|s| s.migration.clone())
+        .expect("migration")
+        .job_name;
+    cluster.complete_job(&ns, &job).await;
+    let se: StorageElement = cluster
+        .wait_for(&ns, "se-b", "ChildRejected", |se: &StorageElement| {
+            observed_current(se) && reason_is("ChildRejected")(se)
+        })
+        .await;
+    let message = se
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("immutable"), "{message}");
 
     operator.stop().await;
     let mut redis = artstore_testsupport::redis_connection()
