@@ -45,6 +45,9 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// Reason of the Ready condition when the API server refused a child the spec asks for.
+pub const CHILD_REJECTED: &str = "ChildRejected";
+
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

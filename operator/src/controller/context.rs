@@ -15,9 +15,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
+use super::conditions;
 use super::error::{Error, Result};
 use crate::build::BuildConfig;
-use crate::crd::{JobPhase, SecretKeyRef};
+use crate::crd::{Condition, JobPhase, SecretKeyRef};
 use crate::metrics::Metrics;
 
 /// The one field manager of every write the operator makes.
@@ -110,6 +111,74 @@ impl Context {
                 &Patch::Apply(obj),
             )
             .await?)
+    }
+
+    /// The object as stored now. The controller's cache can lag the operator's own last
+    /// status write (the watch event of an owned Job may arrive first); a reconcile that
+    /// started from it would redo or re-report a run-once step (migration, backfill, rebuild)
+    /// and write an older status back. `None` when it is gone.
+    pub async fn fresh<K>(&self, obj: &K) -> Result<Option<K>>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let ns = obj.namespace().unwrap_or_default();
+        Ok(self.api::<K>(&ns).get_opt(&obj.name_any()).await?)
+    }
+
+    /// When the API server refused to store a child (400/422: an immutable field of it, a value
+    /// its own validation rejects), the spec asks for something that cannot happen. Say so on
+    /// the resource (Ready=False `ChildRejected` with the server's message, observed at this
+    /// generation) and in a Warning Event, not only in the operator's log.
+    pub async fn report_rejected_child<K>(&self, obj: &K, err: &Error)
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Serialize
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let Error::Kube(kube::Error::Api(rejection)) = err else {
+            return;
+        };
+        if !matches!(rejection.code, 400 | 422) {
+            return;
+        }
+        let Ok(Some(fresh)) = self.fresh(obj).await else {
+            return;
+        };
+        let generation = fresh.meta().generation;
+        let mut status = serde_json::to_value(&fresh)
+            .ok()
+            .and_then(|v| v.get("status").cloned())
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}));
+        let mut conds: Vec<Condition> =
+            serde_json::from_value(status["conditions"].take()).unwrap_or_default();
+        conditions::set(
+            &mut conds,
+            conditions::READY,
+            "False",
+            conditions::CHILD_REJECTED,
+            rejection.message.clone(),
+            generation,
+            &conditions::now(),
+        );
+        status["conditions"] = serde_json::to_value(conds).unwrap_or_default();
+        status["observedGeneration"] = serde_json::json!(generation);
+        self.event(
+            &fresh,
+            EventType::Warning,
+            conditions::CHILD_REJECTED,
+            "Apply",
+            rejection.message.clone(),
+        )
+        .await;
+        if let Err(e) = self.apply_status(&fresh, &status).await {
+            tracing::warn!(error = %e, "could not record the rejected child");
+        }
     }
 
     /// A Job is created once and then only read: its pod template is immutable, and a Job

@@ -20,6 +20,9 @@ pub const KIND: &str = "Ingester";
 pub async fn reconcile(ing: Arc<Ingester>, ctx: Arc<Context>) -> Result<Action> {
     let timer = ctx.metrics.start(KIND);
     let res = reconcile_inner(&ing, &ctx).await;
+    if let Err(e) = &res {
+        ctx.report_rejected_child(&*ing, e).await;
+    }
     timer.finish(res.as_ref().err().map(Error::reason));
     res
 }

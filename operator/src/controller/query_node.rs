@@ -26,6 +26,9 @@ pub const WAITING_FOR_STREAM: &str = "WaitingForStream";
 pub async fn reconcile(qn: Arc<QueryNode>, ctx: Arc<Context>) -> Result<Action> {
     let timer = ctx.metrics.start(KIND);
     let res = reconcile_inner(&qn, &ctx).await;
+    if let Err(e) = &res {
+        ctx.report_rejected_child(&*qn, e).await;
+    }
     timer.finish(res.as_ref().err().map(Error::reason));
     res
 }
@@ -68,6 +71,14 @@ async fn reconcile_inner(qn: &QueryNode, ctx: &Context) -> Result<Action> {
     }
     if is_paused(&qn.metadata) {
         tracing::info!(%ns, %name, "paused");
+        return Ok(Action::await_change());
+    }
+    let Some(fresh) = ctx.fresh(qn).await? else {
+        return Ok(Action::await_change());
+    };
+    let qn = &fresh;
+    if qn.metadata.deletion_timestamp.is_some() || is_paused(&qn.metadata) {
+        // The watch brings this version next.
         return Ok(Action::await_change());
     }
     let generation = qn.metadata.generation;

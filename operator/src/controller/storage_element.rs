@@ -29,6 +29,9 @@ pub const KIND: &str = "StorageElement";
 pub async fn reconcile(se: Arc<StorageElement>, ctx: Arc<Context>) -> Result<Action> {
     let timer = ctx.metrics.start(KIND);
     let res = reconcile_inner(&se, &ctx).await;
+    if let Err(e) = &res {
+        ctx.report_rejected_child(&*se, e).await;
+    }
     timer.finish(res.as_ref().err().map(Error::reason));
     res
 }
@@ -42,6 +45,14 @@ async fn reconcile_inner(se: &StorageElement, ctx: &Context) -> Result<Action> {
     }
     if is_paused(&se.metadata) {
         tracing::info!(%ns, %name, "paused");
+        return Ok(Action::await_change());
+    }
+    let Some(fresh) = ctx.fresh(se).await? else {
+        return Ok(Action::await_change());
+    };
+    let se = &fresh;
+    if se.metadata.deletion_timestamp.is_some() || is_paused(&se.metadata) {
+        // The watch brings this version next.
         return Ok(Action::await_change());
     }
     let generation = se.metadata.generation;

@@ -17,10 +17,14 @@ pub const PAUSE_VALUE: &str = "paused";
 pub struct SecretKeyRef {
     /// Name of the Secret.
     #[x_kube(validation = Rule::new("self.size() > 0").message("secret name must not be empty"))]
+    // The API server checks both in every Pod template that references them; caught here, a
+    // bad reference is refused at `kubectl apply` instead of failing the operator's writes.
+    #[x_kube(validation = Rule::new("self.size() == 0 || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("secret name must be a DNS subdomain (lowercase letters, digits, '-' and '.')"))]
     #[schemars(length(max = 253))]
     pub name: String,
     /// Key inside the Secret.
     #[x_kube(validation = Rule::new("self.size() > 0").message("secret key must not be empty"))]
+    #[x_kube(validation = Rule::new("self.size() == 0 || self.matches('^[-._a-zA-Z0-9]+$')").message("secret key may hold only letters, digits, '-', '_' and '.'"))]
     #[schemars(length(max = 253))]
     pub key: String,
 }

@@ -130,13 +130,18 @@ pub struct S3Backend {
     pub secret_access_key_ref: SecretKeyRef,
 }
 
+/// Immutable once set: a StatefulSet's claim templates cannot change, so the API server would
+/// refuse the operator's update (grow the PersistentVolumeClaim itself instead).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, kube::KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.size == oldSelf.size").message("volume.size is immutable: a StatefulSet's claim template cannot change; expand the PersistentVolumeClaim instead"))]
+#[x_kube(validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("volume.storageClassName is immutable"))]
 pub struct VolumeBackend {
     /// Size of the PersistentVolumeClaim.
     #[x_kube(validation = Rule::new("isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))").message("volume.size must be a quantity greater than 0"))]
     pub size: Quantity,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub storage_class_name: Option<String>,
 }
 

@@ -4,6 +4,7 @@ mod apiserver;
 mod builders;
 mod crds;
 mod process;
+mod real_apiserver;
 mod scenarios;
 mod trim;
 

@@ -140,23 +140,32 @@ impl KubeControlPlane {
         plane.wait_ready(Duration::from_secs(90))?;
 
         if controllers {
-            let kcm_bin = bin.join("kube-controller-manager");
-            if !kcm_bin.is_file() {
-                bail!("kube-controller-manager is missing in {}", bin.display());
-            }
-            let kubeconfig = plane.kubeconfig.clone();
-            plane.spawn(
-                "kube-controller-manager",
-                Command::new(kcm_bin)
-                    .arg(format!("--kubeconfig={}", kubeconfig.display()))
-                    .arg("--controllers=deployment-controller,replicaset-controller,statefulset-controller,job-controller,cronjob-controller,garbage-collector-controller,namespace-controller")
-                    .arg(format!("--service-account-private-key-file={}", sa_key.display()))
-                    .arg("--leader-elect=false")
-                    .arg("--secure-port=0")
-                    .arg("--concurrent-gc-syncs=5"),
-            )?;
+            plane.start_controllers()?;
         }
         Ok(plane)
+    }
+
+    /// Starts kube-controller-manager on a running plane. Its garbage collector learns about
+    /// custom resources by a discovery pass every 30 s; started after the CRDs are installed,
+    /// it knows them from the start.
+    pub fn start_controllers(&mut self) -> Result<()> {
+        let bin = k8s_bin_dir();
+        let kcm_bin = bin.join("kube-controller-manager");
+        if !kcm_bin.is_file() {
+            bail!("kube-controller-manager is missing in {}", bin.display());
+        }
+        let kubeconfig = self.kubeconfig.clone();
+        let sa_key = self.dir.path().join("sa.key");
+        self.spawn(
+            "kube-controller-manager",
+            Command::new(kcm_bin)
+                .arg(format!("--kubeconfig={}", kubeconfig.display()))
+                .arg("--controllers=deployment-controller,replicaset-controller,statefulset-controller,job-controller,cronjob-controller,garbage-collector-controller,namespace-controller")
+                .arg(format!("--service-account-private-key-file={}", sa_key.display()))
+                .arg("--leader-elect=false")
+                .arg("--secure-port=0")
+                .arg("--concurrent-gc-syncs=5"),
+        )
     }
 
     fn spawn(&mut self, name: &str, command: &mut Command) -> Result<()> {
