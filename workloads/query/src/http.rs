@@ -9,7 +9,7 @@ use artstore_common::error::from_rejection;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
@@ -89,39 +89,6 @@ async fn get_file(
     }
 }
 
-/// `attachment; filename="…"; filename*=UTF-8''…`
-fn content_disposition(filename: &str) -> Option<HeaderValue> {
-    let ascii: String = filename
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    // RFC 5987 attr-char: letters, digits and !#$&+-.^_`|~ stay as they are.
-    const ATTR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'!')
-        .remove(b'#')
-        .remove(b'$')
-        .remove(b'&')
-        .remove(b'+')
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'^')
-        .remove(b'_')
-        .remove(b'`')
-        .remove(b'|')
-        .remove(b'~');
-    let encoded = percent_encoding::utf8_percent_encode(filename, ATTR);
-    HeaderValue::from_str(&format!(
-        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
-    ))
-    .ok()
-}
-
 async fn download(
     State(state): State<AppState>,
     caller: Caller,
@@ -190,11 +157,11 @@ async fn download(
             response = response.header(name, value.clone());
         }
     }
-    if status.is_success()
-        && !upstream.headers().contains_key(header::CONTENT_DISPOSITION)
-        && let Some(value) = content_disposition(&record.original_filename)
-    {
-        response = response.header(header::CONTENT_DISPOSITION, value);
+    if status.is_success() && !upstream.headers().contains_key(header::CONTENT_DISPOSITION) {
+        response = response.header(
+            header::CONTENT_DISPOSITION,
+            artstore_common::headers::content_disposition(&record.original_filename),
+        );
     }
     response
         .body(Body::from_stream(upstream.bytes_stream()))
