@@ -11,6 +11,9 @@ apt_missing=()
 command -v redis-server >/dev/null || apt_missing+=(redis-server)
 command -v mold >/dev/null || apt_missing+=(mold)
 command -v runuser >/dev/null || apt_missing+=(util-linux)
+# curl answers readiness probes; openssl makes the test API server's signing key.
+command -v curl >/dev/null || apt_missing+=(curl)
+command -v openssl >/dev/null || apt_missing+=(openssl)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${apt_missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
