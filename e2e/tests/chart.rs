@@ -383,6 +383,7 @@ fn alerts_and_dashboard_use_only_metrics_that_exist() {
     );
     assert!(registered.contains("artstore_operator_resource_ready"));
     assert!(registered.contains("artstore_element_outbox_pending"));
+    assert!(registered.contains("artstore_operator_storage_element_inconsistency_percent"));
     // Figures kube-state-metrics derives from status with the chart's config.
     let ksm =
         std::fs::read_to_string(chart_dir().join("kube-state-metrics/artstore.yaml")).unwrap();

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the operator: reconcile counts, durations, errors, a ready gauge per
 //! resource, and whether this replica leads.
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -41,6 +41,8 @@ pub struct Metrics {
     pub durations: Family<KindLabels, Histogram>,
     pub errors: Family<ErrorLabels, Counter>,
     pub ready: Family<ResourceLabels, Gauge<i64, AtomicI64>>,
+    /// Last consistency report of each storage element (share of inconsistent entries, 0–100).
+    pub inconsistency: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
     pub leader: Gauge<i64, AtomicI64>,
 }
 
@@ -54,6 +56,7 @@ impl Default for Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let ready = Family::<ResourceLabels, Gauge<i64, AtomicI64>>::default();
         let leader = Gauge::<i64, AtomicI64>::default();
+        let inconsistency = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "reconciles",
             "Reconciles by kind and result",
@@ -75,6 +78,11 @@ impl Default for Metrics {
             ready.clone(),
         );
         registry.register(
+            "storage_element_inconsistency_percent",
+            "Inconsistent cache entries in the last consistency report of a storage element, percent",
+            inconsistency.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this replica holds the lease",
             leader.clone(),
@@ -85,6 +93,7 @@ impl Default for Metrics {
             durations,
             errors,
             ready,
+            inconsistency,
             leader,
         }
     }
@@ -110,12 +119,24 @@ impl Metrics {
             .set(i64::from(ready));
     }
 
+    pub fn set_inconsistency(&self, kind: &str, namespace: &str, name: &str, percent: f64) {
+        self.inconsistency
+            .get_or_create(&ResourceLabels {
+                kind: kind.into(),
+                namespace: namespace.into(),
+                name: name.into(),
+            })
+            .set(percent);
+    }
+
     pub fn forget(&self, kind: &str, namespace: &str, name: &str) {
-        self.ready.remove(&ResourceLabels {
+        let labels = ResourceLabels {
             kind: kind.into(),
             namespace: namespace.into(),
             name: name.into(),
-        });
+        };
+        self.ready.remove(&labels);
+        self.inconsistency.remove(&labels);
     }
 
     pub fn encode(&self) -> String {

@@ -507,6 +507,8 @@ pub async fn probe(
         Err(_) => None,
     };
     if let Some(r) = report {
+        ctx.metrics
+            .set_inconsistency(KIND, &ns, &se.name_any(), r.inconsistency_percentage);
         status.last_consistency_report = Some(ConsistencySummary {
             checked_at: now.to_string(),
             is_consistent: r.is_consistent,

@@ -760,6 +760,14 @@ async fn element_status_and_consistency_report_are_read_with_an_admin_token() {
         (report.orphan_cache_count, report.expired_cache_count),
         (1, 2)
     );
+    // The report is also a metric, so alerts need nothing but the operator's /metrics.
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("artstore_operator_storage_element_inconsistency_percent{")
+            && l.ends_with(" 12.5")),
+        "{metrics}"
+    );
     let reachable = status
         .conditions
         .iter()
