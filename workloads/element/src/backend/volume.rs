@@ -12,6 +12,30 @@ use tokio_util::io::ReaderStream;
 use super::{BackendError, BlobBackend, ByteChunks, ByteRange, ObjectInfo};
 
 const TMP_DIR: &str = ".tmp";
+/// Temporary files older than this at start-up are left by a crashed process (an upload in
+/// flight in another process is younger) and are removed.
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes regular files in `dir` not modified for `age`; returns how many.
+async fn sweep_stale_temp_files(dir: &Path, age: std::time::Duration) -> usize {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return 0;
+    };
+    let mut removed = 0;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let stale = entry.metadata().await.ok().is_some_and(|m| {
+            m.is_file()
+                && m.modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|e| e >= age)
+        });
+        if stale && tokio::fs::remove_file(entry.path()).await.is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
 
 pub struct VolumeBackend {
     root: PathBuf,
@@ -23,6 +47,13 @@ impl VolumeBackend {
         tokio::fs::create_dir_all(root.join(TMP_DIR))
             .await
             .map_err(|e| BackendError::Storage(format!("{}: {e}", root.display())))?;
+        let removed = sweep_stale_temp_files(&root.join(TMP_DIR), STALE_TEMP_AGE).await;
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed temporary files a crashed process left behind"
+            );
+        }
         Ok(VolumeBackend { root })
     }
 
@@ -224,5 +255,30 @@ impl BlobBackend for VolumeBackend {
                 .map(|_| ())
                 .map_err(BackendError::storage)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn opening_removes_only_stale_temporary_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tmp = dir.path().join(TMP_DIR);
+        std::fs::create_dir_all(&tmp).expect("mkdir");
+        let stale = tmp.join("crashed-upload");
+        let fresh = tmp.join("upload-in-flight");
+        std::fs::write(&stale, b"partial").expect("write");
+        std::fs::write(&fresh, b"partial").expect("write");
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&stale)
+            .and_then(|f| f.set_modified(two_hours_ago))
+            .expect("age the file");
+        VolumeBackend::open(dir.path()).await.expect("opens");
+        assert!(!stale.exists(), "a crash's leftover is removed");
+        assert!(fresh.exists(), "an upload in flight is kept");
     }
 }
