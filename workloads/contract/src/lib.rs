@@ -214,6 +214,15 @@ pub struct ElementStatus {
     pub backend: String,
 }
 
+/// `GET /api/v1/status` of a query node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryNodeStatus {
+    /// Live files in the node's search cache.
+    pub indexed_files: u64,
+    /// Deleted files remembered as tombstones (they reject late, older events).
+    pub tombstones: u64,
+}
+
 /// `GET /api/v1/cache/consistency` of a storage element.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsistencyReport {

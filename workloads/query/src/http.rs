@@ -35,6 +35,7 @@ pub fn api_router(state: AppState, verifier: Verifier) -> Router {
         .route("/api/v1/search", post(search_handler))
         .route("/api/v1/files/{id}", get(get_file))
         .route("/api/v1/files/{id}/download", get(download))
+        .route(artstore_contract::paths::STATUS, get(status))
         .with_state(state)
         .layer(middleware::from_fn_with_state(verifier, require_auth))
 }
@@ -68,6 +69,24 @@ async fn search_handler(
         .search_seconds
         .observe(started.elapsed().as_secs_f64());
     result.map(Json)
+}
+
+/// What the operator shows as the QueryNode's `indexedFiles`.
+async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<artstore_contract::QueryNodeStatus>, ApiError> {
+    caller.require(Role::Reader)?;
+    let (live, deleted): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE NOT deleted), count(*) FILTER (WHERE deleted) FROM file_cache",
+    )
+    .fetch_one(&state.pool)
+    .await
+    .map_err(db_unavailable)?;
+    Ok(Json(artstore_contract::QueryNodeStatus {
+        indexed_files: live.max(0) as u64,
+        tombstones: deleted.max(0) as u64,
+    }))
 }
 
 async fn get_file(

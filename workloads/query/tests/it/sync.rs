@@ -161,6 +161,17 @@ async fn duplicates_and_out_of_order_versions_converge_to_the_newest() {
     assert_eq!(response.status().as_u16(), 404);
     let (_, body) = search(&node, serde_json::json!({"query": "second"})).await;
     assert_eq!(ids(&body), vec![other.file_id.to_string()]);
+    // The node's status (what the operator shows as indexedFiles) counts live files only.
+    let status: serde_json::Value = http()
+        .get(format!("{}/api/v1/status", node.url()))
+        .bearer_auth(token(artstore_common::auth::Role::Reader))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status, serde_json::json!({"indexed_files": 1, "tombstones": 1}));
     node.shutdown().await;
 }
 
