@@ -40,7 +40,8 @@ struct Args {
     /// This replica's identity in the Lease and in Events.
     #[arg(long, env = "POD_NAME", default_value = "artstore-operator")]
     pod_name: String,
-    /// Read each storage element's /api/v1/status and consistency report.
+    /// Read each storage element's /api/v1/status and consistency report, and each query
+    /// node's /api/v1/status (indexed files).
     #[arg(long, env = "ARTSTORE_OPERATOR_PROBE_ELEMENTS", default_value_t = true, action = clap::ArgAction::Set)]
     probe_elements: bool,
     /// `json` (default, for clusters) or `text`.

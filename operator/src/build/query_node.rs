@@ -54,6 +54,12 @@ fn runtime(qn: &QueryNode, es: &EventStream) -> Result<Runtime, BuildError> {
     })
 }
 
+/// Base URL of the node's API inside the cluster (its Service).
+pub fn endpoint(qn: &QueryNode) -> Result<String, BuildError> {
+    let (name, ns) = name_ns(qn)?;
+    Ok(format!("http://{name}.{ns}.svc:{DEFAULT_PORT}"))
+}
+
 pub fn service(qn: &QueryNode) -> Result<Service, BuildError> {
     let (name, _) = name_ns(qn)?;
     Ok(Service {

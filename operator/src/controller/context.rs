@@ -30,7 +30,7 @@ pub struct Config {
     pub build: BuildConfig,
     /// Namespace to watch; all namespaces when `None`.
     pub namespace: Option<String>,
-    /// Read `/api/v1/status` and the consistency report from each storage element.
+    /// Read `/api/v1/status` (and the consistency report) from storage elements and query nodes.
     pub probe_elements: bool,
     /// Regular re-check of healthy resources.
     pub resync: Duration,

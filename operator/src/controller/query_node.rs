@@ -246,6 +246,12 @@ async fn reconcile_inner(qn: &QueryNode, ctx: &Context) -> Result<Action> {
     let d: Deployment = ctx.apply(&ns, &deployment).await?;
     let ready_replicas = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
     status.ready_replicas = Some(ready_replicas);
+    if ctx.config.probe_elements
+        && ready_replicas > 0
+        && let Some(count) = indexed_files(qn, ctx, &b::endpoint(qn)?).await
+    {
+        status.indexed_files = Some(count);
+    }
     if let Some(g) = es
         .status
         .as_ref()
@@ -285,4 +291,29 @@ async fn reconcile_inner(qn: &QueryNode, ctx: &Context) -> Result<Action> {
     } else {
         ctx.config.wait_interval
     }))
+}
+
+/// The node's own count of indexed files (`GET /api/v1/status` through its Service, with a
+/// short-lived admin token); `None` when it does not answer, so the last figure stays.
+pub async fn indexed_files(qn: &QueryNode, ctx: &Context, endpoint: &str) -> Option<u64> {
+    let ns = qn.namespace().unwrap_or_default();
+    let secret = ctx
+        .secret_value(&ns, &qn.spec.auth.jwt_secret_ref)
+        .await
+        .ok()?;
+    let token = super::token::admin_token(&secret).ok()?;
+    let response = ctx
+        .http
+        .get(format!("{endpoint}{}", artstore_contract::paths::STATUS))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?;
+    response
+        .json::<artstore_contract::QueryNodeStatus>()
+        .await
+        .ok()
+        .map(|s| s.indexed_files)
 }

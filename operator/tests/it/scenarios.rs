@@ -794,3 +794,54 @@ async fn element_status_and_consistency_report_are_read_with_an_admin_token() {
     );
     assert_eq!(status.used_bytes, Some(1234));
 }
+
+#[tokio::test]
+async fn query_node_indexed_files_are_read_with_an_admin_token() {
+    use axum::http::HeaderMap;
+
+    let (client, server) = ApiServer::start();
+    let ctx = context(client);
+    server.insert(
+        "v1",
+        "secrets",
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "artstore-jwt", "namespace": NS},
+            "data": {"secret": base64(b"jwt-secret")},
+        }),
+    );
+    let app = axum::Router::new().route(
+        "/api/v1/status",
+        axum::routing::get(move |h: HeaderMap| async move {
+            let admin = h
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(|t| {
+                    jsonwebtoken::decode::<artstore_contract::token::Claims>(
+                        t,
+                        &jsonwebtoken::DecodingKey::from_secret(b"jwt-secret"),
+                        &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256),
+                    )
+                    .ok()
+                })
+                .is_some_and(|d| d.claims.role == "admin");
+            if !admin {
+                return Err(axum::http::StatusCode::UNAUTHORIZED);
+            }
+            Ok(axum::Json(json!({"indexed_files": 4321, "tombstones": 9})))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let qn: QueryNode = crate::fixture("querynode.yaml");
+    assert_eq!(
+        query_node::indexed_files(&qn, &ctx, &endpoint).await,
+        Some(4321)
+    );
+    // Nothing listens: no figure (the reconciler keeps the last one).
+    let gone = format!("http://127.0.0.1:{}", artstore_testsupport::free_port());
+    assert_eq!(query_node::indexed_files(&qn, &ctx, &gone).await, None);
+}

@@ -171,7 +171,10 @@ async fn duplicates_and_out_of_order_versions_converge_to_the_newest() {
         .json()
         .await
         .expect("json");
-    assert_eq!(status, serde_json::json!({"indexed_files": 1, "tombstones": 1}));
+    assert_eq!(
+        status,
+        serde_json::json!({"indexed_files": 1, "tombstones": 1})
+    );
     node.shutdown().await;
 }
 
