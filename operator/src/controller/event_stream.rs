@@ -48,11 +48,21 @@ async fn set_finalizers(ctx: &Context, es: &EventStream, finalizers: Vec<String>
 async fn reconcile_inner(es: &EventStream, ctx: &Context) -> Result<Action> {
     let ns = es.namespace().unwrap_or_default();
     let name = es.name_any();
+    if es.metadata.deletion_timestamp.is_none() && is_paused(&es.metadata) {
+        tracing::info!(%ns, %name, "paused");
+        return Ok(Action::await_change());
+    }
+    // The finalizer writes below carry a resourceVersion: start from the stored object, not a
+    // watch-cache copy that may lag the operator's own last write (that would be a 409 and a
+    // slow retry).
+    let Some(fresh) = ctx.fresh(es).await? else {
+        return Ok(Action::await_change());
+    };
+    let es = &fresh;
     if es.metadata.deletion_timestamp.is_some() {
         return cleanup(es, ctx).await;
     }
     if is_paused(&es.metadata) {
-        tracing::info!(%ns, %name, "paused");
         return Ok(Action::await_change());
     }
     let policy = es.spec.deletion_policy;
