@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use artstore_contract::{DEFAULT_PORT, env, paths};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, Probe, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, Probe, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -223,6 +224,25 @@ fn http_probe(path: &str, period: i32, failure: i32) -> Probe {
 }
 
 /// A container running one `artstore` command.
+/// User and group the `artstore` image runs as (non-root).
+pub const RUN_AS: i64 = 65532;
+
+/// Every workload pod runs as the image's non-root user; `fsGroup` makes a volume element's
+/// PersistentVolume writable to it whatever the storage class's default ownership.
+pub fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        fs_group: Some(RUN_AS),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 pub fn container(
     cfg: &BuildConfig,
     image: Option<&str>,
@@ -239,6 +259,15 @@ pub fn container(
         args: Some(args),
         env: Some(env),
         volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            // Not read-only: the ingester spools large uploads to /tmp.
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

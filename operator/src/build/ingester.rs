@@ -64,6 +64,7 @@ pub fn deployment(ing: &Ingester, cfg: &BuildConfig) -> Result<Deployment, Build
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    security_context: Some(pod_security()),
                     containers: vec![server_container(container(
                         cfg,
                         ing.spec.image.as_deref(),

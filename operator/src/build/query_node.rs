@@ -110,6 +110,7 @@ pub fn deployment(
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    security_context: Some(pod_security()),
                     init_containers: Some(vec![
                         init("migrate", cmd::MIGRATE),
                         init("ensure-group", cmd::ENSURE_GROUP),
@@ -166,6 +167,7 @@ pub fn backfill_job(
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    security_context: Some(pod_security()),
                     restart_policy: Some("OnFailure".into()),
                     init_containers: Some(vec![container(
                         cfg,

@@ -167,6 +167,7 @@ fn pod_template(
             ..Default::default()
         }),
         spec: Some(PodSpec {
+            security_context: Some(pod_security()),
             containers: vec![server_container(container(
                 cfg,
                 se.spec.image.as_deref(),
@@ -285,6 +286,7 @@ fn job_pod(
             ..Default::default()
         }),
         spec: Some(PodSpec {
+            security_context: Some(pod_security()),
             restart_policy: Some("OnFailure".into()),
             containers: vec![container(
                 cfg,

@@ -144,7 +144,15 @@ fn volume_element_is_a_statefulset_whose_claim_outlives_it() {
         .as_ref()
         .unwrap();
     assert_eq!(policy.when_deleted.as_deref(), Some("Retain"));
+    // The image runs as a non-root user: fsGroup makes the volume writable to it.
+    let security = pod_of_deployment(&w).security_context.as_ref().unwrap();
+    assert_eq!(
+        (security.run_as_non_root, security.fs_group),
+        (Some(true), Some(65532))
+    );
     let c = &pod_of_deployment(&w).containers[0];
+    let container_security = c.security_context.as_ref().unwrap();
+    assert_eq!(container_security.allow_privilege_escalation, Some(false));
     assert_eq!(c.image.as_deref(), Some("registry.example/artstore:1.2.3"));
     assert_eq!(value(c, env::ELEMENT_ID), "archive-1");
     assert_eq!(value(c, env::ELEMENT_MODE), "ar");
