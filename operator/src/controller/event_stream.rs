@@ -182,6 +182,16 @@ async fn sync_with(
         let outcome = stream::trim_by_age(conn, stream_key, max_age_ms, now_ms).await?;
         status.last_trimmed = Some(outcome.removed);
         status.trim_min_id = Some(outcome.min_id.to_string());
+        // Dead letters age out with the same retention (a group reading them still holds them).
+        let dead_letters = es.dead_letter_stream();
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&dead_letters)
+            .query_async(conn)
+            .await
+            .map_err(stream::StreamError::from)?;
+        if exists {
+            stream::trim_by_age(conn, &dead_letters, max_age_ms, now_ms).await?;
+        }
     }
     let stats = stream::stats(conn, stream_key).await?;
     status.length = Some(stats.length);

@@ -93,7 +93,7 @@ pub struct DeadLetterPolicy {
     /// Deliveries after which an entry moves to the dead-letter stream.
     #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("maxDeliveries must be between 1 and 1000"))]
     pub max_deliveries: u32,
-    /// Dead-letter stream; defaults to `<stream>.dlq`.
+    /// Dead-letter stream; defaults to `<stream>:dead-letter`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub stream: Option<String>,
@@ -152,6 +152,6 @@ impl EventStream {
             .dead_letter
             .as_ref()
             .and_then(|d| d.stream.clone())
-            .unwrap_or_else(|| format!("{}.dlq", self.spec.stream))
+            .unwrap_or_else(|| artstore_contract::default_dead_letter_stream(&self.spec.stream))
     }
 }

@@ -370,7 +370,10 @@ fn query_node_waits_for_its_group_in_init_containers_and_reads_the_registry() {
     assert_eq!(value(c, env::STREAM), "artstore:files");
     assert_eq!(value(c, env::BATCH_SIZE), "200");
     assert_eq!(value(c, env::MAX_DELIVERIES), "5");
-    assert_eq!(value(c, env::DEAD_LETTER_STREAM), "artstore:files.dlq");
+    assert_eq!(
+        value(c, env::DEAD_LETTER_STREAM),
+        "artstore:files:dead-letter"
+    );
     assert_eq!(
         value(c, env::REGISTRY_FILE),
         "/etc/artstore/registry/registry.json"

@@ -166,3 +166,29 @@ async fn ensure_is_idempotent_and_creates_a_stream_without_groups() {
     );
     let _: () = conn.del(&s).await.expect("cleanup");
 }
+
+/// A dead-letter stream has no consumer group: an age trim removes exactly its old entries.
+#[tokio::test]
+async fn age_trim_of_a_stream_without_groups_removes_only_old_entries() {
+    let mut conn = artstore_testsupport::redis_connection()
+        .await
+        .expect("redis");
+    let dead_letters = format!(
+        "{}:dead-letter",
+        artstore_testsupport::unique_prefix("trim")
+    );
+    let now = now_ms();
+    let old = format!("{}-0", now - 3 * HOUR_MS);
+    let recent = format!("{}-0", now - 60_000);
+    for id in [&old, &recent] {
+        let _: String = conn
+            .xadd(&dead_letters, id, &[("reason", "poison")])
+            .await
+            .expect("xadd");
+    }
+    let outcome = stream::trim_by_age(&mut conn, &dead_letters, HOUR_MS, now)
+        .await
+        .expect("trim");
+    assert_eq!(outcome.removed, 1);
+    assert_eq!(ids(&mut conn, &dead_letters).await, vec![recent]);
+}

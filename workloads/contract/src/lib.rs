@@ -118,6 +118,11 @@ pub const DEFAULT_STREAM: &str = "artstore:file-events";
 /// The query nodes' consumer group unless told otherwise (`ARTSTORE_CONSUMER_GROUP`).
 pub const DEFAULT_CONSUMER_GROUP: &str = "query-node";
 
+/// The dead-letter stream of `stream` unless told otherwise (`ARTSTORE_DEAD_LETTER_STREAM`).
+pub fn default_dead_letter_stream(stream: &str) -> String {
+    format!("{stream}:dead-letter")
+}
+
 /// Default port of every workload's HTTP listener.
 pub const DEFAULT_PORT: u16 = 8080;
 

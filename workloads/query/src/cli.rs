@@ -198,7 +198,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_deliveries = args.max_deliveries.max(1);
     config.dead_letter_stream = args
         .dead_letter_stream
-        .unwrap_or_else(|| format!("{stream}:dead-letter"));
+        .unwrap_or_else(|| artstore_contract::default_dead_letter_stream(&stream));
     config.claim_min_idle = Duration::from_millis(args.claim_min_idle_ms);
     config.registry_file = args.registry_file;
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -63,7 +63,7 @@ impl NodeConfig {
             batch_size: 256,
             block: Duration::from_millis(2000),
             max_deliveries: 5,
-            dead_letter_stream: format!("{stream}:dead-letter"),
+            dead_letter_stream: artstore_contract::default_dead_letter_stream(stream),
             claim_min_idle: Duration::from_secs(60),
             claim_interval: Duration::from_secs(10),
             info_interval: Duration::from_secs(15),
