@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use super::conditions;
 use super::error::{Error, Result};
 use crate::build::BuildConfig;
-use crate::crd::{Condition, JobPhase, SecretKeyRef};
+use crate::crd::{Condition, JobPhase, SecretKeyRef, is_paused};
 use crate::metrics::Metrics;
 
 /// The one field manager of every write the operator makes.
@@ -126,6 +126,33 @@ impl Context {
     {
         let ns = obj.namespace().unwrap_or_default();
         Ok(self.api::<K>(&ns).get_opt(&obj.name_any()).await?)
+    }
+
+    /// The first step of a reconcile that must not act on a stale copy: `None` when there is
+    /// nothing to do now — the object is being deleted (its metrics are dropped), paused (no
+    /// API call at all), gone, or its stored version is deleted or paused (the watch brings
+    /// it next); otherwise the object as stored now (see [`Context::fresh`]).
+    pub async fn current<K>(&self, kind: &str, obj: &K) -> Result<Option<K>>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let ns = obj.namespace().unwrap_or_default();
+        let name = obj.name_any();
+        if obj.meta().deletion_timestamp.is_some() {
+            self.metrics.forget(kind, &ns, &name);
+            return Ok(None);
+        }
+        if is_paused(obj.meta()) {
+            tracing::info!(%ns, %name, "paused");
+            return Ok(None);
+        }
+        Ok(self
+            .fresh(obj)
+            .await?
+            .filter(|f| f.meta().deletion_timestamp.is_none() && !is_paused(f.meta())))
     }
 
     /// When the API server refused to store a child (400/422: an immutable field of it, a value

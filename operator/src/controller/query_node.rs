@@ -16,7 +16,7 @@ use super::error::{Error, Result};
 use super::event_stream;
 use crate::build::{query_node as b, registry};
 use crate::crd::{
-    BackfillRecord, EventStream, JobPhase, QueryNode, QueryNodeStatus, StorageElement, is_paused,
+    BackfillRecord, EventStream, JobPhase, QueryNode, QueryNodeStatus, StorageElement,
 };
 use crate::stream;
 
@@ -63,24 +63,12 @@ async fn wait(
 }
 
 async fn reconcile_inner(qn: &QueryNode, ctx: &Context) -> Result<Action> {
-    let ns = qn.namespace().unwrap_or_default();
-    let name = qn.name_any();
-    if qn.metadata.deletion_timestamp.is_some() {
-        ctx.metrics.forget(KIND, &ns, &name);
-        return Ok(Action::await_change());
-    }
-    if is_paused(&qn.metadata) {
-        tracing::info!(%ns, %name, "paused");
-        return Ok(Action::await_change());
-    }
-    let Some(fresh) = ctx.fresh(qn).await? else {
+    let Some(current) = ctx.current(KIND, qn).await? else {
         return Ok(Action::await_change());
     };
-    let qn = &fresh;
-    if qn.metadata.deletion_timestamp.is_some() || is_paused(&qn.metadata) {
-        // The watch brings this version next.
-        return Ok(Action::await_change());
-    }
+    let qn = &current;
+    let ns = qn.namespace().unwrap_or_default();
+    let name = qn.name_any();
     let generation = qn.metadata.generation;
     let mut status = qn.status.clone().unwrap_or_default();
     let group = qn.consumer_group();

@@ -21,7 +21,7 @@ use crate::build::quantity;
 use crate::build::storage_element::{self as b, ElementWorkload};
 use crate::crd::{
     ConsistencySummary, EventStream, JobPhase, JobRecord, REBUILD_ANNOTATION, RebuildRecord,
-    StorageElement, StorageElementStatus, is_paused,
+    StorageElement, StorageElementStatus,
 };
 
 pub const KIND: &str = "StorageElement";
@@ -37,24 +37,12 @@ pub async fn reconcile(se: Arc<StorageElement>, ctx: Arc<Context>) -> Result<Act
 }
 
 async fn reconcile_inner(se: &StorageElement, ctx: &Context) -> Result<Action> {
-    let ns = se.namespace().unwrap_or_default();
-    let name = se.name_any();
-    if se.metadata.deletion_timestamp.is_some() {
-        ctx.metrics.forget(KIND, &ns, &name);
-        return Ok(Action::await_change());
-    }
-    if is_paused(&se.metadata) {
-        tracing::info!(%ns, %name, "paused");
-        return Ok(Action::await_change());
-    }
-    let Some(fresh) = ctx.fresh(se).await? else {
+    let Some(current) = ctx.current(KIND, se).await? else {
         return Ok(Action::await_change());
     };
-    let se = &fresh;
-    if se.metadata.deletion_timestamp.is_some() || is_paused(&se.metadata) {
-        // The watch brings this version next.
-        return Ok(Action::await_change());
-    }
+    let se = &current;
+    let ns = se.namespace().unwrap_or_default();
+    let name = se.name_any();
     let generation = se.metadata.generation;
     let now = conditions::now();
     let mut status = se.status.clone().unwrap_or_default();
