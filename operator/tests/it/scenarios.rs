@@ -684,13 +684,9 @@ async fn an_existing_job_is_read_never_rewritten() {
     assert_eq!(ready_reason(&se).1, "Migrating");
 }
 
-#[tokio::test]
-async fn element_status_and_consistency_report_are_read_with_an_admin_token() {
-    use artstore_operator::crd::StorageElementStatus;
-    use axum::http::HeaderMap;
-
+/// A context whose namespace holds the `artstore-jwt` Secret the workloads' tokens are signed with.
+fn context_with_jwt_secret() -> Arc<Context> {
     let (client, server) = ApiServer::start();
-    let ctx = context(client);
     server.insert(
         "v1",
         "secrets",
@@ -700,23 +696,42 @@ async fn element_status_and_consistency_report_are_read_with_an_admin_token() {
             "data": {"secret": base64(b"jwt-secret")},
         }),
     );
+    context(client)
+}
+
+/// Whether a stand-in workload's caller sent an admin token signed with that Secret.
+fn bearer_is_admin(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|token| {
+            jsonwebtoken::decode::<artstore_contract::token::Claims>(
+                token,
+                &jsonwebtoken::DecodingKey::from_secret(b"jwt-secret"),
+                &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256),
+            )
+            .ok()
+        })
+        .is_some_and(|d| d.claims.role == "admin")
+}
+
+/// Serves a stand-in workload on a free port; its base URL.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    endpoint
+}
+
+#[tokio::test]
+async fn element_status_and_consistency_report_are_read_with_an_admin_token() {
+    use artstore_operator::crd::StorageElementStatus;
+    use axum::http::HeaderMap;
+
+    let ctx = context_with_jwt_secret();
     // The element's two contract endpoints, refusing calls without a valid admin token.
-    let authorised = |h: &HeaderMap| {
-        let Some(token) = h
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        else {
-            return false;
-        };
-        let v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-        jsonwebtoken::decode::<artstore_contract::token::Claims>(
-            token,
-            &jsonwebtoken::DecodingKey::from_secret(b"jwt-secret"),
-            &v,
-        )
-        .is_ok_and(|d| d.claims.role == "admin")
-    };
+    let authorised = bearer_is_admin;
     let app = axum::Router::new()
         .route(
             "/api/v1/status",
@@ -743,9 +758,7 @@ async fn element_status_and_consistency_report_are_read_with_an_admin_token() {
                 ))
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let endpoint = serve(app).await;
 
     let se: StorageElement = crate::fixture("storageelement-s3.yaml");
     let mut status = StorageElementStatus::default();
@@ -799,42 +812,17 @@ async fn element_status_and_consistency_report_are_read_with_an_admin_token() {
 async fn query_node_indexed_files_are_read_with_an_admin_token() {
     use axum::http::HeaderMap;
 
-    let (client, server) = ApiServer::start();
-    let ctx = context(client);
-    server.insert(
-        "v1",
-        "secrets",
-        json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "artstore-jwt", "namespace": NS},
-            "data": {"secret": base64(b"jwt-secret")},
-        }),
-    );
+    let ctx = context_with_jwt_secret();
     let app = axum::Router::new().route(
         "/api/v1/status",
         axum::routing::get(move |h: HeaderMap| async move {
-            let admin = h
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .and_then(|t| {
-                    jsonwebtoken::decode::<artstore_contract::token::Claims>(
-                        t,
-                        &jsonwebtoken::DecodingKey::from_secret(b"jwt-secret"),
-                        &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256),
-                    )
-                    .ok()
-                })
-                .is_some_and(|d| d.claims.role == "admin");
-            if !admin {
+            if !bearer_is_admin(&h) {
                 return Err(axum::http::StatusCode::UNAUTHORIZED);
             }
             Ok(axum::Json(json!({"indexed_files": 4321, "tombstones": 9})))
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let endpoint = serve(app).await;
 
     let qn: QueryNode = crate::fixture("querynode.yaml");
     assert_eq!(
