@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds, once per pinned version, the Kubernetes control plane the integration tests run
-# (etcd, kube-apiserver, kube-controller-manager) and helm from their Go modules (e2e/tools/*),
-# into the cache directory outside the repository, so a warm machine never rebuilds them.
-# Prints the bin directory on stdout.
+# Builds, once per pinned version, the Kubernetes binaries the tests run from their Go modules
+# (e2e/tools/*): etcd, the control plane (kube-apiserver, kube-controller-manager,
+# kube-scheduler), the node (kubelet, kube-proxy, CoreDNS), kubectl, helm, and the pause
+# binary from Kubernetes' own pause.c, into the cache directory outside the repository, so a
+# warm machine never rebuilds them. Prints the bin directory on stdout.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 root=$(repo_root)
@@ -27,5 +28,15 @@ build etcd etcd .
 build kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$ldflags"
 build kube kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$ldflags"
 build helm helm helm.sh/helm/v3/cmd/helm
+build kube kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$ldflags"
+build kube kube-proxy k8s.io/kubernetes/cmd/kube-proxy "$ldflags"
+build kube kubectl k8s.io/kubernetes/cmd/kubectl "$ldflags"
+build kube kubelet k8s.io/kubernetes/cmd/kubelet "$ldflags"
+build coredns coredns .
+# The pod sandbox's pause process, from the pinned module's own source (no registry here).
+if [ ! -x "$bin/pause" ]; then
+  pause_c=$(cd "$root/e2e/tools/kube" && GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c
+  gcc -Os -static -Wall -Werror -DVERSION="$k8s_version" -o "$bin/pause.tmp" "$pause_c" && mv "$bin/pause.tmp" "$bin/pause"
+fi
 [ $((SECONDS - t0)) -gt 1 ] && log "Kubernetes test binaries ready in $((SECONDS - t0))s"
 echo "$bin"
