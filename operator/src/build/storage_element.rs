@@ -251,8 +251,18 @@ pub fn workload(
     })))
 }
 
-/// A run-to-completion pod spec for the element (migrations, rebuilds, maintenance). For a
-/// volume backend it mounts the StatefulSet's claim and is scheduled next to its pod.
+/// What a Job's pod needs of the element besides its database.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum JobData {
+    /// Only the database: the migration, which runs before the StatefulSet (and so its claim
+    /// and its pod) exists.
+    DatabaseOnly,
+    /// The stored files too: rebuilds and maintenance, which for a volume backend mount the
+    /// StatefulSet's claim and are scheduled next to its pod.
+    Files,
+}
+
+/// A run-to-completion pod spec for the element (migrations, rebuilds, maintenance).
 fn job_pod(
     se: &StorageElement,
     es: &EventStream,
@@ -260,13 +270,25 @@ fn job_pod(
     container_name: &str,
     args: (Vec<String>, Vec<String>),
     job_kind: &str,
+    data: JobData,
 ) -> Result<PodTemplateSpec, BuildError> {
     let (name, _) = name_ns(se)?;
-    let rt = runtime(se, es)?;
+    let mut rt = runtime(se, es)?;
+    if data == JobData::DatabaseOnly {
+        let claims: Vec<String> = rt
+            .volumes
+            .iter()
+            .filter(|v| v.persistent_volume_claim.is_some())
+            .map(|v| v.name.clone())
+            .collect();
+        rt.volumes.retain(|v| !claims.contains(&v.name));
+        rt.mounts.retain(|m| !claims.contains(&m.name));
+    }
+    let needs_files_on_node = data == JobData::Files && se.spec.backend.volume.is_some();
     // Not the server's component label: the Service and the workload must never select Job pods.
     let mut pod_labels = labels(JOB_COMPONENT, &name);
     pod_labels.insert(LABEL_JOB_KIND.into(), job_kind.into());
-    let affinity = se.spec.backend.volume.as_ref().map(|_| Affinity {
+    let affinity = needs_files_on_node.then(|| Affinity {
         pod_affinity: Some(PodAffinity {
             required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
                 label_selector: Some(LabelSelector {
@@ -347,6 +369,7 @@ pub fn migration_job(
         "migrate",
         command(cmd::STORAGE_ELEMENT, cmd::MIGRATE, &[]),
         "migrate",
+        JobData::DatabaseOnly,
     )?;
     job(se, cfg, migration_job_name(se, cfg)?, "migrate", pod)
 }
@@ -394,6 +417,7 @@ pub fn rebuild_job(
         "rebuild",
         command(cmd::STORAGE_ELEMENT, cmd::REBUILD, &["--mode", mode]),
         "rebuild",
+        JobData::Files,
     )?;
     job(se, cfg, job_name, "rebuild", pod)
 }
@@ -422,6 +446,7 @@ pub fn cronjobs(
                 "maintenance",
                 command(cmd::STORAGE_ELEMENT, cmd::REBUILD, &["--mode", mode]),
                 "maintenance",
+                JobData::Files,
             )?;
             let mut l = labels(COMPONENT, &name);
             l.insert(LABEL_JOB_KIND.into(), "maintenance".into());
