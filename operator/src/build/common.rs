@@ -6,7 +6,8 @@ use artstore_contract::{DEFAULT_PORT, env, paths};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PodSecurityContext, Probe, SeccompProfile,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -106,6 +107,29 @@ pub fn child_meta<K: Resource<DynamicType = ()>>(
         namespace: Some(ns),
         labels: Some(labels),
         owner_references: Some(vec![owner_ref(owner)?]),
+        ..Default::default()
+    })
+}
+
+/// The ClusterIP Service in front of one instance's pods: its name, the `http` port.
+pub fn service<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    component: &str,
+) -> Result<Service, BuildError> {
+    let (name, _) = name_ns(owner)?;
+    Ok(Service {
+        metadata: child_meta(owner, name.clone(), labels(component, &name))?,
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(component, &name)),
+            ports: Some(vec![ServicePort {
+                name: Some(HTTP_PORT_NAME.into()),
+                port: i32::from(DEFAULT_PORT),
+                target_port: Some(IntOrString::String(HTTP_PORT_NAME.into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
         ..Default::default()
     })
 }

@@ -1,10 +1,12 @@
-//! One reconciler per kind, and the Controllers that drive them.
+//! One reconcile driver, one pipeline per kind, and the Controllers that run them.
 
 pub mod conditions;
 pub mod context;
+pub mod driver;
 pub mod error;
 pub mod event_stream;
 pub mod ingester;
+pub mod job_gate;
 pub mod query_node;
 pub mod storage_element;
 mod token;
@@ -44,7 +46,7 @@ fn error_policy<K>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action
 where
     K: Resource,
 {
-    tracing::warn!(name = %obj.name_any(), namespace = ?obj.namespace(), error = %err, reason = err.reason(), "reconcile failed");
+    tracing::warn!(name = %obj.name_any(), namespace = ?obj.namespace(), error = %err, reason = %err.reason(), "reconcile failed");
     Action::requeue(ctx.config.wait_interval * 3)
 }
 

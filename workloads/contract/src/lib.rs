@@ -1,11 +1,15 @@
 //! The contract between the operator and the `artstore` binary, written down in one place:
 //! subcommands, environment variables, the storage-element registry file, stream entry fields
 //! and the JSON the operator reads from a storage element. No workload code lives here and this
-//! crate depends on nothing but serde, so the operator can use it without importing workloads.
+//! crate depends on nothing but serde, so the operator can use it without importing workloads;
+//! with feature `redis` it also holds the stream primitives both sides share ([`stream`]).
 //!
 //! `docs/CONTRACT.md` is the human-readable version of this file.
 
 use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "redis")]
+pub mod stream;
 
 /// The binary every workload container runs.
 pub const BINARY: &str = "artstore";

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use artstore_operator::build::BuildConfig;
 use artstore_operator::controller::Config;
+use artstore_operator::controller::conditions::{HasStatus, ObjectStatus};
 use artstore_operator::crd::{EventStream, Ingester, QueryNode, StorageElement};
 use artstore_operator::process::{OperatorConfig, RunError};
 use artstore_testsupport::eventually;
@@ -23,10 +24,11 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
+
+mod lease;
 
 /// Field manager of what the tests write (the user's `kubectl apply`, the kubelet's part).
 const TESTER: &str = "artstore-tests";
@@ -302,20 +304,6 @@ impl Operator {
     }
 }
 
-fn ready_condition<S: Serialize>(status: &S) -> Option<(String, String, Option<i64>)> {
-    let v = serde_json::to_value(status).ok()?;
-    let c = v["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")?
-        .clone();
-    Some((
-        c["status"].as_str()?.to_string(),
-        c["reason"].as_str()?.to_string(),
-        c["observedGeneration"].as_i64(),
-    ))
-}
-
 /// The message of an API error, or a panic saying the server accepted what it should not.
 fn rejection<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) -> String {
     match result {
@@ -478,41 +466,17 @@ fn assert_owned_by<C: Resource, O: Resource>(child: &C, owner: &O) {
     );
 }
 
-fn reason_is<K>(reason: &'static str) -> impl Fn(&K) -> bool
-where
-    K: Resource + HasStatus,
-{
-    move |o: &K| {
-        o.status_json()
-            .and_then(|s| ready_condition(&s))
-            .is_some_and(|(_, r, _)| r == reason)
-    }
+fn reason_is<K: HasStatus>(reason: &'static str) -> impl Fn(&K) -> bool {
+    move |o: &K| o.ready().is_some_and(|c| c.reason == reason)
 }
-
-/// Status as JSON for the generic checks (conditions, observedGeneration).
-trait HasStatus {
-    fn status_json(&self) -> Option<Value>;
-}
-
-macro_rules! has_status {
-    ($($k:ty),*) => {$(
-        impl HasStatus for $k {
-            fn status_json(&self) -> Option<Value> {
-                self.status.as_ref().and_then(|s| serde_json::to_value(s).ok())
-            }
-        }
-    )*};
-}
-has_status!(EventStream, StorageElement, QueryNode, Ingester);
 
 /// Status and Ready condition both observed the object's current generation.
 fn observed_current<K: Resource + HasStatus>(o: &K) -> bool {
     let generation = o.meta().generation;
-    let Some(status) = o.status_json() else {
-        return false;
-    };
-    status["observedGeneration"].as_i64() == generation
-        && ready_condition(&status).is_some_and(|(_, _, g)| g == generation)
+    o.status()
+        .is_some_and(|s| s.observed_generation() == generation)
+        && o.ready()
+            .is_some_and(|c| c.observed_generation == generation)
 }
 
 async fn groups_of(stream: &str) -> Vec<String> {
@@ -775,12 +739,7 @@ async fn the_operator_builds_the_sample_archive_and_starts_consumers_only_after_
             |q: &QueryNode| q.metadata.generation > Some(generation) && observed_current(q),
         )
         .await;
-    assert_eq!(
-        ready_condition(&qn.status_json().expect("status"))
-            .map(|c| c.1)
-            .as_deref(),
-        Some("Starting")
-    );
+    assert_eq!(qn.ready().map(|c| c.reason.as_str()), Some("Starting"));
     cluster
         .wait_for(&ns, "search", "Deployment scaled to 2", |d: &Deployment| {
             d.spec.as_ref().and_then(|s| s.replicas) == Some(2)
