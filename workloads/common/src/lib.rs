@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod harden;
 pub mod headers;
 pub mod ops;
 pub mod registry;

@@ -47,6 +47,8 @@ pub mod env {
     pub const REDIS_URL: &str = "ARTSTORE_REDIS_URL";
     pub const STREAM: &str = "ARTSTORE_STREAM";
     pub const REGISTRY_FILE: &str = "ARTSTORE_REGISTRY_FILE";
+    /// Clock skew tolerated on a token's `exp` and `nbf`, in seconds (default 5).
+    pub const JWT_LEEWAY_SECONDS: &str = "ARTSTORE_JWT_LEEWAY_SECONDS";
 
     // Storage element
     pub const ELEMENT_ID: &str = "ARTSTORE_ELEMENT_ID";

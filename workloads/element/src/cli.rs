@@ -86,6 +86,9 @@ pub struct ServeArgs {
     pub jwt_secret_file: Option<PathBuf>,
     #[arg(long, env = env::JWT_PUBLIC_KEY_FILE)]
     pub jwt_public_key_file: Option<PathBuf>,
+    /// Clock skew tolerated on a token's `exp` and `nbf`.
+    #[arg(long, env = env::JWT_LEEWAY_SECONDS, default_value_t = auth::DEFAULT_LEEWAY_SECONDS)]
+    pub jwt_leeway_seconds: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -170,7 +173,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             if args.element.redis_url.is_none() {
                 bail!("{} is required to serve", env::REDIS_URL);
             }
-            let config = element_config(&args.element, verifier(&args)?)?;
+            let verifier = verifier(&args)?.with_leeway(args.jwt_leeway_seconds);
+            let config = element_config(&args.element, verifier)?;
             let element = crate::build(config).await?;
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await

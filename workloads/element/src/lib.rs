@@ -196,9 +196,11 @@ pub async fn build(config: ElementConfig) -> Result<Element, ElementError> {
             })
         }),
     );
-    let router = http::api_router(core.clone(), config.verifier.clone())
-        .merge(ops.router())
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let router = artstore_common::harden::harden(
+        http::api_router(core.clone(), config.verifier.clone()).merge(ops.router()),
+        artstore_common::harden::HeadLimits::ELEMENT,
+    )
+    .layer(tower_http::trace::TraceLayer::new_for_http());
     Ok(Element {
         core,
         router,

@@ -20,6 +20,9 @@ pub struct IngesterConfig {
     /// RS256 public key (PEM); when set, tokens are verified with it instead of the secret.
     #[arg(long, env = env::JWT_PUBLIC_KEY_FILE)]
     pub jwt_public_key_file: Option<PathBuf>,
+    /// Clock skew tolerated on a token's `exp` and `nbf`.
+    #[arg(long, env = env::JWT_LEEWAY_SECONDS, default_value_t = artstore_common::auth::DEFAULT_LEEWAY_SECONDS)]
+    pub jwt_leeway_seconds: u64,
     /// Largest accepted file (413 above).
     #[arg(long, env = env::MAX_UPLOAD_BYTES, default_value_t = 1 << 30)]
     pub max_upload_bytes: u64,

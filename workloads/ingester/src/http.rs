@@ -95,7 +95,10 @@ pub async fn build(
         .layer(DefaultBodyLimit::disable())
         .with_state(state);
     Ok(Ingester {
-        router: api.merge(ops.router()),
+        router: artstore_common::harden::harden(
+            api.merge(ops.router()),
+            artstore_common::harden::HeadLimits::PUBLIC,
+        ),
     })
 }
 

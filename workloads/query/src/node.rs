@@ -169,8 +169,10 @@ impl QueryNode {
             elements,
             metrics: metrics.clone(),
         };
-        let app =
-            api_router(state, config.verifier.clone()).merge(Ops::new(registry, ready).router());
+        let app = artstore_common::harden::harden(
+            api_router(state, config.verifier.clone()).merge(Ops::new(registry, ready).router()),
+            artstore_common::harden::HeadLimits::PUBLIC,
+        );
         let mut server_shutdown = shutdown_rx;
         let server = tokio::spawn(async move {
             let served = axum::serve(listener, app)

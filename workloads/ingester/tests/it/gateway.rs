@@ -211,3 +211,94 @@ async fn no_writable_element_is_a_503_with_reason() {
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(error_code(r).await, (503, "no_storage_available".into()));
 }
+
+#[tokio::test]
+async fn every_answer_has_security_headers_and_a_json_error_body() {
+    let url = start_without_elements(1000, 1 << 20).await;
+    let client = reqwest::Client::new();
+    let auth = token(Role::Writer, "headers-client");
+    // An unknown route, a wrong method and a handler's own error: all JSON, all with nosniff.
+    let unknown = client
+        .get(format!("{url}/api/v1/nowhere"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(unknown.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(error_code(unknown).await, (404, "not_found".to_string()));
+    let wrong_method = client
+        .get(format!("{url}/api/v1/files/upload"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        error_code(wrong_method).await,
+        (405, "method_not_allowed".to_string())
+    );
+    let long_uri = client
+        .delete(format!("{url}/api/v1/files/{}", "a".repeat(10_000)))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        error_code(long_uri).await,
+        (414, "uri_too_long".to_string())
+    );
+    let health = client
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(health.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(health.headers()["x-frame-options"], "DENY");
+}
+
+#[tokio::test]
+async fn expired_future_and_subjectless_tokens_are_refused() {
+    let url = start_without_elements(1000, 1 << 20).await;
+    let client = reqwest::Client::new();
+    let now = chrono::Utc::now().timestamp();
+    let sign = |claims: serde_json::Value| {
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET);
+        let token =
+            jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("sign");
+        format!("Bearer {token}")
+    };
+    let cases = [
+        (
+            serde_json::json!({"sub": "a", "role": "writer", "exp": now - 30}),
+            "token_expired",
+        ),
+        (
+            serde_json::json!({"sub": "a", "role": "writer", "exp": now + 600, "nbf": now + 300}),
+            "token_not_yet_valid",
+        ),
+        (
+            serde_json::json!({"sub": "", "role": "writer", "exp": now + 600}),
+            "invalid_token_subject",
+        ),
+    ];
+    for (claims, expected) in cases {
+        let r = client
+            .delete(format!("{url}/api/v1/files/not-a-uuid"))
+            .header("authorization", sign(claims.clone()))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(error_code(r).await, (401, expected.to_string()), "{claims}");
+    }
+    // A valid token gets past auth to the handler's own check.
+    let ok = client
+        .delete(format!("{url}/api/v1/files/not-a-uuid"))
+        .header(
+            "authorization",
+            sign(serde_json::json!({"sub": "a", "role": "writer", "exp": now + 600})),
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(error_code(ok).await, (400, "invalid_file_id".to_string()));
+}

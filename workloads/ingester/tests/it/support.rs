@@ -18,6 +18,7 @@ pub fn config(rate_limit_per_minute: u32, max_upload_bytes: u64) -> IngesterConf
         redis_url: artstore_testsupport::services().redis_url.clone(),
         jwt_secret_file: PathBuf::from("unused"),
         jwt_public_key_file: None,
+        jwt_leeway_seconds: 5,
         max_upload_bytes,
         rate_limit_per_minute,
         idempotency_ttl_seconds: 60,
