@@ -34,6 +34,19 @@ struct ErrorBody {
     message: String,
 }
 
+/// An element's error message, clipped: it is relayed to the client and must stay small.
+fn clip_message(message: &str) -> String {
+    const MAX: usize = 512;
+    if message.len() <= MAX {
+        return message.to_string();
+    }
+    let mut end = MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
 #[derive(Clone)]
 pub struct ElementClient {
     http: reqwest::Client,
@@ -94,37 +107,47 @@ impl ElementClient {
             .await;
         let response = match sent {
             Ok(r) => r,
-            Err(e) => return Attempt::Skip(format!("{}: unreachable ({e})", element.id)),
+            // Without the URL: it carries the metadata, which must not be echoed back.
+            Err(e) => {
+                return Attempt::Skip(format!("{}: unreachable ({})", element.id, e.without_url()));
+            }
         };
         let status = response.status();
         if status == reqwest::StatusCode::CREATED || status == reqwest::StatusCode::OK {
             return match response.json::<serde_json::Value>().await {
                 Ok(record) => Attempt::Stored(record),
-                Err(e) => Attempt::Skip(format!("{}: unreadable answer ({e})", element.id)),
+                Err(e) => Attempt::Skip(format!(
+                    "{}: unreadable answer ({})",
+                    element.id,
+                    e.without_url()
+                )),
             };
         }
         let error = response.json::<ErrorBody>().await.ok();
         let describe = |e: &Option<ErrorBody>| {
             e.as_ref()
-                .map(|b| format!("{} {}", b.code, b.message))
+                .map(|b| format!("{} {}", b.code, clip_message(&b.message)))
                 .unwrap_or_default()
         };
         match status.as_u16() {
-            // Full, or its mode no longer takes writes: the next element may.
-            507 | 409 => Attempt::Skip(format!(
+            // Full, its mode no longer takes writes, busy or timed out: the next element may.
+            507 | 409 | 408 | 429 => Attempt::Skip(format!(
                 "{}: {} {}",
                 element.id,
                 status.as_u16(),
                 describe(&error)
             )),
-            // Our token or the file itself is refused: the same anywhere.
-            400 | 401 | 403 | 413 | 415 | 422 => {
-                let (code, message) = error.map(|b| (b.code, b.message)).unwrap_or_else(|| {
-                    (
-                        "rejected_by_storage".into(),
-                        format!("storage element answered {status}"),
-                    )
-                });
+            // Our token or the request itself is refused: the same anywhere, and retrying it
+            // would not help, so it is never turned into a 503.
+            400..=499 => {
+                let (code, message) = error
+                    .map(|b| (b.code, clip_message(&b.message)))
+                    .unwrap_or_else(|| {
+                        (
+                            "rejected_by_storage".into(),
+                            format!("storage element answered {status}"),
+                        )
+                    });
                 Attempt::Rejected(ApiError::new(
                     StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_REQUEST),
                     code,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::multipart::{Multipart, MultipartRejection};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -15,7 +15,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::IngesterConfig;
 use crate::element_client::{Attempt, ElementClient, UploadMeta};
+use crate::form::{FormLimits, FormReader, Part, clip};
 use crate::idempotency::{Claim, Idempotency, parse_key};
+use crate::limits;
 use crate::metrics::{Metrics, Outcome};
 use crate::ratelimit::{Decision, RateLimiter};
 use crate::select;
@@ -151,31 +153,47 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn multipart_error(e: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(
-        "invalid_multipart",
-        format!("the request is not valid multipart/form-data: {e}"),
-    )
-}
-
-/// Applies one non-file form field to the metadata; unknown fields are refused.
-async fn read_meta_field(
-    name: &str,
-    field: axum::extract::multipart::Field<'_>,
-    meta: &mut UploadMeta,
-) -> Result<(), ApiError> {
-    let value = field.text().await.map_err(multipart_error)?;
+/// Applies one non-file form field to the metadata; unknown fields are refused. Every field is
+/// read up to its byte cap only, and error messages never carry the value back.
+async fn read_meta_field(name: &str, field: Part, meta: &mut UploadMeta) -> Result<(), ApiError> {
+    let cap = match name {
+        "description" | "tags" | "tag" => limits::MAX_TEXT_FIELD_BYTES,
+        _ => limits::MAX_SMALL_FIELD_BYTES,
+    };
+    let value = match name {
+        "description" | "tags" | "tag" | "retention" | "retention_days" => field.text(cap).await?,
+        _ => String::new(),
+    };
     match name {
-        "description" => meta.description = Some(value),
+        "description" => {
+            if value.chars().count() > limits::MAX_DESCRIPTION_CHARS {
+                return Err(ApiError::bad_request(
+                    "description_too_long",
+                    format!(
+                        "description is longer than {} characters",
+                        limits::MAX_DESCRIPTION_CHARS
+                    ),
+                ));
+            }
+            meta.description = Some(value);
+        }
         "tags" | "tag" => {
             // `tags` may repeat, or carry a comma-separated list.
-            meta.tags.extend(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(String::from),
-            );
+            for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if tag.chars().count() > limits::MAX_TAG_CHARS {
+                    return Err(ApiError::bad_request(
+                        "tag_too_long",
+                        format!("a tag is longer than {} characters", limits::MAX_TAG_CHARS),
+                    ));
+                }
+                if meta.tags.len() >= limits::MAX_TAGS {
+                    return Err(ApiError::bad_request(
+                        "too_many_tags",
+                        format!("at most {} tags", limits::MAX_TAGS),
+                    ));
+                }
+                meta.tags.push(tag.to_string());
+            }
         }
         "retention" => {
             if value != "temporary" && value != "permanent" {
@@ -205,10 +223,23 @@ async fn read_meta_field(
             return Err(ApiError::bad_request(
                 "unknown_field",
                 format!(
-                    "unknown form field {other:?}: expected file, description, tags, retention, retention_days"
+                    "unknown form field {:?}: expected file, description, tags, retention, retention_days",
+                    clip(other)
                 ),
             ));
         }
+    }
+    let metadata_bytes = meta.description.as_deref().map_or(0, str::len)
+        + meta.tags.iter().map(String::len).sum::<usize>();
+    if metadata_bytes > limits::MAX_METADATA_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "metadata_too_large",
+            format!(
+                "description and tags together are longer than {} bytes",
+                limits::MAX_METADATA_BYTES
+            ),
+        ));
     }
     Ok(())
 }
@@ -315,15 +346,15 @@ async fn upload(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Writer)?;
     let key = idempotency_key(&headers)?;
-    let mut multipart = multipart.map_err(multipart_error)?;
+    let mut multipart = FormReader::new(&headers, body, FormLimits::UPLOAD)?;
     let mut meta = UploadMeta::default();
     let mut file = None;
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or_default().to_string();
+    while let Some(field) = multipart.next_part().await? {
+        let name = field.name().to_string();
         if name == "file" {
             if file.is_some() {
                 return Err(ApiError::bad_request(
@@ -414,25 +445,25 @@ async fn batch(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Writer)?;
     let key = idempotency_key(&headers)?;
-    let mut multipart = multipart.map_err(multipart_error)?;
+    let mut multipart = FormReader::new(&headers, body, FormLimits::BATCH)?;
     let auth = bearer(&headers);
     let mut meta = UploadMeta::default();
     let mut items = Vec::new();
     loop {
-        let field = match multipart.next_field().await {
+        let field = match multipart.next_part().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
             Err(e) => {
                 // The rest of the body is unreadable; what was stored stays stored and is reported.
-                items.push(BatchItem::rejected(items.len(), None, multipart_error(e)));
+                items.push(BatchItem::rejected(items.len(), None, e));
                 break;
             }
         };
-        let name = field.name().unwrap_or_default().to_string();
+        let name = field.name().to_string();
         if name != "file" {
             if let Err(e) = read_meta_field(&name, field, &mut meta).await {
                 items.push(BatchItem::rejected(items.len(), None, e));
@@ -440,7 +471,7 @@ async fn batch(
             continue;
         }
         let index = items.len();
-        let filename = field.file_name().map(String::from);
+        let filename = field.file_name().map(clip);
         let file = match spool(
             field,
             state.0.config.max_upload_bytes,

@@ -6,8 +6,10 @@
 pub mod cli;
 pub mod config;
 mod element_client;
+mod form;
 mod http;
 mod idempotency;
+pub mod limits;
 mod metrics;
 mod ratelimit;
 pub mod select;

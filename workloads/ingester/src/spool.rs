@@ -2,7 +2,8 @@
 //! when small and in a temporary file otherwise, so it can be offered to several storage elements
 //! in turn without ever holding a large file in memory.
 
-use axum::extract::multipart::Field;
+use crate::form::{Part, clip};
+use crate::limits::MAX_FILENAME_BYTES;
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -49,7 +50,7 @@ fn too_large(max: u64) -> ApiError {
 
 /// Reads a multipart `file` field to its end.
 pub async fn spool(
-    mut field: Field<'_>,
+    mut field: Part,
     max_bytes: u64,
     memory_limit: usize,
 ) -> Result<Spooled, ApiError> {
@@ -60,18 +61,23 @@ pub async fn spool(
         .ok_or_else(|| {
             ApiError::bad_request("missing_filename", "the file part has no filename")
         })?;
-    let content_type = field.content_type().map(str::to_string);
+    // Checked before a byte of the file is read.
+    if filename.len() > MAX_FILENAME_BYTES {
+        return Err(ApiError::bad_request(
+            "filename_too_long",
+            format!(
+                "the file name {:?} is longer than {MAX_FILENAME_BYTES} bytes",
+                clip(&filename)
+            ),
+        ));
+    }
+    let content_type = field.content_type();
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut memory = BytesMut::new();
     let mut file: Option<(tokio::fs::File, tempfile::TempPath)> = None;
 
-    while let Some(chunk) = field.chunk().await.map_err(|e| {
-        ApiError::bad_request(
-            "invalid_multipart",
-            format!("reading the file part failed: {e}"),
-        )
-    })? {
+    while let Some(chunk) = field.chunk().await? {
         size += chunk.len() as u64;
         if size > max_bytes {
             return Err(too_large(max_bytes));
