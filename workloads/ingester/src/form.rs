@@ -1,11 +1,13 @@
 //! Reading an upload form in bounded memory.
 //!
-//! The multipart parser (`multer`) buffers a part's headers and the bytes before the first
-//! boundary until it finds their end, without a limit of its own. [`FormReader`] feeds it the
-//! request body through a meter that counts what the parser took in against what it handed out
-//! as field data: when the parser holds more than [`MAX_UNYIELDED_BYTES`] that no field has
-//! received (a part header or preamble that never ends), the body fails and the request gets 413
-//! `multipart_overhead_too_large`. Text fields are read up to a per-field cap and parts are
+//! The multipart parser (`multer`) pulls every chunk the body has ready into its buffer, and
+//! buffers a part's headers and the bytes before the first boundary until it finds their end,
+//! without a limit of its own. [`FormReader`] feeds it the request body through a meter that
+//! counts what the parser took in against what it handed out as field data. When the parser
+//! holds more than [`MAX_UNYIELDED_BYTES`] the meter first holds the body back (the parser then
+//! hands out what it has: back-pressure for a client faster than the spool); if the parser
+//! cannot hand out anything more (a part header or preamble that never ends), the body fails
+//! and the request gets 413 `multipart_overhead_too_large`. Text fields are read up to a per-field cap and parts are
 //! counted, so no form can make the ingester hold more than a few hundred KiB besides the file
 //! being spooled.
 
@@ -54,6 +56,8 @@ struct Meter {
 struct MeteredBody<S> {
     inner: S,
     meter: Arc<Meter>,
+    /// Field bytes handed out when the body was last held back.
+    held_back_at: Option<u64>,
 }
 
 impl<S> Stream for MeteredBody<S>
@@ -64,17 +68,25 @@ where
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let meter = self.meter.clone();
-        let held = meter
-            .pulled
-            .load(Ordering::Relaxed)
-            .saturating_sub(meter.yielded.load(Ordering::Relaxed));
+        let yielded = meter.yielded.load(Ordering::Relaxed);
+        let held = meter.pulled.load(Ordering::Relaxed).saturating_sub(yielded);
         let allowed = MAX_UNYIELDED_BYTES + meter.parts.load(Ordering::Relaxed) * PER_PART_OVERHEAD;
         if held > allowed {
-            meter.overflowed.store(true, Ordering::Relaxed);
-            return Poll::Ready(Some(Err(std::io::Error::other(
-                "multipart headers or preamble too large",
-            ))));
+            if self.held_back_at == Some(yielded) {
+                // Held back once and the parser handed out nothing since: it cannot go on
+                // without more input it must buffer.
+                meter.overflowed.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(std::io::Error::other(
+                    "multipart headers or preamble too large",
+                ))));
+            }
+            self.held_back_at = Some(yielded);
+            // Ask to be polled again: by then the parser has handed out what it holds, or
+            // shown that it cannot.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
+        self.held_back_at = None;
         match self.inner.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(bytes))) => {
                 meter
@@ -136,6 +148,7 @@ impl FormReader {
         let stream = MeteredBody {
             inner: body.into_data_stream(),
             meter: meter.clone(),
+            held_back_at: None,
         };
         Ok(FormReader {
             multipart: multer::Multipart::new(stream, boundary),

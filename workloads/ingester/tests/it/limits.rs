@@ -162,3 +162,17 @@ async fn an_endless_part_header_is_refused() {
         (413, "multipart_overhead_too_large")
     );
 }
+
+/// A large file sent faster than it is spooled is held back, not refused: the meter only fails a
+/// form whose parser cannot hand out anything more.
+#[tokio::test]
+async fn a_large_file_is_read_whole_under_back_pressure() {
+    let url = start_without_elements(1000, 64 << 20).await;
+    let big = (0..32u32 << 20)
+        .map(|i| (i % 253) as u8)
+        .collect::<Vec<_>>();
+    let form = file_form("big.bin", big).text("description", "large");
+    let (status, code, _) = answer(post_upload(&url, form).await).await;
+    // Read to the end and validated; only the lack of storage elements stops it.
+    assert_eq!((status, code.as_str()), (503, "no_storage_available"));
+}
