@@ -49,6 +49,10 @@ pub mod env {
     pub const REGISTRY_FILE: &str = "ARTSTORE_REGISTRY_FILE";
     /// Clock skew tolerated on a token's `exp` and `nbf`, in seconds (default 5).
     pub const JWT_LEEWAY_SECONDS: &str = "ARTSTORE_JWT_LEEWAY_SECONDS";
+    /// Seconds a client has to send a request head (default 10).
+    pub const HEADER_READ_TIMEOUT_SECONDS: &str = "ARTSTORE_HEADER_READ_TIMEOUT_SECONDS";
+    /// Seconds a request body or response may stall (default 30).
+    pub const IDLE_TIMEOUT_SECONDS: &str = "ARTSTORE_IDLE_TIMEOUT_SECONDS";
 
     // Storage element
     pub const ELEMENT_ID: &str = "ARTSTORE_ELEMENT_ID";
@@ -81,6 +85,10 @@ pub mod env {
     pub const MAX_UPLOAD_BYTES: &str = "ARTSTORE_MAX_UPLOAD_BYTES";
     pub const RATE_LIMIT_PER_MINUTE: &str = "ARTSTORE_RATE_LIMIT_PER_MINUTE";
     pub const IDEMPOTENCY_TTL_SECONDS: &str = "ARTSTORE_IDEMPOTENCY_TTL_SECONDS";
+    /// Seconds to open a connection to a storage element (default 3).
+    pub const ELEMENT_CONNECT_TIMEOUT_SECONDS: &str = "ARTSTORE_ELEMENT_CONNECT_TIMEOUT_SECONDS";
+    /// Seconds a storage element may make no progress before the ingester moves on (default 10).
+    pub const ELEMENT_IDLE_TIMEOUT_SECONDS: &str = "ARTSTORE_ELEMENT_IDLE_TIMEOUT_SECONDS";
 }
 
 /// Bearer tokens on `/api/` routes: HS256 JWTs over the shared secret

@@ -89,6 +89,8 @@ pub struct ServeArgs {
     /// Clock skew tolerated on a token's `exp` and `nbf`.
     #[arg(long, env = env::JWT_LEEWAY_SECONDS, default_value_t = auth::DEFAULT_LEEWAY_SECONDS)]
     pub jwt_leeway_seconds: u64,
+    #[command(flatten)]
+    pub server: artstore_common::serve::ServerTimeoutArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -174,7 +176,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 bail!("{} is required to serve", env::REDIS_URL);
             }
             let verifier = verifier(&args)?.with_leeway(args.jwt_leeway_seconds);
-            let config = element_config(&args.element, verifier)?;
+            let mut config = element_config(&args.element, verifier)?;
+            config.server_timeouts = args.server.timeouts();
             let element = crate::build(config).await?;
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await

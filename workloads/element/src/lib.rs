@@ -77,6 +77,7 @@ pub struct ElementConfig {
     pub orphan_blob_grace: Duration,
     /// How often the relay looks for outbox rows written by other processes.
     pub relay_poll_interval: Duration,
+    pub server_timeouts: artstore_common::serve::ServerTimeouts,
 }
 
 impl ElementConfig {
@@ -105,6 +106,7 @@ impl ElementConfig {
             run_migrations: true,
             orphan_blob_grace: Duration::from_secs(3600),
             relay_poll_interval: Duration::from_secs(1),
+            server_timeouts: Default::default(),
         }
     }
 }
@@ -114,6 +116,7 @@ pub struct Element {
     core: Arc<Core>,
     router: Router,
     relay: RelayConfig,
+    server_timeouts: artstore_common::serve::ServerTimeouts,
 }
 
 /// An element serving on a listener; [`RunningElement::shutdown`] stops it.
@@ -204,6 +207,7 @@ pub async fn build(config: ElementConfig) -> Result<Element, ElementError> {
     Ok(Element {
         core,
         router,
+        server_timeouts: config.server_timeouts,
         relay: RelayConfig {
             redis_url: config.redis_url,
             stream: config.stream,
@@ -240,17 +244,12 @@ impl Element {
                 .run(self.core.relay_wake.clone(), cancel.clone()),
         );
         let server_cancel = cancel.clone();
-        let server = tokio::spawn(async move {
-            // Small responses go out at once instead of waiting on Nagle's algorithm.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY not set");
-                }
-            });
-            axum::serve(listener, self.router)
-                .with_graceful_shutdown(async move { server_cancel.cancelled().await })
-                .await
-        });
+        let server = tokio::spawn(artstore_common::serve::serve_listener(
+            listener,
+            self.router,
+            self.server_timeouts,
+            async move { server_cancel.cancelled().await },
+        ));
         Ok(RunningElement {
             addr,
             core: self.core,

@@ -23,8 +23,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             // Fail at start, not on the first upload, when the file is missing or broken.
             registry.current().await?;
             let listen = config.listen;
+            let timeouts = config.server.timeouts();
             let ingester = crate::build(config, registry, verifier).await?;
-            artstore_common::serve::serve(listen, ingester.router).await?;
+            artstore_common::serve::serve(listen, ingester.router, timeouts).await?;
             Ok(())
         }
     }

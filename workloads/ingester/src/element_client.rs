@@ -2,13 +2,16 @@
 //! as query parameters), and relaying metadata changes to the element that owns a file. The
 //! caller's own bearer token is forwarded, so the element sees who acts.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use artstore_contract::{Registry, RegistryEntry};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use crate::spool::Spooled;
+use crate::spool::{BodyStream, Spooled};
 use artstore_common::ApiError;
 
 #[derive(Debug, Clone, Default)]
@@ -47,19 +50,67 @@ fn clip_message(message: &str) -> String {
     format!("{}…", &message[..end])
 }
 
+/// How long the ingester waits on a storage element.
+#[derive(Debug, Clone, Copy)]
+pub struct ElementTimeouts {
+    /// To open a TCP connection.
+    pub connect: Duration,
+    /// Without progress: no part of the upload taken, no answer after the last byte, no byte of
+    /// the answer's body; and the whole of a small request (lookup, PATCH, DELETE).
+    pub idle: Duration,
+}
+
 #[derive(Clone)]
 pub struct ElementClient {
     http: reqwest::Client,
+    timeouts: ElementTimeouts,
 }
 
 impl ElementClient {
-    pub fn new() -> Self {
+    pub fn new(timeouts: ElementTimeouts) -> Self {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(timeouts.connect)
             .pool_max_idle_per_host(32)
             .build()
             .unwrap_or_default();
-        ElementClient { http }
+        ElementClient { http, timeouts }
+    }
+
+    /// Sends `request` with `body`, failing when the element takes no part of the body, or sends
+    /// no answer after the last byte, for the idle timeout. A whole-request timeout would not
+    /// do: a large upload to a healthy element may take minutes.
+    async fn send_watched(
+        &self,
+        request: reqwest::RequestBuilder,
+        body: BodyStream,
+    ) -> Result<reqwest::Response, String> {
+        let progress = Arc::new(Mutex::new(Instant::now()));
+        let seen = progress.clone();
+        let watched = body.map(move |chunk| {
+            if let Ok(mut last) = seen.lock() {
+                *last = Instant::now();
+            }
+            chunk
+        });
+        let send = request.body(reqwest::Body::wrap_stream(watched)).send();
+        let idle = self.timeouts.idle;
+        let watchdog = async {
+            loop {
+                let last = progress
+                    .lock()
+                    .map(|last| *last)
+                    .unwrap_or_else(|_| Instant::now());
+                let deadline = last + idle;
+                if Instant::now() >= deadline {
+                    return;
+                }
+                tokio::time::sleep_until(deadline.into()).await;
+            }
+        };
+        tokio::select! {
+            sent = send => sent.map_err(|e| format!("unreachable ({})", e.without_url())),
+            () = watchdog => Err(format!("no progress for {idle:?}; gave up")),
+        }
     }
 
     pub async fn upload(
@@ -93,7 +144,7 @@ impl ElementClient {
             Ok(body) => body,
             Err(e) => return Attempt::Rejected(e),
         };
-        let sent = self
+        let request = self
             .http
             .post(format!(
                 "{}/api/v1/files",
@@ -101,29 +152,29 @@ impl ElementClient {
             ))
             .query(&query)
             .header(reqwest::header::AUTHORIZATION, auth)
-            .header(reqwest::header::CONTENT_LENGTH, file.size)
-            .body(body)
-            .send()
-            .await;
-        let response = match sent {
+            .header(reqwest::header::CONTENT_LENGTH, file.size);
+        // Errors without the URL: it carries the metadata, which must not be echoed back.
+        let response = match self.send_watched(request, body).await {
             Ok(r) => r,
-            // Without the URL: it carries the metadata, which must not be echoed back.
-            Err(e) => {
-                return Attempt::Skip(format!("{}: unreachable ({})", element.id, e.without_url()));
-            }
+            Err(why) => return Attempt::Skip(format!("{}: {why}", element.id)),
         };
         let status = response.status();
+        let idle = self.timeouts.idle;
         if status == reqwest::StatusCode::CREATED || status == reqwest::StatusCode::OK {
-            return match response.json::<serde_json::Value>().await {
-                Ok(record) => Attempt::Stored(record),
-                Err(e) => Attempt::Skip(format!(
+            return match tokio::time::timeout(idle, response.json::<serde_json::Value>()).await {
+                Ok(Ok(record)) => Attempt::Stored(record),
+                Ok(Err(e)) => Attempt::Skip(format!(
                     "{}: unreadable answer ({})",
                     element.id,
                     e.without_url()
                 )),
+                Err(_) => Attempt::Skip(format!("{}: answer stalled for {idle:?}", element.id)),
             };
         }
-        let error = response.json::<ErrorBody>().await.ok();
+        let error = tokio::time::timeout(idle, response.json::<ErrorBody>())
+            .await
+            .ok()
+            .and_then(Result::ok);
         let describe = |e: &Option<ErrorBody>| {
             e.as_ref()
                 .map(|b| format!("{} {}", b.code, clip_message(&b.message)))
@@ -179,7 +230,7 @@ impl ElementClient {
                 .http
                 .get(url)
                 .header(reqwest::header::AUTHORIZATION, auth)
-                .timeout(Duration::from_secs(10))
+                .timeout(self.timeouts.idle)
                 .send()
                 .await;
             if let Ok(r) = found
@@ -211,7 +262,7 @@ impl ElementClient {
             .http
             .request(method, url)
             .header(reqwest::header::AUTHORIZATION, auth)
-            .timeout(Duration::from_secs(30));
+            .timeout(self.timeouts.idle);
         if let Some(body) = body {
             request = request.json(body);
         }

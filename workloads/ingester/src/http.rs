@@ -1,6 +1,7 @@
 //! The ingester's HTTP API: upload, batch upload, and metadata changes relayed to the owner.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -14,7 +15,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::IngesterConfig;
-use crate::element_client::{Attempt, ElementClient, UploadMeta};
+use crate::element_client::{Attempt, ElementClient, ElementTimeouts, UploadMeta};
 use crate::form::{FormLimits, FormReader, Part, clip};
 use crate::idempotency::{Claim, Idempotency, parse_key};
 use crate::limits;
@@ -66,7 +67,10 @@ pub async fn build(
             &config.redis_key_prefix,
             config.idempotency_ttl_seconds,
         ),
-        elements: ElementClient::new(),
+        elements: ElementClient::new(ElementTimeouts {
+            connect: Duration::from_secs(config.element_connect_timeout_seconds.max(1)),
+            idle: Duration::from_secs(config.element_idle_timeout_seconds.max(1)),
+        }),
         registry,
         metrics,
         config,

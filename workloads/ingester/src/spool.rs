@@ -5,10 +5,16 @@
 use crate::form::{Part, clip};
 use crate::limits::MAX_FILENAME_BYTES;
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use artstore_common::ApiError;
+
+/// Size of the pieces a spooled file is sent in.
+const CHUNK: usize = 256 * 1024;
+
+pub type BodyStream = futures::stream::BoxStream<'static, std::io::Result<Bytes>>;
 
 pub enum Content {
     Memory(Bytes),
@@ -24,17 +30,21 @@ pub struct Spooled {
 }
 
 impl Spooled {
-    /// The body to send to a storage element (re-readable for every attempt).
-    pub async fn body(&self) -> Result<reqwest::Body, ApiError> {
+    /// The body to send to a storage element (re-readable for every attempt), in pieces of
+    /// at most [`CHUNK`] bytes so a stalled receiver shows as no progress.
+    pub async fn body(&self) -> Result<BodyStream, ApiError> {
         match &self.content {
-            Content::Memory(bytes) => Ok(reqwest::Body::from(bytes.clone())),
+            Content::Memory(bytes) => {
+                let bytes = bytes.clone();
+                let pieces = (0..bytes.len().div_ceil(CHUNK))
+                    .map(move |i| Ok(bytes.slice(i * CHUNK..((i + 1) * CHUNK).min(bytes.len()))));
+                Ok(futures::stream::iter(pieces.collect::<Vec<_>>()).boxed())
+            }
             Content::File(path) => {
                 let file = tokio::fs::File::open(path)
                     .await
                     .map_err(ApiError::internal)?;
-                Ok(reqwest::Body::wrap_stream(
-                    tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
-                ))
+                Ok(tokio_util::io::ReaderStream::with_capacity(file, CHUNK).boxed())
             }
         }
     }

@@ -94,6 +94,8 @@ pub struct ServeArgs {
     /// Clock skew tolerated on a token's `exp` and `nbf`.
     #[arg(long, env = env::JWT_LEEWAY_SECONDS, default_value_t = artstore_common::auth::DEFAULT_LEEWAY_SECONDS)]
     pub jwt_leeway_seconds: u64,
+    #[command(flatten)]
+    pub server: artstore_common::serve::ServerTimeoutArgs,
 }
 
 async fn consumer_name(explicit: Option<String>) -> String {
@@ -196,6 +198,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         b"",
     );
     config.verifier = verifier.with_leeway(args.jwt_leeway_seconds);
+    config.server_timeouts = args.server.timeouts();
     config.element_secret = secret;
     config.batch_size = args.batch_size.max(1);
     config.max_deliveries = args.max_deliveries.max(1);

@@ -43,6 +43,7 @@ pub struct NodeConfig {
     pub max_db_connections: u32,
     /// Run the consumer (false: HTTP only).
     pub consume: bool,
+    pub server_timeouts: artstore_common::serve::ServerTimeouts,
 }
 
 impl NodeConfig {
@@ -72,6 +73,7 @@ impl NodeConfig {
             element_secret: Some(jwt_secret.to_vec()),
             max_db_connections: 10,
             consume: true,
+            server_timeouts: Default::default(),
         }
     }
 
@@ -175,11 +177,15 @@ impl QueryNode {
         );
         let mut server_shutdown = shutdown_rx;
         let server = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
+            let served = artstore_common::serve::serve_listener(
+                listener,
+                app,
+                config.server_timeouts,
+                async move {
                     let _ = server_shutdown.wait_for(|stop| *stop).await;
-                })
-                .await;
+                },
+            )
+            .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "HTTP server failed");
             }

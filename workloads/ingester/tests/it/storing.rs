@@ -430,3 +430,44 @@ async fn idempotency_keys_expire_after_their_ttl() {
     assert_eq!(element.file_count().await, 2);
     element.stop().await;
 }
+
+/// A storage element that has frozen (as a process stopped by SIGSTOP looks from outside: the
+/// kernel still completes connections into the listen backlog and buffers what fits, nothing
+/// answers) costs an upload one idle timeout, then the next element takes it.
+#[tokio::test]
+async fn a_frozen_element_is_given_up_after_the_idle_timeout() {
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let frozen_url = format!("http://{}", frozen.local_addr().expect("addr"));
+    let healthy = TestElement::start("se-healthy", 1 << 30, ElementMode::Edit).await;
+    let registry = Registry {
+        elements: vec![
+            RegistryEntry {
+                id: "se-frozen".into(),
+                url: frozen_url,
+                mode: ElementMode::Edit,
+                priority: 100,
+                capacity_bytes: 1 << 30,
+                used_bytes: 0,
+            },
+            healthy.entry("se-healthy", 1, ElementMode::Edit, 1 << 30),
+        ],
+    };
+    let mut config = config(1000, 16 << 20);
+    config.element_idle_timeout_seconds = 1;
+    let url = start(config, RegistryHandle::fixed(registry)).await;
+    let auth = token(Role::Writer, "frozen-client");
+
+    // Larger than the socket buffers, so the frozen element stops taking data mid-body.
+    let big = (0..8 << 20)
+        .map(|i: u32| (i % 251) as u8)
+        .collect::<Vec<_>>();
+    for (name, bytes) in [("small.bin", vec![7u8; 1000]), ("big.bin", big)] {
+        let response = upload(&url, &auth, name, bytes, None).await;
+        assert_eq!(response.status().as_u16(), 201, "{name}");
+        let record: Value = response.json().await.expect("json");
+        assert_eq!(record["storage_element_id"], "se-healthy", "{record}");
+    }
+    assert_eq!(healthy.file_count().await, 2);
+    drop(frozen);
+    healthy.stop().await;
+}
