@@ -70,6 +70,14 @@ pub mod env {
     pub const S3_REGION: &str = "ARTSTORE_S3_REGION";
     pub const S3_ACCESS_KEY: &str = "AWS_ACCESS_KEY_ID";
     pub const S3_SECRET_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+    /// S3 client timeouts in seconds: connect (3), request to first byte of the answer (10),
+    /// one attempt of an operation (60).
+    pub const S3_CONNECT_TIMEOUT_SECONDS: &str = "ARTSTORE_S3_CONNECT_TIMEOUT_SECONDS";
+    pub const S3_READ_TIMEOUT_SECONDS: &str = "ARTSTORE_S3_READ_TIMEOUT_SECONDS";
+    pub const S3_ATTEMPT_TIMEOUT_SECONDS: &str = "ARTSTORE_S3_ATTEMPT_TIMEOUT_SECONDS";
+    /// PostgreSQL: seconds to get a pooled connection (5) and `statement_timeout` (30).
+    pub const DB_ACQUIRE_TIMEOUT_SECONDS: &str = "ARTSTORE_DB_ACQUIRE_TIMEOUT_SECONDS";
+    pub const DB_STATEMENT_TIMEOUT_SECONDS: &str = "ARTSTORE_DB_STATEMENT_TIMEOUT_SECONDS";
 
     // Query node
     pub const CONSUMER_GROUP: &str = "ARTSTORE_CONSUMER_GROUP";

@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{BlobBackend, S3Backend, S3Settings, VolumeBackend};
+use crate::backend::{BlobBackend, S3Backend, S3Settings, S3Timeouts, VolumeBackend};
 use crate::core::{Core, Settings};
 use crate::metrics::Metrics;
 use crate::relay::{Relay, RelayConfig};
@@ -78,6 +78,26 @@ pub struct ElementConfig {
     /// How often the relay looks for outbox rows written by other processes.
     pub relay_poll_interval: Duration,
     pub server_timeouts: artstore_common::serve::ServerTimeouts,
+    pub s3_timeouts: S3Timeouts,
+    pub database_timeouts: DatabaseTimeouts,
+}
+
+/// How long the element waits on PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatabaseTimeouts {
+    /// To get a connection from the pool (or open one).
+    pub acquire: Duration,
+    /// The server cancels a statement running longer (`statement_timeout`).
+    pub statement: Duration,
+}
+
+impl Default for DatabaseTimeouts {
+    fn default() -> Self {
+        DatabaseTimeouts {
+            acquire: Duration::from_secs(5),
+            statement: Duration::from_secs(30),
+        }
+    }
 }
 
 impl ElementConfig {
@@ -107,6 +127,8 @@ impl ElementConfig {
             orphan_blob_grace: Duration::from_secs(3600),
             relay_poll_interval: Duration::from_secs(1),
             server_timeouts: Default::default(),
+            s3_timeouts: Default::default(),
+            database_timeouts: Default::default(),
         }
     }
 }
@@ -141,30 +163,42 @@ impl RunningElement {
 }
 
 pub async fn connect_database(url: &str) -> Result<PgPool, sqlx::Error> {
+    connect_database_with(url, DatabaseTimeouts::default()).await
+}
+
+pub async fn connect_database_with(
+    url: &str,
+    timeouts: DatabaseTimeouts,
+) -> Result<PgPool, sqlx::Error> {
+    let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+    let statement_ms = timeouts.statement.as_millis().to_string();
     PgPoolOptions::new()
         .max_connections(16)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .acquire_timeout(timeouts.acquire)
+        .connect_with(options.options([("statement_timeout", statement_ms.as_str())]))
         .await
 }
 
-pub async fn open_backend(config: &BackendConfig) -> Result<Arc<dyn BlobBackend>, ElementError> {
+pub async fn open_backend(
+    config: &BackendConfig,
+    s3_timeouts: S3Timeouts,
+) -> Result<Arc<dyn BlobBackend>, ElementError> {
     Ok(match config {
-        BackendConfig::S3(settings) => Arc::new(S3Backend::connect(settings).await),
+        BackendConfig::S3(settings) => Arc::new(S3Backend::connect(settings, s3_timeouts).await),
         BackendConfig::Volume { path } => Arc::new(VolumeBackend::open(path.clone()).await?),
     })
 }
 
 /// Connects to the database and the backend and builds the router.
 pub async fn build(config: ElementConfig) -> Result<Element, ElementError> {
-    let pool = connect_database(&config.database_url).await?;
+    let pool = connect_database_with(&config.database_url, config.database_timeouts).await?;
     if config.run_migrations {
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| ElementError::Database(e.into()))?;
     }
-    let backend = open_backend(&config.backend).await?;
+    let backend = open_backend(&config.backend, config.s3_timeouts).await?;
     let metrics = Metrics::default();
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);

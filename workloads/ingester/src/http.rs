@@ -52,7 +52,11 @@ pub async fn build(
     verifier: Verifier,
 ) -> anyhow::Result<Ingester> {
     let client = redis::Client::open(config.redis_url.as_str())?;
-    let redis = redis::aio::ConnectionManager::new(client).await?;
+    // Rate limits fail open and idempotency answers 503 when Redis does not answer in time.
+    let redis_config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    let redis = redis::aio::ConnectionManager::new_with_config(client, redis_config).await?;
     let metrics = Metrics::default();
     let mut prometheus = prometheus_client::registry::Registry::default();
     metrics.register(&mut prometheus);

@@ -106,6 +106,8 @@ pub enum NodeError {
 /// A lazily connecting pool: the node starts (and answers /healthz) while PostgreSQL is down.
 pub fn lazy_pool(database_url: &str, max_connections: u32) -> Result<PgPool, NodeError> {
     let options: PgConnectOptions = database_url.parse().map_err(NodeError::DatabaseUrl)?;
+    // A runaway search is cancelled by the server rather than holding a connection.
+    let options = options.options([("statement_timeout", "30000")]);
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
-pub use s3::{S3Backend, S3Settings, client as s3_client};
+pub use s3::{S3Backend, S3Settings, S3Timeouts, client as s3_client};
 pub use volume::VolumeBackend;
 
 /// A stream of body chunks.

@@ -2,6 +2,8 @@
 //! Fully async; bodies larger than one part go up as a multipart upload with a few parts in
 //! flight, so memory stays at a few parts whatever the file size.
 
+use std::time::Duration;
+
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
@@ -29,6 +31,26 @@ pub struct S3Settings {
     pub secret_key: String,
 }
 
+/// How long the element waits on S3. Defaults and why: `docs/faults.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct S3Timeouts {
+    pub connect: Duration,
+    /// From sending a request to the first byte of its answer (includes sending a part).
+    pub first_byte: Duration,
+    /// One attempt of an operation, retries not included.
+    pub attempt: Duration,
+}
+
+impl Default for S3Timeouts {
+    fn default() -> Self {
+        S3Timeouts {
+            connect: Duration::from_secs(3),
+            first_byte: Duration::from_secs(10),
+            attempt: Duration::from_secs(60),
+        }
+    }
+}
+
 pub struct S3Backend {
     client: Client,
     bucket: String,
@@ -36,7 +58,7 @@ pub struct S3Backend {
 }
 
 /// Builds an S3 client on the ring TLS provider (see DESIGN's note on crypto providers).
-pub async fn client(settings: &S3Settings) -> Client {
+pub async fn client(settings: &S3Settings, timeouts: S3Timeouts) -> Client {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
             aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
@@ -52,6 +74,13 @@ pub async fn client(settings: &S3Settings) -> Client {
         .region(aws_config::Region::new(settings.region.clone()))
         .credentials_provider(creds)
         .endpoint_url(settings.endpoint.clone())
+        .timeout_config(
+            aws_smithy_types::timeout::TimeoutConfig::builder()
+                .connect_timeout(timeouts.connect)
+                .read_timeout(timeouts.first_byte)
+                .operation_attempt_timeout(timeouts.attempt)
+                .build(),
+        )
         .load()
         .await;
     let conf = aws_sdk_s3::config::Builder::from(&shared)
@@ -77,9 +106,9 @@ async fn fill(body: &mut ByteChunks, buf: &mut BytesMut) -> Result<bool, Backend
 }
 
 impl S3Backend {
-    pub async fn connect(settings: &S3Settings) -> Self {
+    pub async fn connect(settings: &S3Settings, timeouts: S3Timeouts) -> Self {
         S3Backend {
-            client: client(settings).await,
+            client: client(settings, timeouts).await,
             bucket: settings.bucket.clone(),
             prefix: settings.prefix.trim_matches('/').to_string(),
         }

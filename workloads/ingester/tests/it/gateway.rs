@@ -302,3 +302,60 @@ async fn expired_future_and_subjectless_tokens_are_refused() {
         .expect("request");
     assert_eq!(error_code(ok).await, (400, "invalid_file_id".to_string()));
 }
+
+/// Redis frozen by SIGSTOP: readiness turns 503 instead of hanging, a keyed upload gets a 503
+/// with a code instead of waiting forever, and both recover when Redis runs again.
+#[tokio::test]
+async fn a_frozen_redis_makes_the_ingester_unready_not_hung() {
+    let redis = artstore_testsupport::RedisServer::start().expect("private redis");
+    let mut config = config(1000, 1 << 20);
+    config.redis_url = redis.url();
+    let url = start(
+        config,
+        artstore_common::registry::RegistryHandle::fixed(Default::default()),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let ready = |client: reqwest::Client, url: String| async move {
+        client
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .expect("readyz answers")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready(client.clone(), url.clone()).await, 200);
+
+    redis.freeze().expect("SIGSTOP");
+    // The outer bound only keeps a hang from stalling the suite; the ingester's own timeouts
+    // are what answer.
+    let guard = std::time::Duration::from_secs(60);
+    let status = tokio::time::timeout(guard, ready(client.clone(), url.clone()))
+        .await
+        .expect("readyz answered while Redis is frozen");
+    assert_eq!(status, 503);
+    let keyed = tokio::time::timeout(
+        guard,
+        client
+            .post(format!("{url}/api/v1/files/upload"))
+            .header("authorization", token(Role::Writer, "frozen-redis"))
+            .header("idempotency-key", "k-1")
+            .multipart(file_form("a.txt", b"hello".to_vec()))
+            .send(),
+    )
+    .await
+    .expect("the upload answered while Redis is frozen")
+    .expect("request");
+    assert_eq!(
+        error_code(keyed).await,
+        (503, "redis_unavailable".to_string())
+    );
+
+    redis.thaw().expect("SIGCONT");
+    artstore_testsupport::eventually(guard, "ready again after SIGCONT", || {
+        let (client, url) = (client.clone(), url.clone());
+        async move { (ready(client, url).await == 200).then_some(()) }
+    })
+    .await;
+}
