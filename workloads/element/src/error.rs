@@ -75,7 +75,35 @@ impl From<ElementError> for ApiError {
                 ApiError::unavailable("storage_unavailable", "the storage backend failed")
                     .with_retry_after(5)
             }
+            ElementError::Database(ref db) if database_unavailable(db) => {
+                tracing::warn!(error = %message, "database unavailable");
+                ApiError::unavailable("database_unavailable", "the cache database is unavailable")
+                    .with_retry_after(1)
+            }
             _ => ApiError::internal(message),
         }
+    }
+}
+
+/// Errors that mean PostgreSQL cannot be used right now (down, refusing, restarting, out of
+/// connections, cancelled by `statement_timeout`), as opposed to a bug. The same rule as the
+/// query node's (`artstore_query::store::is_unavailable`; the element does not import the query
+/// crate).
+pub fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        // 08 connection, 53 resources, 55 state (e.g. not accepting connections), 57 operator
+        // intervention (shutdown, statement timeout), 3D database missing.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            ["08", "53", "55", "57", "3D"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
     }
 }

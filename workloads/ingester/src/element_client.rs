@@ -214,13 +214,16 @@ impl ElementClient {
         }
     }
 
-    /// The element that holds `file_id`, asked of every element in the registry.
+    /// The element that holds `file_id`, asked of every element in the registry. 404 only when
+    /// every element answered that it does not have it; when some could not answer, the file may
+    /// be on one of them: 503 with `Retry-After`, never a false 404.
     pub async fn find_owner(
         &self,
         registry: &Registry,
         file_id: &str,
         auth: &str,
     ) -> Result<RegistryEntry, ApiError> {
+        let mut unanswered = Vec::new();
         for element in &registry.elements {
             let url = format!(
                 "{}/api/v1/files/{file_id}",
@@ -233,16 +236,38 @@ impl ElementClient {
                 .timeout(self.timeouts.idle)
                 .send()
                 .await;
-            if let Ok(r) = found
-                && r.status() == reqwest::StatusCode::OK
-            {
-                return Ok(element.clone());
+            match found {
+                Ok(r) if r.status() == reqwest::StatusCode::OK => return Ok(element.clone()),
+                Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {}
+                // The caller's own token refused: the same answer from every element.
+                Ok(r) if matches!(r.status().as_u16(), 401 | 403) => {
+                    let status =
+                        StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::FORBIDDEN);
+                    let error = r.json::<ErrorBody>().await.ok();
+                    return Err(match error {
+                        Some(b) => ApiError::new(status, b.code, clip_message(&b.message)),
+                        None => ApiError::new(status, "forbidden", "refused by storage element"),
+                    });
+                }
+                Ok(r) => unanswered.push(format!("{}: {}", element.id, r.status().as_u16())),
+                Err(e) => unanswered.push(format!("{}: {}", element.id, e.without_url())),
             }
         }
-        Err(ApiError::not_found(
-            "file_not_found",
-            format!("no storage element holds file {file_id}"),
-        ))
+        if unanswered.is_empty() {
+            Err(ApiError::not_found(
+                "file_not_found",
+                format!("no storage element holds file {file_id}"),
+            ))
+        } else {
+            Err(ApiError::unavailable(
+                "storage_unavailable",
+                format!(
+                    "file {file_id} was not found on the storage elements that answered; these did not: {}",
+                    unanswered.join("; ")
+                ),
+            )
+            .with_retry_after(5))
+        }
     }
 
     /// Sends a PATCH or DELETE to the owning element and relays its answer as it is.
@@ -269,12 +294,27 @@ impl ElementClient {
         let response = request.send().await.map_err(|e| {
             ApiError::unavailable(
                 "storage_unavailable",
-                format!("storage element {} unreachable: {e}", element.id),
+                format!(
+                    "storage element {} unreachable: {}",
+                    element.id,
+                    e.without_url()
+                ),
             )
+            .with_retry_after(5)
         })?;
         let status =
             StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let bytes = response.bytes().await.map_err(ApiError::internal)?;
+        let bytes = response.bytes().await.map_err(|e| {
+            ApiError::unavailable(
+                "storage_unavailable",
+                format!(
+                    "storage element {} stopped answering: {}",
+                    element.id,
+                    e.without_url()
+                ),
+            )
+            .with_retry_after(5)
+        })?;
         let json = serde_json::from_slice(&bytes).ok();
         Ok((status, json))
     }

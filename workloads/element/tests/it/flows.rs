@@ -611,3 +611,54 @@ async fn interrupted_upload_leaves_nothing_s3() {
 async fn interrupted_upload_leaves_nothing_volume() {
     interrupted_upload_leaves_nothing(Kind::Volume).await;
 }
+
+/// PostgreSQL refusing the element's connections is a 503 `database_unavailable` with
+/// `Retry-After`, not a 500; the element recovers when the database is back.
+#[tokio::test]
+async fn a_database_that_refuses_connections_is_503_not_500() {
+    let h = Harness::start(Kind::Volume).await;
+    let record = h.upload("kept.txt", b"kept".to_vec()).await;
+    let id = record["file_id"].as_str().expect("id").to_string();
+    let admin = sqlx::PgPool::connect(&artstore_testsupport::services().database_url)
+        .await
+        .expect("admin connection");
+    let set_connections = |allow: bool| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS {allow}",
+            h.db.name
+        )))
+    };
+    set_connections(false)
+        .execute(&admin)
+        .await
+        .expect("refuse");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&h.db.name)
+        .execute(&admin)
+        .await
+        .expect("terminate");
+
+    let response = h
+        .http
+        .get(h.url(&format!("/api/v1/files/{id}")))
+        .bearer_auth(reader())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.expect("JSON error");
+    assert_eq!(body["code"], "database_unavailable", "{body}");
+
+    set_connections(true).execute(&admin).await.expect("allow");
+    artstore_testsupport::eventually(
+        std::time::Duration::from_secs(30),
+        "the element reads again",
+        || async {
+            let (status, _) = h.get_json(&reader(), &format!("/api/v1/files/{id}")).await;
+            (status == 200).then_some(())
+        },
+    )
+    .await;
+    h.finish().await;
+}

@@ -471,3 +471,65 @@ async fn a_frozen_element_is_given_up_after_the_idle_timeout() {
     drop(frozen);
     healthy.stop().await;
 }
+
+/// While the element that holds a file is down, PATCH and DELETE say so (503, Retry-After)
+/// instead of claiming the file does not exist; once it is back they reach it.
+#[tokio::test]
+async fn changes_while_the_owner_is_down_are_503_not_404() {
+    let owner = TestElement::start("se-owner", 1 << 30, ElementMode::Edit).await;
+    let other = TestElement::start("se-other", 1 << 30, ElementMode::Edit).await;
+    let registry = RegistryHandle::fixed(Registry {
+        elements: vec![
+            owner.entry("se-owner", 2, ElementMode::Edit, 1 << 30),
+            other.entry("se-other", 1, ElementMode::Edit, 1 << 30),
+        ],
+    });
+    let url = start(config(1000, 1 << 20), registry.clone()).await;
+    let auth = token(Role::Writer, "editor");
+    let record: Value = upload(&url, &auth, "kept.txt", b"v1".to_vec(), None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(record["storage_element_id"], "se-owner");
+    let id = record["file_id"].as_str().expect("id").to_string();
+
+    // The owner goes away: its address now refuses connections.
+    owner.stop().await;
+    let http = reqwest::Client::new();
+    let patched = http
+        .patch(format!("{url}/api/v1/files/{id}"))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({"description": "edited"}))
+        .send()
+        .await
+        .expect("patch");
+    assert!(patched.headers().contains_key("retry-after"));
+    assert_eq!(
+        error_code(patched).await,
+        (503, "storage_unavailable".into())
+    );
+    let deleted = http
+        .delete(format!("{url}/api/v1/files/{id}"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(
+        error_code(deleted).await,
+        (503, "storage_unavailable".into())
+    );
+
+    // When every element answers and none has it, it is a 404.
+    registry.set(Registry {
+        elements: vec![other.entry("se-other", 1, ElementMode::Edit, 1 << 30)],
+    });
+    let missing = http
+        .delete(format!("{url}/api/v1/files/{id}"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(error_code(missing).await, (404, "file_not_found".into()));
+    other.stop().await;
+}
