@@ -320,20 +320,55 @@ async fn store_once(
     let print = fingerprint(file, meta);
     match state.idempotency.claim(&caller.sub, key, &print).await? {
         Claim::Replay(record) => Ok((record, true)),
-        Claim::Owner => match store(state, file, meta, auth).await {
-            Ok(record) => {
-                state
-                    .idempotency
-                    .complete(&caller.sub, key, &print, &record)
-                    .await;
-                Ok((record, false))
+        Claim::Owner(claim) => {
+            // Keep the claim alive while storing: a claim whose owner died expires in seconds,
+            // so a retry is let through instead of waiting out a long TTL.
+            let stored = {
+                let heartbeat = state.idempotency.keep_alive(&caller.sub, key, &claim);
+                tokio::pin!(heartbeat);
+                tokio::select! {
+                    stored = store(state, file, meta, auth) => stored,
+                    () = &mut heartbeat => unreachable!("the heartbeat never ends"),
+                }
+            };
+            match stored {
+                Ok(record) => {
+                    state
+                        .idempotency
+                        .complete(&caller.sub, key, &print, &record)
+                        .await;
+                    Ok((record, false))
+                }
+                Err(e) => {
+                    state.idempotency.release(&caller.sub, key, &claim).await;
+                    Err(e)
+                }
             }
-            Err(e) => {
-                state.idempotency.release(&caller.sub, key).await;
-                Err(e)
-            }
-        },
+        }
     }
+}
+
+/// [`store_once`] in its own task: once the file is spooled, a client that disconnects (or
+/// times out) no longer cancels the store half-way. The task always finishes, recording the
+/// result under the key (a retry replays it) or releasing the key (a retry stores it), so a cut
+/// request never leaves a claim behind that answers 409 until it expires.
+async fn store_detached(
+    state: &AppState,
+    caller: &Caller,
+    key: Option<String>,
+    file: Spooled,
+    meta: UploadMeta,
+    auth: String,
+) -> Result<(serde_json::Value, bool), ApiError> {
+    let state = state.clone();
+    let caller = caller.clone();
+    tokio::spawn(async move {
+        let result = store_once(&state.0, &caller, key.as_deref(), &file, &meta, &auth).await;
+        count(&state.0, &result);
+        result
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
 
 fn count(state: &Inner, result: &Result<(serde_json::Value, bool), ApiError>) {
@@ -384,17 +419,8 @@ async fn upload(
     }
     let file =
         file.ok_or_else(|| ApiError::bad_request("missing_file", "the form has no `file` part"))?;
-    let result = store_once(
-        &state.0,
-        &caller,
-        key.as_deref(),
-        &file,
-        &meta,
-        &bearer(&headers),
-    )
-    .await;
-    count(&state.0, &result);
-    let (record, replayed) = result?;
+    let (record, replayed) =
+        store_detached(&state, &caller, key, file, meta, bearer(&headers)).await?;
     let mut response = if replayed {
         (StatusCode::OK, Json(record)).into_response()
     } else {
@@ -495,8 +521,8 @@ async fn batch(
             }
         };
         let item_key = key.as_ref().map(|k| format!("{k}:{index}"));
-        let result = store_once(&state.0, &caller, item_key.as_deref(), &file, &meta, &auth).await;
-        count(&state.0, &result);
+        let result =
+            store_detached(&state, &caller, item_key, file, meta.clone(), auth.clone()).await;
         items.push(match result {
             Ok((record, replayed)) => BatchItem {
                 index,

@@ -533,3 +533,51 @@ async fn changes_while_the_owner_is_down_are_503_not_404() {
     assert_eq!(error_code(missing).await, (404, "file_not_found".into()));
     other.stop().await;
 }
+
+/// A keyed upload whose client gives up while the ingester is still storing: the store finishes
+/// anyway and the retry with the same key replays its record — no 409 loop, one copy.
+#[tokio::test]
+async fn a_cut_off_keyed_upload_is_replayed_not_409_and_stored_once() {
+    // The frozen first element guarantees the store outlives the client's patience.
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let healthy = TestElement::start("se-after", 1 << 30, ElementMode::Edit).await;
+    let registry = Registry {
+        elements: vec![
+            RegistryEntry {
+                id: "se-frozen".into(),
+                url: format!("http://{}", frozen.local_addr().expect("addr")),
+                mode: ElementMode::Edit,
+                priority: 100,
+                capacity_bytes: 1 << 30,
+                used_bytes: 0,
+            },
+            healthy.entry("se-after", 1, ElementMode::Edit, 1 << 30),
+        ],
+    };
+    let mut config = config(1000, 1 << 20);
+    config.element_idle_timeout_seconds = 1;
+    let url = start(config, RegistryHandle::fixed(registry)).await;
+    let auth = token(Role::Writer, "impatient");
+
+    let cut = reqwest::Client::new()
+        .post(format!("{url}/api/v1/files/upload"))
+        .header("authorization", &auth)
+        .header("idempotency-key", "cut-1")
+        .multipart(file_form("cut.txt", b"cut off".to_vec()))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(
+        cut.as_ref().is_err_and(|e| e.is_timeout()),
+        "the first attempt is cut off by the client"
+    );
+
+    let retry = upload(&url, &auth, "cut.txt", b"cut off".to_vec(), Some("cut-1")).await;
+    assert_eq!(retry.status().as_u16(), 200, "replayed, not 409");
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let record: Value = retry.json().await.expect("json");
+    assert_eq!(record["storage_element_id"], "se-after");
+    assert_eq!(healthy.file_count().await, 1, "one copy");
+    drop(frozen);
+    healthy.stop().await;
+}
