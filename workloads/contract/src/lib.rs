@@ -97,6 +97,8 @@ pub mod env {
     pub const ELEMENT_CONNECT_TIMEOUT_SECONDS: &str = "ARTSTORE_ELEMENT_CONNECT_TIMEOUT_SECONDS";
     /// Seconds a storage element may make no progress before the ingester moves on (default 10).
     pub const ELEMENT_IDLE_TIMEOUT_SECONDS: &str = "ARTSTORE_ELEMENT_IDLE_TIMEOUT_SECONDS";
+    /// Directory large uploads are spooled to (default: in the system's temporary directory).
+    pub const SPOOL_DIR: &str = "ARTSTORE_SPOOL_DIR";
 }
 
 /// Bearer tokens on `/api/` routes: HS256 JWTs over the shared secret

@@ -45,6 +45,10 @@ pub struct IngesterConfig {
     /// of a lookup, PATCH or DELETE.
     #[arg(long, env = env::ELEMENT_IDLE_TIMEOUT_SECONDS, default_value_t = 10)]
     pub element_idle_timeout_seconds: u64,
+    /// Where larger uploads are spooled (default: `artstore-ingester-spool` in the system's
+    /// temporary directory). Cleaned at start of what dead ingesters left there.
+    #[arg(long, env = env::SPOOL_DIR)]
+    pub spool_dir: Option<PathBuf>,
     /// Files up to this size are spooled in memory, larger ones to a temporary file.
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     pub memory_spool_bytes: usize,

@@ -23,6 +23,7 @@ use crate::metrics::{Metrics, Outcome};
 use crate::ratelimit::{Decision, RateLimiter};
 use crate::select;
 use crate::spool::{Spooled, spool};
+use crate::spool_dir::SpoolDir;
 use artstore_common::ApiError;
 use artstore_common::auth::{Caller, Role, Verifier, require_auth};
 use artstore_common::ops::Ops;
@@ -30,6 +31,7 @@ use artstore_common::registry::RegistryHandle;
 
 struct Inner {
     config: IngesterConfig,
+    spool_dir: SpoolDir,
     registry: RegistryHandle,
     elements: ElementClient,
     limiter: RateLimiter,
@@ -57,6 +59,14 @@ pub async fn build(
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(2)));
     let redis = redis::aio::ConnectionManager::new_with_config(client, redis_config).await?;
+    let spool_base = config
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("artstore-ingester-spool"));
+    let (spool_dir, removed) = SpoolDir::open(&spool_base)?;
+    if removed > 0 {
+        tracing::info!(removed, dir = %spool_base.display(), "removed spool files of stopped ingesters");
+    }
     let metrics = Metrics::default();
     let mut prometheus = prometheus_client::registry::Registry::default();
     metrics.register(&mut prometheus);
@@ -78,6 +88,7 @@ pub async fn build(
         registry,
         metrics,
         config,
+        spool_dir,
     }));
 
     let ready_redis = redis.clone();
@@ -410,6 +421,7 @@ async fn upload(
                     field,
                     state.0.config.max_upload_bytes,
                     state.0.config.memory_spool_bytes,
+                    &state.0.spool_dir,
                 )
                 .await?,
             );
@@ -510,6 +522,7 @@ async fn batch(
             field,
             state.0.config.max_upload_bytes,
             state.0.config.memory_spool_bytes,
+            &state.0.spool_dir,
         )
         .await
         {

@@ -14,6 +14,7 @@ mod metrics;
 mod ratelimit;
 pub mod select;
 mod spool;
+mod spool_dir;
 
 pub use config::IngesterConfig;
 pub use http::{Ingester, build};

@@ -4,6 +4,7 @@
 
 use crate::form::{Part, clip};
 use crate::limits::MAX_FILENAME_BYTES;
+use crate::spool_dir::SpoolDir;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -63,6 +64,7 @@ pub async fn spool(
     mut field: Part,
     max_bytes: u64,
     memory_limit: usize,
+    dir: &SpoolDir,
 ) -> Result<Spooled, ApiError> {
     let filename = field
         .file_name()
@@ -94,8 +96,9 @@ pub async fn spool(
         }
         hasher.update(&chunk);
         if file.is_none() && memory.len() + chunk.len() > memory_limit {
-            let path = tokio::task::spawn_blocking(|| {
-                tempfile::NamedTempFile::new().map(|f| f.into_temp_path())
+            let dir = dir.path().to_path_buf();
+            let path = tokio::task::spawn_blocking(move || {
+                tempfile::NamedTempFile::new_in(dir).map(|f| f.into_temp_path())
             })
             .await
             .map_err(ApiError::internal)?

@@ -30,6 +30,7 @@ pub fn config(rate_limit_per_minute: u32, max_upload_bytes: u64) -> IngesterConf
         memory_spool_bytes: 64 * 1024,
         element_connect_timeout_seconds: 3,
         element_idle_timeout_seconds: 10,
+        spool_dir: None,
     }
 }
 
