@@ -40,6 +40,17 @@ pub struct ObjectInfo {
     pub modified: Option<DateTime<Utc>>,
 }
 
+/// An upload that was started and never finished: an S3 multipart upload never completed or
+/// aborted, or a volume's temporary file. Left by a process killed mid-upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncompleteUpload {
+    /// The key it was meant for (S3), or the temporary file's name (volume).
+    pub key: String,
+    /// The S3 multipart upload id.
+    pub upload_id: Option<String>,
+    pub started: Option<DateTime<Utc>>,
+}
+
 /// A byte range `start..=end` (inclusive), already checked against the object's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteRange {
@@ -76,4 +87,16 @@ pub trait BlobBackend: Send + Sync {
 
     /// Whether the backend answers (readiness).
     fn check(&self) -> BoxFuture<'_, Result<(), BackendError>>;
+
+    /// Unfinished uploads started before `before` (younger ones may still be in flight).
+    fn incomplete_uploads(
+        &self,
+        before: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<IncompleteUpload>, BackendError>>;
+
+    /// Removes an unfinished upload (aborts it, deletes its temporary file); gone is success.
+    fn remove_incomplete<'a>(
+        &'a self,
+        upload: &'a IncompleteUpload,
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
 }

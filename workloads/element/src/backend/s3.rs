@@ -13,7 +13,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 
-use super::{BackendError, BlobBackend, ByteChunks, ByteRange, ObjectInfo};
+use super::{BackendError, BlobBackend, ByteChunks, ByteRange, IncompleteUpload, ObjectInfo};
 
 /// Part size of multipart uploads (S3's minimum is 5 MiB).
 const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -366,6 +366,87 @@ impl BlobBackend for S3Backend {
                 }
             }
             Ok(found)
+        })
+    }
+
+    fn incomplete_uploads(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'_, Result<Vec<IncompleteUpload>, BackendError>> {
+        Box::pin(async move {
+            let prefix = if self.prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", self.prefix)
+            };
+            let mut found = Vec::new();
+            let mut key_marker: Option<String> = None;
+            let mut upload_id_marker: Option<String> = None;
+            loop {
+                let page = self
+                    .client
+                    .list_multipart_uploads()
+                    .bucket(&self.bucket)
+                    .prefix(&prefix)
+                    .set_key_marker(key_marker.take())
+                    .set_upload_id_marker(upload_id_marker.take())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e))
+                    })?;
+                for upload in page.uploads() {
+                    let Some(key) = upload.key().and_then(|k| k.strip_prefix(&prefix)) else {
+                        continue;
+                    };
+                    let started = upload
+                        .initiated()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
+                    if started.is_some_and(|s| s >= before) {
+                        continue;
+                    }
+                    found.push(IncompleteUpload {
+                        key: key.to_string(),
+                        upload_id: upload.upload_id().map(str::to_string),
+                        started,
+                    });
+                }
+                if page.is_truncated() != Some(true) {
+                    break;
+                }
+                key_marker = page.next_key_marker().map(str::to_string);
+                upload_id_marker = page.next_upload_id_marker().map(str::to_string);
+                if key_marker.is_none() && upload_id_marker.is_none() {
+                    break;
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn remove_incomplete<'a>(
+        &'a self,
+        upload: &'a IncompleteUpload,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let Some(upload_id) = &upload.upload_id else {
+                return Err(BackendError::storage("an S3 multipart upload needs its id"));
+            };
+            let aborted = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(self.full_key(&upload.key))
+                .upload_id(upload_id)
+                .send()
+                .await;
+            match aborted {
+                Ok(_) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) => Err(BackendError::storage(
+                    aws_sdk_s3::error::DisplayErrorContext(e),
+                )),
+            }
         })
     }
 
