@@ -64,6 +64,10 @@ pub struct UploadRequest {
     pub mime_type: Option<String>,
     /// From `Content-Length`, when the client sent one.
     pub content_length: Option<u64>,
+    /// Set by an ingester's upload (`X-Artstore-Upload-Id`): cancelled when the caller stopped
+    /// waiting. The upload then rolls back at its commit point instead of committing a copy the
+    /// caller has already stored elsewhere.
+    pub caller_gone: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// A record as the metadata API shows it.
@@ -416,11 +420,16 @@ impl Core {
         }
         self.crash_at(CrashPoint::AfterSidecar)?;
 
+        let caller_gone = request.caller_gone;
         let committed: Result<(), ElementError> = async {
             let mut tx = self.pool.begin().await?;
             store::lock_for_write(&mut tx).await?;
             if store::insert(&mut tx, &record).await? {
                 store::enqueue(&mut tx, EventType::Created, &record).await?;
+            }
+            // The last moment to honour a caller that gave up: after this the copy is visible.
+            if caller_gone.as_ref().is_some_and(|t| t.is_cancelled()) {
+                return Err(ElementError::Abandoned);
             }
             tx.commit().await?;
             Ok(())

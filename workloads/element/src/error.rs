@@ -31,6 +31,9 @@ pub enum ElementError {
     Database(#[from] sqlx::Error),
     #[error("sidecar {key} is unreadable: {reason}")]
     BadSidecar { key: String, reason: String },
+    /// The caller (an ingester) stopped waiting before the upload committed; it was rolled back.
+    #[error("the caller gave up before the upload committed; nothing was stored")]
+    Abandoned,
     /// A fault injected by a test to stop an operation dead between two steps.
     #[error("simulated crash after {0:?}")]
     SimulatedCrash(crate::CrashPoint),
@@ -67,6 +70,9 @@ impl From<ElementError> for ApiError {
                 "range_not_satisfiable",
                 message,
             ),
+            ElementError::Abandoned => {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, "upload_abandoned", message)
+            }
             ElementError::BodyInterrupted(_) => {
                 ApiError::bad_request("upload_interrupted", message)
             }

@@ -31,6 +31,10 @@ pub enum Attempt {
     Rejected(ApiError),
 }
 
+/// The ingester's identity for one client upload, sent with every attempt; an element that
+/// sees it rolls the upload back if we stop waiting before it commits.
+const UPLOAD_ID_HEADER: &str = "x-artstore-upload-id";
+
 #[derive(Deserialize)]
 struct ErrorBody {
     code: String,
@@ -119,6 +123,7 @@ impl ElementClient {
         file: &Spooled,
         meta: &UploadMeta,
         auth: &str,
+        upload_id: &str,
     ) -> Attempt {
         let mut query: Vec<(&str, String)> = vec![("filename", file.filename.clone())];
         if let Some(d) = &meta.description {
@@ -152,7 +157,9 @@ impl ElementClient {
             ))
             .query(&query)
             .header(reqwest::header::AUTHORIZATION, auth)
-            .header(reqwest::header::CONTENT_LENGTH, file.size);
+            .header(reqwest::header::CONTENT_LENGTH, file.size)
+            // The element commits only while we still wait for its answer (docs/faults.md).
+            .header(UPLOAD_ID_HEADER, upload_id);
         // Errors without the URL: it carries the metadata, which must not be echoed back.
         let response = match self.send_watched(request, body).await {
             Ok(r) => r,

@@ -290,8 +290,13 @@ async fn store(
     let registry = registry(state).await?;
     let candidates = select::candidates(&registry, file.size);
     let mut reasons = Vec::new();
+    let upload_id = uuid::Uuid::new_v4().to_string();
     for element in &candidates {
-        match state.elements.upload(element, file, meta, auth).await {
+        match state
+            .elements
+            .upload(element, file, meta, auth, &upload_id)
+            .await
+        {
             Attempt::Stored(record) => {
                 state.metrics.upload_bytes.inc_by(file.size);
                 return Ok(record);

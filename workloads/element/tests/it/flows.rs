@@ -662,3 +662,61 @@ async fn a_database_that_refuses_connections_is_503_not_500() {
     .await;
     h.finish().await;
 }
+
+/// An ingester's upload (`X-Artstore-Upload-Id`) whose caller stops waiting before the commit
+/// is rolled back: no row, no blob, no sidecar, no event. A plain upload cut off the same way
+/// still commits (the element finishes what it started for other clients).
+#[tokio::test]
+async fn an_abandoned_ingester_upload_rolls_back_at_its_commit() {
+    let h = Harness::start(Kind::Volume).await;
+    for (with_id, expected_rows) in [(true, 0), (false, 1)] {
+        // Hold the maintenance lock so the upload waits at its commit point.
+        let mut holder = h.db.pool.begin().await.expect("tx");
+        artstore_element::store::lock_for_maintenance(&mut holder)
+            .await
+            .expect("lock");
+        let mut request = h
+            .http
+            .post(h.url("/api/v1/files"))
+            .bearer_auth(writer())
+            .query(&[("filename", "late.txt")])
+            .body(b"late".to_vec());
+        if with_id {
+            request = request.header("x-artstore-upload-id", "upload-1");
+        }
+        let sent = tokio::spawn(request.send());
+        // Wait until the upload is at its commit, waiting for the lock.
+        artstore_testsupport::eventually(
+            std::time::Duration::from_secs(30),
+            "the upload waits at its commit",
+            || async {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                )
+                .fetch_one(&h.db.pool)
+                .await
+                .expect("pg_locks");
+                (waiting > 0).then_some(())
+            },
+        )
+        .await;
+        // The caller gives up: its connection closes.
+        sent.abort();
+        let _ = sent.await;
+        // Let the element see the closed connection before the commit can go on.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        holder.rollback().await.expect("release");
+        // Rolled back: no row and no objects; committed: one row, its blob and sidecar.
+        artstore_testsupport::eventually(
+            std::time::Duration::from_secs(30),
+            "the upload rolled back (with an upload id) or committed (without)",
+            || async {
+                let rows = h.row_count().await;
+                let objects = h.object_keys().await.len() as i64;
+                (rows == expected_rows && objects == 2 * expected_rows).then_some(())
+            },
+        )
+        .await;
+    }
+    h.finish().await;
+}
