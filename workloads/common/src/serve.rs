@@ -182,7 +182,8 @@ mod tests {
     async fn start() -> SocketAddr {
         let router = axum::Router::new()
             .route("/ok", get(|| async { "fine" }))
-            .route("/echo", post(|body: axum::body::Bytes| async move { body }));
+            .route("/echo", post(|body: axum::body::Bytes| async move { body }))
+            .route("/big", get(|| async { vec![b'x'; BIG] }));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let timeouts = ServerTimeouts {
@@ -234,6 +235,33 @@ mod tests {
             "{answer}"
         );
         assert!(!answer.contains("0123456789"), "{answer}");
+    }
+
+    const BIG: usize = 64 << 20;
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_cut_off() {
+        let addr = start().await;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        // Not reading for longer than the idle timeout: the server's writes stall.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut received = 0usize;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => received += n,
+                Err(_) => panic!("the server neither sent nor closed"),
+            }
+        }
+        assert!(
+            received < BIG,
+            "the server gave up on the stalled response ({received} bytes arrived)"
+        );
     }
 
     #[tokio::test]
