@@ -53,6 +53,8 @@ impl Default for S3Timeouts {
 
 pub struct S3Backend {
     client: Client,
+    /// Longest wait for the next piece of an object being read.
+    body_idle: Duration,
     bucket: String,
     prefix: String,
 }
@@ -109,6 +111,7 @@ impl S3Backend {
     pub async fn connect(settings: &S3Settings, timeouts: S3Timeouts) -> Self {
         S3Backend {
             client: client(settings, timeouts).await,
+            body_idle: timeouts.first_byte,
             bucket: settings.bucket.clone(),
             prefix: settings.prefix.trim_matches('/').to_string(),
         }
@@ -304,10 +307,22 @@ impl BlobBackend for S3Backend {
                         BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e))
                     }
                 })?;
-            let stream = futures::stream::unfold(output.body, |mut body| async move {
-                body.next()
-                    .await
-                    .map(|chunk| (chunk.map_err(std::io::Error::other), body))
+            // The SDK's timeouts end at the first byte; a body that stalls after it fails here.
+            let idle = self.body_idle;
+            let stream = futures::stream::unfold(Some(output.body), move |body| async move {
+                let mut body = body?;
+                match tokio::time::timeout(idle, body.next()).await {
+                    Ok(next) => {
+                        next.map(|chunk| (chunk.map_err(std::io::Error::other), Some(body)))
+                    }
+                    Err(_) => Some((
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("S3 sent nothing for {idle:?}"),
+                        )),
+                        None,
+                    )),
+                }
             });
             Ok(stream.boxed())
         })
