@@ -238,16 +238,22 @@ async fn patch(
             "nothing to change: give description and/or tags",
         ));
     }
-    let view = core
-        .patch(
-            &caller(&token),
+    // In its own task: a client that goes away must not stop the change between the sidecar
+    // and the cache row (the sidecar would say one thing, the cache and search another).
+    let caller = caller(&token);
+    let view = tokio::spawn(async move {
+        core.patch(
+            &caller,
             id,
             MetadataPatch {
                 description: body.description,
                 tags: body.tags,
             },
         )
-        .await?;
+        .await
+    })
+    .await
+    .map_err(ApiError::internal)??;
     Ok(Json(view).into_response())
 }
 
@@ -258,7 +264,12 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     token.require(Role::Writer)?;
     let id = parse_id(&id)?;
-    core.delete(&caller(&token), id).await?;
+    // In its own task, for the same reason as a patch: once the sidecar is gone the delete must
+    // reach the cache row and the outbox, whatever the client does.
+    let caller = caller(&token);
+    tokio::spawn(async move { core.delete(&caller, id).await })
+        .await
+        .map_err(ApiError::internal)??;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -720,3 +720,70 @@ async fn an_abandoned_ingester_upload_rolls_back_at_its_commit() {
     }
     h.finish().await;
 }
+
+/// A PATCH or DELETE whose client goes away after the sidecar changed still reaches the cache
+/// row (and the outbox): never a sidecar saying one thing and the cache another.
+#[tokio::test]
+async fn a_change_whose_client_goes_away_is_finished_not_half_applied() {
+    use artstore_element::CrashPoint;
+    use artstore_element::core::PauseGate;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let h = Harness::start(Kind::Volume).await;
+    let record = h.upload("changed.txt", b"v1".to_vec()).await;
+    let id = record["file_id"].as_str().expect("id").to_string();
+    let core = h.element.core.clone();
+
+    for method in ["PATCH", "DELETE"] {
+        let gate = Arc::new(PauseGate::default());
+        core.set_pause_point(Some((CrashPoint::AfterSidecar, gate.clone())));
+        let mut request = h
+            .http
+            .request(
+                method.parse().expect("method"),
+                h.url(&format!("/api/v1/files/{id}")),
+            )
+            .bearer_auth(writer());
+        if method == "PATCH" {
+            request = request.json(&serde_json::json!({"description": "edited"}));
+        }
+        let sent = tokio::spawn(request.send());
+        tokio::time::timeout(Duration::from_secs(30), gate.reached.notified())
+            .await
+            .expect("the change reached the point after the sidecar");
+        // The client goes away while the change is between sidecar and cache row.
+        sent.abort();
+        let _ = sent.await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        core.set_pause_point(None);
+        gate.release.notify_one();
+
+        artstore_testsupport::eventually(
+            Duration::from_secs(30),
+            "the change finished in the cache too",
+            || async {
+                let row: Option<(i64, Option<String>)> = sqlx::query_as(
+                    "SELECT version, record->>'description' FROM files WHERE file_id = $1::uuid",
+                )
+                .bind(&id)
+                .fetch_optional(&h.db.pool)
+                .await
+                .expect("row");
+                let done = match method {
+                    "PATCH" => row.is_some_and(|(v, d)| v == 2 && d.as_deref() == Some("edited")),
+                    _ => row.is_none() && h.object_keys().await.is_empty(),
+                };
+                done.then_some(())
+            },
+        )
+        .await;
+    }
+    let events = h.wait_events(3).await;
+    let kinds: Vec<_> = events.iter().map(|e| e.event_type).collect();
+    assert_eq!(
+        kinds,
+        vec![EventType::Created, EventType::Updated, EventType::Deleted]
+    );
+    h.finish().await;
+}
