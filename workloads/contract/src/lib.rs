@@ -51,6 +51,12 @@ pub mod env {
     pub const REDIS_URL: &str = "ARTSTORE_REDIS_URL";
     pub const STREAM: &str = "ARTSTORE_STREAM";
     pub const REGISTRY_FILE: &str = "ARTSTORE_REGISTRY_FILE";
+    /// Clock skew tolerated on a token's `exp` and `nbf`, in seconds (default 5).
+    pub const JWT_LEEWAY_SECONDS: &str = "ARTSTORE_JWT_LEEWAY_SECONDS";
+    /// Seconds a client has to send a request head (default 10).
+    pub const HEADER_READ_TIMEOUT_SECONDS: &str = "ARTSTORE_HEADER_READ_TIMEOUT_SECONDS";
+    /// Seconds a request body or response may stall (default 30).
+    pub const IDLE_TIMEOUT_SECONDS: &str = "ARTSTORE_IDLE_TIMEOUT_SECONDS";
 
     // Storage element
     pub const ELEMENT_ID: &str = "ARTSTORE_ELEMENT_ID";
@@ -68,6 +74,14 @@ pub mod env {
     pub const S3_REGION: &str = "ARTSTORE_S3_REGION";
     pub const S3_ACCESS_KEY: &str = "AWS_ACCESS_KEY_ID";
     pub const S3_SECRET_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+    /// S3 client timeouts in seconds: connect (3), request to first byte of the answer (10),
+    /// one attempt of an operation (60).
+    pub const S3_CONNECT_TIMEOUT_SECONDS: &str = "ARTSTORE_S3_CONNECT_TIMEOUT_SECONDS";
+    pub const S3_READ_TIMEOUT_SECONDS: &str = "ARTSTORE_S3_READ_TIMEOUT_SECONDS";
+    pub const S3_ATTEMPT_TIMEOUT_SECONDS: &str = "ARTSTORE_S3_ATTEMPT_TIMEOUT_SECONDS";
+    /// PostgreSQL: seconds to get a pooled connection (5) and `statement_timeout` (30).
+    pub const DB_ACQUIRE_TIMEOUT_SECONDS: &str = "ARTSTORE_DB_ACQUIRE_TIMEOUT_SECONDS";
+    pub const DB_STATEMENT_TIMEOUT_SECONDS: &str = "ARTSTORE_DB_STATEMENT_TIMEOUT_SECONDS";
 
     // Query node
     pub const CONSUMER_GROUP: &str = "ARTSTORE_CONSUMER_GROUP";
@@ -83,6 +97,12 @@ pub mod env {
     pub const MAX_UPLOAD_BYTES: &str = "ARTSTORE_MAX_UPLOAD_BYTES";
     pub const RATE_LIMIT_PER_MINUTE: &str = "ARTSTORE_RATE_LIMIT_PER_MINUTE";
     pub const IDEMPOTENCY_TTL_SECONDS: &str = "ARTSTORE_IDEMPOTENCY_TTL_SECONDS";
+    /// Seconds to open a connection to a storage element (default 3).
+    pub const ELEMENT_CONNECT_TIMEOUT_SECONDS: &str = "ARTSTORE_ELEMENT_CONNECT_TIMEOUT_SECONDS";
+    /// Seconds a storage element may make no progress before the ingester moves on (default 10).
+    pub const ELEMENT_IDLE_TIMEOUT_SECONDS: &str = "ARTSTORE_ELEMENT_IDLE_TIMEOUT_SECONDS";
+    /// Directory large uploads are spooled to (default: in the system's temporary directory).
+    pub const SPOOL_DIR: &str = "ARTSTORE_SPOOL_DIR";
 }
 
 /// Bearer tokens on `/api/` routes: HS256 JWTs over the shared secret

@@ -83,6 +83,10 @@ fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     Ok(out)
 }
 
+/// Sent by the ingester with each internal upload: its identity for the upload, and the promise
+/// that it counts a lost answer as a failure (see `docs/faults.md`).
+pub const UPLOAD_ID_HEADER: &str = "x-artstore-upload-id";
+
 async fn upload(
     State(core): State<AppState>,
     token: TokenCaller,
@@ -116,6 +120,19 @@ async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
+    // An ingester's upload: all or nothing as the ingester sees it. If this handler is dropped
+    // (the ingester disconnected after its idle timeout), the guard cancels the token and the
+    // upload rolls back at its commit point.
+    let upload_id = headers
+        .get(UPLOAD_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let gone_guard = upload_id.as_ref().map(|id| {
+        tracing::debug!(upload_id = %id, "upload on behalf of an ingester");
+        let token = tokio_util::sync::CancellationToken::new();
+        request.caller_gone = Some(token.clone());
+        token.drop_guard()
+    });
     let stream = body
         .into_data_stream()
         .map_err(std::io::Error::other)
@@ -125,6 +142,9 @@ async fn upload(
     let created_by = token.sub.clone();
     let task = tokio::spawn(async move { core.upload(&created_by, request, stream).await });
     let record = task.await.map_err(ApiError::internal)??;
+    if let Some(guard) = gone_guard {
+        guard.disarm();
+    }
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
 
@@ -218,16 +238,22 @@ async fn patch(
             "nothing to change: give description and/or tags",
         ));
     }
-    let view = core
-        .patch(
-            &caller(&token),
+    // In its own task: a client that goes away must not stop the change between the sidecar
+    // and the cache row (the sidecar would say one thing, the cache and search another).
+    let caller = caller(&token);
+    let view = tokio::spawn(async move {
+        core.patch(
+            &caller,
             id,
             MetadataPatch {
                 description: body.description,
                 tags: body.tags,
             },
         )
-        .await?;
+        .await
+    })
+    .await
+    .map_err(ApiError::internal)??;
     Ok(Json(view).into_response())
 }
 
@@ -238,7 +264,12 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     token.require(Role::Writer)?;
     let id = parse_id(&id)?;
-    core.delete(&caller(&token), id).await?;
+    // In its own task, for the same reason as a patch: once the sidecar is gone the delete must
+    // reach the cache row and the outbox, whatever the client does.
+    let caller = caller(&token);
+    tokio::spawn(async move { core.delete(&caller, id).await })
+        .await
+        .map_err(ApiError::internal)??;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -1,9 +1,10 @@
 //! The ingester's HTTP API: upload, batch upload, and metadata changes relayed to the owner.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::multipart::{Multipart, MultipartRejection};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -14,12 +15,15 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::IngesterConfig;
-use crate::element_client::{Attempt, ElementClient, UploadMeta};
+use crate::element_client::{Attempt, ElementClient, ElementTimeouts, UploadMeta};
+use crate::form::{FormLimits, FormReader, Part, clip};
 use crate::idempotency::{Claim, Idempotency, parse_key};
+use crate::limits;
 use crate::metrics::{Metrics, Outcome};
 use crate::ratelimit::{Decision, RateLimiter};
 use crate::select;
 use crate::spool::{Spooled, spool};
+use crate::spool_dir::SpoolDir;
 use artstore_common::ApiError;
 use artstore_common::auth::{Caller, Role, Verifier, require_auth};
 use artstore_common::ops::Ops;
@@ -27,6 +31,7 @@ use artstore_common::registry::RegistryHandle;
 
 struct Inner {
     config: IngesterConfig,
+    spool_dir: SpoolDir,
     registry: RegistryHandle,
     elements: ElementClient,
     limiter: RateLimiter,
@@ -49,7 +54,19 @@ pub async fn build(
     verifier: Verifier,
 ) -> anyhow::Result<Ingester> {
     let client = redis::Client::open(config.redis_url.as_str())?;
-    let redis = redis::aio::ConnectionManager::new(client).await?;
+    // Rate limits fail open and idempotency answers 503 when Redis does not answer in time.
+    let redis_config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    let redis = redis::aio::ConnectionManager::new_with_config(client, redis_config).await?;
+    let spool_base = config
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("artstore-ingester-spool"));
+    let (spool_dir, removed) = SpoolDir::open(&spool_base)?;
+    if removed > 0 {
+        tracing::info!(removed, dir = %spool_base.display(), "removed spool files of stopped ingesters");
+    }
     let metrics = Metrics::default();
     let mut prometheus = prometheus_client::registry::Registry::default();
     metrics.register(&mut prometheus);
@@ -64,10 +81,14 @@ pub async fn build(
             &config.redis_key_prefix,
             config.idempotency_ttl_seconds,
         ),
-        elements: ElementClient::new(),
+        elements: ElementClient::new(ElementTimeouts {
+            connect: Duration::from_secs(config.element_connect_timeout_seconds.max(1)),
+            idle: Duration::from_secs(config.element_idle_timeout_seconds.max(1)),
+        }),
         registry,
         metrics,
         config,
+        spool_dir,
     }));
 
     let ready_redis = redis.clone();
@@ -95,7 +116,10 @@ pub async fn build(
         .layer(DefaultBodyLimit::disable())
         .with_state(state);
     Ok(Ingester {
-        router: api.merge(ops.router()),
+        router: artstore_common::harden::harden(
+            api.merge(ops.router()),
+            artstore_common::harden::HeadLimits::PUBLIC,
+        ),
     })
 }
 
@@ -148,31 +172,47 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn multipart_error(e: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(
-        "invalid_multipart",
-        format!("the request is not valid multipart/form-data: {e}"),
-    )
-}
-
-/// Applies one non-file form field to the metadata; unknown fields are refused.
-async fn read_meta_field(
-    name: &str,
-    field: axum::extract::multipart::Field<'_>,
-    meta: &mut UploadMeta,
-) -> Result<(), ApiError> {
-    let value = field.text().await.map_err(multipart_error)?;
+/// Applies one non-file form field to the metadata; unknown fields are refused. Every field is
+/// read up to its byte cap only, and error messages never carry the value back.
+async fn read_meta_field(name: &str, field: Part, meta: &mut UploadMeta) -> Result<(), ApiError> {
+    let cap = match name {
+        "description" | "tags" | "tag" => limits::MAX_TEXT_FIELD_BYTES,
+        _ => limits::MAX_SMALL_FIELD_BYTES,
+    };
+    let value = match name {
+        "description" | "tags" | "tag" | "retention" | "retention_days" => field.text(cap).await?,
+        _ => String::new(),
+    };
     match name {
-        "description" => meta.description = Some(value),
+        "description" => {
+            if value.chars().count() > limits::MAX_DESCRIPTION_CHARS {
+                return Err(ApiError::bad_request(
+                    "description_too_long",
+                    format!(
+                        "description is longer than {} characters",
+                        limits::MAX_DESCRIPTION_CHARS
+                    ),
+                ));
+            }
+            meta.description = Some(value);
+        }
         "tags" | "tag" => {
             // `tags` may repeat, or carry a comma-separated list.
-            meta.tags.extend(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(String::from),
-            );
+            for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if tag.chars().count() > limits::MAX_TAG_CHARS {
+                    return Err(ApiError::bad_request(
+                        "tag_too_long",
+                        format!("a tag is longer than {} characters", limits::MAX_TAG_CHARS),
+                    ));
+                }
+                if meta.tags.len() >= limits::MAX_TAGS {
+                    return Err(ApiError::bad_request(
+                        "too_many_tags",
+                        format!("at most {} tags", limits::MAX_TAGS),
+                    ));
+                }
+                meta.tags.push(tag.to_string());
+            }
         }
         "retention" => {
             if value != "temporary" && value != "permanent" {
@@ -202,10 +242,23 @@ async fn read_meta_field(
             return Err(ApiError::bad_request(
                 "unknown_field",
                 format!(
-                    "unknown form field {other:?}: expected file, description, tags, retention, retention_days"
+                    "unknown form field {:?}: expected file, description, tags, retention, retention_days",
+                    clip(other)
                 ),
             ));
         }
+    }
+    let metadata_bytes = meta.description.as_deref().map_or(0, str::len)
+        + meta.tags.iter().map(String::len).sum::<usize>();
+    if metadata_bytes > limits::MAX_METADATA_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "metadata_too_large",
+            format!(
+                "description and tags together are longer than {} bytes",
+                limits::MAX_METADATA_BYTES
+            ),
+        ));
     }
     Ok(())
 }
@@ -237,8 +290,13 @@ async fn store(
     let registry = registry(state).await?;
     let candidates = select::candidates(&registry, file.size);
     let mut reasons = Vec::new();
+    let upload_id = uuid::Uuid::new_v4().to_string();
     for element in &candidates {
-        match state.elements.upload(element, file, meta, auth).await {
+        match state
+            .elements
+            .upload(element, file, meta, auth, &upload_id)
+            .await
+        {
             Attempt::Stored(record) => {
                 state.metrics.upload_bytes.inc_by(file.size);
                 return Ok(record);
@@ -278,20 +336,55 @@ async fn store_once(
     let print = fingerprint(file, meta);
     match state.idempotency.claim(&caller.sub, key, &print).await? {
         Claim::Replay(record) => Ok((record, true)),
-        Claim::Owner => match store(state, file, meta, auth).await {
-            Ok(record) => {
-                state
-                    .idempotency
-                    .complete(&caller.sub, key, &print, &record)
-                    .await;
-                Ok((record, false))
+        Claim::Owner(claim) => {
+            // Keep the claim alive while storing: a claim whose owner died expires in seconds,
+            // so a retry is let through instead of waiting out a long TTL.
+            let stored = {
+                let heartbeat = state.idempotency.keep_alive(&caller.sub, key, &claim);
+                tokio::pin!(heartbeat);
+                tokio::select! {
+                    stored = store(state, file, meta, auth) => stored,
+                    () = &mut heartbeat => unreachable!("the heartbeat never ends"),
+                }
+            };
+            match stored {
+                Ok(record) => {
+                    state
+                        .idempotency
+                        .complete(&caller.sub, key, &print, &record)
+                        .await;
+                    Ok((record, false))
+                }
+                Err(e) => {
+                    state.idempotency.release(&caller.sub, key, &claim).await;
+                    Err(e)
+                }
             }
-            Err(e) => {
-                state.idempotency.release(&caller.sub, key).await;
-                Err(e)
-            }
-        },
+        }
     }
+}
+
+/// [`store_once`] in its own task: once the file is spooled, a client that disconnects (or
+/// times out) no longer cancels the store half-way. The task always finishes, recording the
+/// result under the key (a retry replays it) or releasing the key (a retry stores it), so a cut
+/// request never leaves a claim behind that answers 409 until it expires.
+async fn store_detached(
+    state: &AppState,
+    caller: &Caller,
+    key: Option<String>,
+    file: Spooled,
+    meta: UploadMeta,
+    auth: String,
+) -> Result<(serde_json::Value, bool), ApiError> {
+    let state = state.clone();
+    let caller = caller.clone();
+    tokio::spawn(async move {
+        let result = store_once(&state.0, &caller, key.as_deref(), &file, &meta, &auth).await;
+        count(&state.0, &result);
+        result
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
 
 fn count(state: &Inner, result: &Result<(serde_json::Value, bool), ApiError>) {
@@ -312,15 +405,15 @@ async fn upload(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Writer)?;
     let key = idempotency_key(&headers)?;
-    let mut multipart = multipart.map_err(multipart_error)?;
+    let mut multipart = FormReader::new(&headers, body, FormLimits::UPLOAD)?;
     let mut meta = UploadMeta::default();
     let mut file = None;
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or_default().to_string();
+    while let Some(field) = multipart.next_part().await? {
+        let name = field.name().to_string();
         if name == "file" {
             if file.is_some() {
                 return Err(ApiError::bad_request(
@@ -333,6 +426,7 @@ async fn upload(
                     field,
                     state.0.config.max_upload_bytes,
                     state.0.config.memory_spool_bytes,
+                    &state.0.spool_dir,
                 )
                 .await?,
             );
@@ -342,17 +436,8 @@ async fn upload(
     }
     let file =
         file.ok_or_else(|| ApiError::bad_request("missing_file", "the form has no `file` part"))?;
-    let result = store_once(
-        &state.0,
-        &caller,
-        key.as_deref(),
-        &file,
-        &meta,
-        &bearer(&headers),
-    )
-    .await;
-    count(&state.0, &result);
-    let (record, replayed) = result?;
+    let (record, replayed) =
+        store_detached(&state, &caller, key, file, meta, bearer(&headers)).await?;
     let mut response = if replayed {
         (StatusCode::OK, Json(record)).into_response()
     } else {
@@ -411,25 +496,25 @@ async fn batch(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Writer)?;
     let key = idempotency_key(&headers)?;
-    let mut multipart = multipart.map_err(multipart_error)?;
+    let mut multipart = FormReader::new(&headers, body, FormLimits::BATCH)?;
     let auth = bearer(&headers);
     let mut meta = UploadMeta::default();
     let mut items = Vec::new();
     loop {
-        let field = match multipart.next_field().await {
+        let field = match multipart.next_part().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
             Err(e) => {
                 // The rest of the body is unreadable; what was stored stays stored and is reported.
-                items.push(BatchItem::rejected(items.len(), None, multipart_error(e)));
+                items.push(BatchItem::rejected(items.len(), None, e));
                 break;
             }
         };
-        let name = field.name().unwrap_or_default().to_string();
+        let name = field.name().to_string();
         if name != "file" {
             if let Err(e) = read_meta_field(&name, field, &mut meta).await {
                 items.push(BatchItem::rejected(items.len(), None, e));
@@ -437,11 +522,12 @@ async fn batch(
             continue;
         }
         let index = items.len();
-        let filename = field.file_name().map(String::from);
+        let filename = field.file_name().map(clip);
         let file = match spool(
             field,
             state.0.config.max_upload_bytes,
             state.0.config.memory_spool_bytes,
+            &state.0.spool_dir,
         )
         .await
         {
@@ -453,8 +539,8 @@ async fn batch(
             }
         };
         let item_key = key.as_ref().map(|k| format!("{k}:{index}"));
-        let result = store_once(&state.0, &caller, item_key.as_deref(), &file, &meta, &auth).await;
-        count(&state.0, &result);
+        let result =
+            store_detached(&state, &caller, item_key, file, meta.clone(), auth.clone()).await;
         items.push(match result {
             Ok((record, replayed)) => BatchItem {
                 index,

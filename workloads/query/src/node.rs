@@ -43,6 +43,7 @@ pub struct NodeConfig {
     pub max_db_connections: u32,
     /// Run the consumer (false: HTTP only).
     pub consume: bool,
+    pub server_timeouts: artstore_common::serve::ServerTimeouts,
 }
 
 impl NodeConfig {
@@ -72,6 +73,7 @@ impl NodeConfig {
             element_secret: Some(jwt_secret.to_vec()),
             max_db_connections: 10,
             consume: true,
+            server_timeouts: Default::default(),
         }
     }
 
@@ -104,6 +106,8 @@ pub enum NodeError {
 /// A lazily connecting pool: the node starts (and answers /healthz) while PostgreSQL is down.
 pub fn lazy_pool(database_url: &str, max_connections: u32) -> Result<PgPool, NodeError> {
     let options: PgConnectOptions = database_url.parse().map_err(NodeError::DatabaseUrl)?;
+    // A runaway search is cancelled by the server rather than holding a connection.
+    let options = options.options([("statement_timeout", "30000")]);
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
@@ -169,15 +173,21 @@ impl QueryNode {
             elements,
             metrics: metrics.clone(),
         };
-        let app =
-            api_router(state, config.verifier.clone()).merge(Ops::new(registry, ready).router());
+        let app = artstore_common::harden::harden(
+            api_router(state, config.verifier.clone()).merge(Ops::new(registry, ready).router()),
+            artstore_common::harden::HeadLimits::PUBLIC,
+        );
         let mut server_shutdown = shutdown_rx;
         let server = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
+            let served = artstore_common::serve::serve_listener(
+                listener,
+                app,
+                config.server_timeouts,
+                async move {
                     let _ = server_shutdown.wait_for(|stop| *stop).await;
-                })
-                .await;
+                },
+            )
+            .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "HTTP server failed");
             }
