@@ -28,6 +28,9 @@ impl Progress for NoProgress {
     fn advance(&self, _: u64) {}
 }
 
+/// Hears of every retry and the wait before it.
+pub type RetryNotice = Arc<dyn Fn(&ClientError, Duration) + Send + Sync>;
+
 /// Per-upload choices.
 #[derive(Clone)]
 pub struct UploadOptions {
@@ -35,8 +38,7 @@ pub struct UploadOptions {
     /// record back (`Idempotent-Replayed`) instead of storing the file twice.
     pub idempotency_key: Option<String>,
     pub progress: Arc<dyn Progress>,
-    /// Hears of every retry and the wait before it.
-    pub on_retry: Arc<dyn Fn(&ClientError, Duration) + Send + Sync>,
+    pub on_retry: RetryNotice,
 }
 
 impl Default for UploadOptions {

@@ -16,7 +16,9 @@ mod types;
 
 pub use element::ElementClient;
 pub use error::{ClientError, Service};
-pub use ingester::{IngesterClient, NoProgress, Progress, UploadOptions, Uploaded};
+pub use ingester::{
+    IngesterClient, NoProgress, Progress, RetryNotice, UploadOptions, Uploaded, new_idempotency_key,
+};
 pub use query::{Download, QueryClient, partial_path};
 pub use retry::RetryPolicy;
 pub use transport::Timeouts;
