@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
-# One image for the operator and every workload role: two static (musl) binaries, `artstore`
-# and `artstore-operator`, on an empty base, running as a non-root user.
+# One image for the operator and every workload role: static (musl) binaries, `artstore`
+# and `artstore-operator`, plus the `kubectl-artstore` plugin to copy out
+# (`docker cp $(docker create artstore:dev):/usr/local/bin/kubectl-artstore .`), on an empty
+# base, running as a non-root user.
 #   docker build -t artstore:dev .
 # The operator's chart runs /usr/local/bin/artstore-operator; the workloads the operator
 # creates run `artstore <role> <command>`.
@@ -22,9 +24,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     rm -f .cargo/config.toml \
     && target="$(cat /rust-target)" \
     && cargo build --release --locked --target "$target" \
-       -p artstore -p artstore-operator --bin artstore --bin artstore-operator \
+       -p artstore -p artstore-operator -p kubectl-artstore \
+       --bin artstore --bin artstore-operator --bin kubectl-artstore \
     && mkdir -p /out/bin /out/tmp \
-    && cp "target/$target/release/artstore" "target/$target/release/artstore-operator" /out/bin/ \
+    && cp "target/$target/release/artstore" "target/$target/release/artstore-operator" \
+          "target/$target/release/kubectl-artstore" /out/bin/ \
     && chmod 1777 /out/tmp \
     && for b in /out/bin/*; do \
          if file "$b" | grep -q 'dynamically linked'; then echo "$b is not static" >&2; exit 1; fi; \

@@ -39,7 +39,7 @@ pub enum ClientError {
         source: reqwest::Error,
     },
     /// The server answered with an error status and (usually) a JSON `{code, message}` body.
-    #[error("the {service} refused: {message} ({status} {code})")]
+    #[error("the {service} refused: {message} (HTTP {status})")]
     Api {
         service: Service,
         status: u16,
