@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # One image for the operator and every workload role: two binaries, `artstore` and
-# `artstore-operator`, on an empty base, running as a non-root user.
+# `artstore-operator`, plus the `kubectl-artstore` plugin to copy out
+# (`docker cp $(docker create artstore:dev):/usr/local/bin/kubectl-artstore .`), on an empty
+# base, running as a non-root user.
 #   docker build -t artstore:dev .
 # The operator's chart runs /usr/local/bin/artstore-operator; the workloads the operator
 # creates run `artstore <role> <command>`.
@@ -32,9 +34,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     rm -f .cargo/config.toml \
     && target="$(cat /rust-target)" \
     && cargo build --release --locked --target "$target" \
-       -p artstore -p artstore-operator --bin artstore --bin artstore-operator \
+       -p artstore -p artstore-operator -p kubectl-artstore \
+       --bin artstore --bin artstore-operator --bin kubectl-artstore \
     && mkdir -p /out/usr/local/bin /out/tmp /out/etc/ssl/certs \
-    && cp "target/$target/release/artstore" "target/$target/release/artstore-operator" /out/usr/local/bin/ \
+    && cp "target/$target/release/artstore" "target/$target/release/artstore-operator" \
+          "target/$target/release/kubectl-artstore" /out/usr/local/bin/ \
     && for b in /out/usr/local/bin/*; do \
          if file "$b" | grep -q 'dynamically linked'; then echo "$b is not static" >&2; exit 1; fi; \
        done \

