@@ -23,7 +23,11 @@ async fn create(c: &Cluster, kind: &str, object: Value) {
 
 async fn stream_exists(c: &Cluster, stream: &str) -> bool {
     let mut redis = c.redis().await;
-    let n: i64 = redis::cmd("EXISTS").arg(stream).query_async(&mut redis).await.unwrap();
+    let n: i64 = redis::cmd("EXISTS")
+        .arg(stream)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
     n == 1
 }
 
@@ -37,7 +41,10 @@ async fn deleting_a_query_node_collects_its_children() {
         "stringData": {"url": "postgres://artstore:artstore@postgres.artstore-deps.svc.cluster.local:5432/query_extra"}
     }))
     .unwrap();
-    c.namespaced::<Secret>(NAMESPACE).create(&PostParams::default(), &secret).await.unwrap();
+    c.namespaced::<Secret>(NAMESPACE)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     create(
         &c,
         "QueryNode",
@@ -59,7 +66,11 @@ async fn deleting_a_query_node_collects_its_children() {
     let owned = |items: Vec<Value>| -> Vec<String> {
         items
             .into_iter()
-            .filter(|o| o["metadata"]["ownerReferences"].as_array().is_some_and(|r| r.iter().any(|r| r["uid"] == json!(uid))))
+            .filter(|o| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r["uid"] == json!(uid)))
+            })
             .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
             .collect()
     };
@@ -68,17 +79,35 @@ async fn deleting_a_query_node_collects_its_children() {
         let deployments = c.namespaced::<Deployment>(NAMESPACE);
         let services = c.namespaced::<Service>(NAMESPACE);
         async move {
-            let d = deployments.list(&ListParams::default()).await.unwrap().items;
+            let d = deployments
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items;
             let s = services.list(&ListParams::default()).await.unwrap().items;
-            let mut names = owned(d.into_iter().map(|x| serde_json::to_value(x).unwrap()).collect());
-            names.extend(owned(s.into_iter().map(|x| serde_json::to_value(x).unwrap()).collect()));
+            let mut names = owned(
+                d.into_iter()
+                    .map(|x| serde_json::to_value(x).unwrap())
+                    .collect(),
+            );
+            names.extend(owned(
+                s.into_iter()
+                    .map(|x| serde_json::to_value(x).unwrap())
+                    .collect(),
+            ));
             names
         }
     };
     let before = children(&c).await;
-    assert!(before.len() >= 2, "a Deployment and a Service owned by {name}: {before:?}");
+    assert!(
+        before.len() >= 2,
+        "a Deployment and a Service owned by {name}: {before:?}"
+    );
 
-    c.api("QueryNode").delete(&name, &DeleteParams::default()).await.unwrap();
+    c.api("QueryNode")
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("the QueryNode's children are collected", READY, || async {
         children(&c).await.is_empty().then_some(())
     })
@@ -108,23 +137,44 @@ async fn event_stream_deleted_with_policy(c: &Cluster, policy: &str) -> bool {
     )
     .await;
     c.wait_ready("EventStream", &name, READY).await;
-    assert!(stream_exists(c, &stream).await, "the operator created {stream}");
-    c.api("EventStream").delete(&name, &DeleteParams::default()).await.unwrap();
+    assert!(
+        stream_exists(c, &stream).await,
+        "the operator created {stream}"
+    );
+    c.api("EventStream")
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("the EventStream is gone", READY, || async {
-        c.api("EventStream").get_opt(&name).await.ok()?.is_none().then_some(())
+        c.api("EventStream")
+            .get_opt(&name)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
     })
     .await;
     let exists = stream_exists(c, &stream).await;
     let mut redis = c.redis().await;
-    let _: i64 = redis::cmd("DEL").arg(&stream).query_async(&mut redis).await.unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
     exists
 }
 
 #[tokio::test]
 async fn an_event_stream_deletion_policy_keeps_or_removes_the_stream() {
     let c = cluster().await;
-    assert!(!event_stream_deleted_with_policy(&c, "Delete").await, "Delete removes the stream");
-    assert!(event_stream_deleted_with_policy(&c, "Retain").await, "Retain keeps the stream");
+    assert!(
+        !event_stream_deleted_with_policy(&c, "Delete").await,
+        "Delete removes the stream"
+    );
+    assert!(
+        event_stream_deleted_with_policy(&c, "Retain").await,
+        "Retain keeps the stream"
+    );
 }
 
 #[tokio::test]
@@ -146,47 +196,120 @@ spec:
         run = c.run
     );
     let out = c.kubectl(&["apply", "-f", "-"], Some(&manifest));
-    assert!(!out.success, "an invalid StorageElement was accepted: {}", out.stdout);
     assert!(
-        out.stderr.contains("priority must be between 0 and 1000000"),
+        !out.success,
+        "an invalid StorageElement was accepted: {}",
+        out.stdout
+    );
+    assert!(
+        out.stderr
+            .contains("priority must be between 0 and 1000000"),
         "kubectl says why: {}",
         out.stderr
     );
-    assert!(c.api("StorageElement").get_opt(&format!("invalid-{}", c.run)).await.unwrap().is_none());
+    assert!(
+        c.api("StorageElement")
+            .get_opt(&format!("invalid-{}", c.run))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
 async fn the_chart_upgrades_and_uninstalls_without_touching_the_archive() {
     let c = cluster().await;
-    let record = c.upload_ok(&format!("helm-{}.txt", c.run), b"kept across helm", &format!("helm {}", c.run)).await;
+    let record = c
+        .upload_ok(
+            &format!("helm-{}.txt", c.run),
+            b"kept across helm",
+            &format!("helm {}", c.run),
+        )
+        .await;
     let file_id = record["file_id"].as_str().unwrap().to_string();
-    c.wait_searchable(&c.run, std::slice::from_ref(&file_id), READY).await;
+    c.wait_searchable(&c.run, std::slice::from_ref(&file_id), READY)
+        .await;
 
     // The documented upgrade: CRDs first (helm never upgrades crds/), then the release.
-    let out = c.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "charts/artstore-operator/crds/"], None);
+    let out = c.kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            "charts/artstore-operator/crds/",
+        ],
+        None,
+    );
     assert!(out.success, "CRD step: {}", out.stderr);
-    let values = c.helm(&["get", "values", "artstore-operator", "-n", OPERATOR_NAMESPACE, "-o", "json"]);
+    let values = c.helm(&[
+        "get",
+        "values",
+        "artstore-operator",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "-o",
+        "json",
+    ]);
     assert!(values.success, "{}", values.stderr);
     let values_file = std::env::temp_dir().join(format!("artstore-values-{}.json", c.run));
     std::fs::write(&values_file, &values.stdout).unwrap();
     let values_path = values_file.to_str().unwrap();
     let out = c.helm(&[
-        "upgrade", "artstore-operator", "charts/artstore-operator", "-n", OPERATOR_NAMESPACE,
-        "-f", values_path, "--set", &format!("podAnnotations.e2e-upgrade={}", c.run), "--wait", "--timeout", "5m",
+        "upgrade",
+        "artstore-operator",
+        "charts/artstore-operator",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "-f",
+        values_path,
+        "--set",
+        &format!("podAnnotations.e2e-upgrade={}", c.run),
+        "--wait",
+        "--timeout",
+        "5m",
     ]);
     assert!(out.success, "helm upgrade: {}", out.stderr);
-    for (kind, name) in [("EventStream", "files"), ("StorageElement", "se-s3"), ("StorageElement", "se-volume"), ("QueryNode", "search"), ("Ingester", "upload")] {
+    for (kind, name) in [
+        ("EventStream", "files"),
+        ("StorageElement", "se-s3"),
+        ("StorageElement", "se-volume"),
+        ("QueryNode", "search"),
+        ("Ingester", "upload"),
+    ] {
         c.wait_ready(kind, name, READY).await;
     }
 
     // Uninstall removes the operator, never the archive: resources, workloads and data stay.
-    let out = c.helm(&["uninstall", "artstore-operator", "-n", OPERATOR_NAMESPACE, "--wait"]);
+    let out = c.helm(&[
+        "uninstall",
+        "artstore-operator",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--wait",
+    ]);
     assert!(out.success, "helm uninstall: {}", out.stderr);
-    let operator = c.namespaced::<Deployment>(OPERATOR_NAMESPACE).get_opt("artstore-operator").await.unwrap();
+    let operator = c
+        .namespaced::<Deployment>(OPERATOR_NAMESPACE)
+        .get_opt("artstore-operator")
+        .await
+        .unwrap();
     assert!(operator.is_none(), "the operator's Deployment is gone");
-    assert!(c.api("EventStream").get_opt("files").await.unwrap().is_some(), "the EventStream stays");
-    assert!(stream_exists(&c, &c.stack.stream).await, "the Retain stream keeps its data");
-    let element = c.element(record["storage_element_id"].as_str().unwrap()).clone();
+    assert!(
+        c.api("EventStream")
+            .get_opt("files")
+            .await
+            .unwrap()
+            .is_some(),
+        "the EventStream stays"
+    );
+    assert!(
+        stream_exists(&c, &c.stack.stream).await,
+        "the Retain stream keeps its data"
+    );
+    let element = c
+        .element(record["storage_element_id"].as_str().unwrap())
+        .clone();
     for base in [element.url.as_str(), c.stack.query_url.as_str()] {
         let response = c
             .http
@@ -195,18 +318,36 @@ async fn the_chart_upgrades_and_uninstalls_without_touching_the_archive() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status().as_u16(), 200, "download from {base} after uninstall");
+        assert_eq!(
+            response.status().as_u16(),
+            200,
+            "download from {base} after uninstall"
+        );
         assert_eq!(&response.bytes().await.unwrap()[..], b"kept across helm");
     }
 
     // Installed again, the operator adopts the archive as it is.
     let out = c.helm(&[
-        "install", "artstore-operator", "charts/artstore-operator", "-n", OPERATOR_NAMESPACE,
-        "-f", values_path, "--wait", "--timeout", "5m",
+        "install",
+        "artstore-operator",
+        "charts/artstore-operator",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "-f",
+        values_path,
+        "--wait",
+        "--timeout",
+        "5m",
     ]);
     std::fs::remove_file(&values_file).ok();
     assert!(out.success, "helm install: {}", out.stderr);
-    for (kind, name) in [("EventStream", "files"), ("StorageElement", "se-s3"), ("StorageElement", "se-volume"), ("QueryNode", "search"), ("Ingester", "upload")] {
+    for (kind, name) in [
+        ("EventStream", "files"),
+        ("StorageElement", "se-s3"),
+        ("StorageElement", "se-volume"),
+        ("QueryNode", "search"),
+        ("Ingester", "upload"),
+    ] {
         c.wait_ready(kind, name, READY).await;
     }
 }

@@ -17,7 +17,10 @@ const SYNC: Duration = Duration::from_secs(180);
 
 async fn consumer_group(c: &Cluster) -> String {
     let qn = c.get("QueryNode", QUERY_NODE).await;
-    qn["status"]["consumerGroup"].as_str().expect("status.consumerGroup").to_string()
+    qn["status"]["consumerGroup"]
+        .as_str()
+        .expect("status.consumerGroup")
+        .to_string()
 }
 
 /// Uploads `count` small files, four at a time; returns their ids.
@@ -26,7 +29,11 @@ async fn burst(c: &Cluster, count: usize, word: &str) -> Vec<String> {
     futures::stream::iter(0..count)
         .map(|i| async move {
             let record = c
-                .upload_ok(&format!("burst-{word}-{i}.txt"), format!("{word} {i}").as_bytes(), &format!("burst {word}"))
+                .upload_ok(
+                    &format!("burst-{word}-{i}.txt"),
+                    format!("{word} {i}").as_bytes(),
+                    &format!("burst {word}"),
+                )
                 .await;
             record["file_id"].as_str().unwrap().to_string()
         })
@@ -53,10 +60,18 @@ async fn the_query_node_pod_deleted_during_a_burst_resumes_its_group() {
             .unwrap();
     };
     let (ids, ()) = tokio::join!(uploads, kill);
-    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 60, "every upload stored once");
+    assert_eq!(
+        ids.iter().collect::<BTreeSet<_>>().len(),
+        60,
+        "every upload stored once"
+    );
 
     c.wait_rollout(QUERY_NODE, NAMESPACE, 1).await;
-    let new_pod = c.pods_of(QUERY_NODE, NAMESPACE).await[0].metadata.name.clone().unwrap();
+    let new_pod = c.pods_of(QUERY_NODE, NAMESPACE).await[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
     assert_ne!(new_pod, old_pod);
     c.wait_searchable(&word, &ids, SYNC).await;
     eventually("nothing pending in the group", SYNC, || async {
@@ -69,7 +84,8 @@ async fn the_query_node_pod_deleted_during_a_burst_resumes_its_group() {
 async fn two_query_node_replicas_both_consume_and_search_stays_complete() {
     let c = cluster().await;
     let group = consumer_group(&c).await;
-    c.merge_patch("QueryNode", QUERY_NODE, json!({"spec": {"replicas": 2}})).await;
+    c.merge_patch("QueryNode", QUERY_NODE, json!({"spec": {"replicas": 2}}))
+        .await;
     c.wait_rollout(QUERY_NODE, NAMESPACE, 2).await;
     let pods: BTreeSet<String> = c
         .pods_of(QUERY_NODE, NAMESPACE)
@@ -83,18 +99,22 @@ async fn two_query_node_replicas_both_consume_and_search_stays_complete() {
     let ids = burst(&c, 20, &word).await;
     c.wait_searchable(&word, &ids, SYNC).await;
     // Each replica reads as a consumer named after its pod (stable across restarts of it).
-    let consumers = eventually("both pods are consumers of the group", Duration::from_secs(60), || async {
-        let mut redis = c.redis().await;
-        let reply: Vec<redis::Value> = redis::cmd("XINFO")
-            .arg("CONSUMERS")
-            .arg(&c.stack.stream)
-            .arg(&group)
-            .query_async(&mut redis)
-            .await
-            .ok()?;
-        let names: BTreeSet<String> = reply.iter().filter_map(consumer_name).collect();
-        pods.is_subset(&names).then_some(names)
-    })
+    let consumers = eventually(
+        "both pods are consumers of the group",
+        Duration::from_secs(60),
+        || async {
+            let mut redis = c.redis().await;
+            let reply: Vec<redis::Value> = redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&c.stack.stream)
+                .arg(&group)
+                .query_async(&mut redis)
+                .await
+                .ok()?;
+            let names: BTreeSet<String> = reply.iter().filter_map(consumer_name).collect();
+            pods.is_subset(&names).then_some(names)
+        },
+    )
     .await;
     assert!(pods.is_subset(&consumers));
     eventually("nothing pending in the group", SYNC, || async {
@@ -102,7 +122,8 @@ async fn two_query_node_replicas_both_consume_and_search_stays_complete() {
     })
     .await;
 
-    c.merge_patch("QueryNode", QUERY_NODE, json!({"spec": {"replicas": 1}})).await;
+    c.merge_patch("QueryNode", QUERY_NODE, json!({"spec": {"replicas": 1}}))
+        .await;
     c.wait_rollout(QUERY_NODE, NAMESPACE, 1).await;
     c.wait_ready("QueryNode", QUERY_NODE, SYNC).await;
 }
@@ -135,7 +156,13 @@ async fn operator_jobs(c: &Cluster) -> BTreeSet<String> {
         .unwrap()
         .items
         .into_iter()
-        .filter(|j| !j.metadata.owner_references.iter().flatten().any(|o| o.kind == "CronJob"))
+        .filter(|j| {
+            !j.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "CronJob")
+        })
         .filter_map(|j| j.metadata.name)
         .collect()
 }
@@ -151,7 +178,8 @@ async fn a_new_operator_leader_takes_over_without_duplicates() {
             .into_iter()
             .find_map(|l| l.spec.and_then(|s| s.holder_identity))
     };
-    let old_holder = holder(leases.list(&ListParams::default()).await.unwrap().items).expect("a leader holds the Lease");
+    let old_holder = holder(leases.list(&ListParams::default()).await.unwrap().items)
+        .expect("a leader holds the Lease");
     let pods = c.pods_of("artstore-operator", OPERATOR_NAMESPACE).await;
     assert_eq!(pods.len(), 1);
     let old_pod = pods[0].metadata.name.clone().unwrap();
@@ -161,29 +189,49 @@ async fn a_new_operator_leader_takes_over_without_duplicates() {
         .delete(&old_pod, &DeleteParams::default())
         .await
         .unwrap();
-    c.wait_rollout("artstore-operator", OPERATOR_NAMESPACE, 1).await;
+    c.wait_rollout("artstore-operator", OPERATOR_NAMESPACE, 1)
+        .await;
     let new_pod = c.pods_of("artstore-operator", OPERATOR_NAMESPACE).await[0]
         .metadata
         .name
         .clone()
         .unwrap();
     assert_ne!(new_pod, old_pod);
-    eventually("the new pod holds the Lease", Duration::from_secs(120), || async {
-        let now = holder(leases.list(&ListParams::default()).await.ok()?.items)?;
-        (now == new_pod).then_some(())
-    })
+    eventually(
+        "the new pod holds the Lease",
+        Duration::from_secs(120),
+        || async {
+            let now = holder(leases.list(&ListParams::default()).await.ok()?.items)?;
+            (now == new_pod).then_some(())
+        },
+    )
     .await;
 
     // The new leader reconciles: a change made now is handled, and nothing ran twice.
-    c.merge_patch("QueryNode", QUERY_NODE, json!({"spec": {"batchSize": 200}})).await;
-    c.wait_ready("QueryNode", QUERY_NODE, Duration::from_secs(120)).await;
-    c.merge_patch("QueryNode", QUERY_NODE, json!({"spec": {"batchSize": 256}})).await;
-    for (kind, name) in [("StorageElement", "se-s3"), ("StorageElement", "se-volume"), ("Ingester", "upload"), ("EventStream", "files")] {
+    c.merge_patch("QueryNode", QUERY_NODE, json!({"spec": {"batchSize": 200}}))
+        .await;
+    c.wait_ready("QueryNode", QUERY_NODE, Duration::from_secs(120))
+        .await;
+    c.merge_patch("QueryNode", QUERY_NODE, json!({"spec": {"batchSize": 256}}))
+        .await;
+    for (kind, name) in [
+        ("StorageElement", "se-s3"),
+        ("StorageElement", "se-volume"),
+        ("Ingester", "upload"),
+        ("EventStream", "files"),
+    ] {
         c.wait_ready(kind, name, Duration::from_secs(120)).await;
     }
-    assert_eq!(operator_jobs(&c).await, jobs_before, "no Job started again by the new leader");
+    assert_eq!(
+        operator_jobs(&c).await,
+        jobs_before,
+        "no Job started again by the new leader"
+    );
     let status_after = c.get("StorageElement", "se-s3").await["status"].clone();
     for field in ["migration", "endpoint", "elementId"] {
-        assert_eq!(status_after[field], status_before[field], "status.{field} kept");
+        assert_eq!(
+            status_after[field], status_before[field],
+            "status.{field} kept"
+        );
     }
 }

@@ -6,7 +6,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use artstore_e2e::{Output, repo_root, run};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -82,7 +84,7 @@ pub async fn cluster() -> Cluster {
     )
     .await
     .expect("a usable kubeconfig");
-    Cluster {
+    let cluster = Cluster {
         kube: kube::Client::try_from(config).expect("a Kubernetes client"),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -93,7 +95,19 @@ pub async fn cluster() -> Cluster {
         stack,
         kubeconfig,
         _serial: serial,
+    };
+    cluster.restore_baseline().await;
+    cluster
+}
+
+/// The Kubernetes binaries: `ARTSTORE_K8S_BIN_DIR`, else those the node was brought up with.
+fn k8s_bin_dir() -> PathBuf {
+    if std::env::var_os("ARTSTORE_K8S_BIN_DIR").is_some() {
+        return artstore_testsupport::kube::k8s_bin_dir();
     }
+    std::fs::read_to_string(node_dir().join("bin-dir"))
+        .map(|dir| PathBuf::from(dir.trim()))
+        .unwrap_or_else(|_| artstore_testsupport::kube::k8s_bin_dir())
 }
 
 /// Waits until `probe` gives a value, checking every second.
@@ -128,7 +142,10 @@ pub fn content(len: usize, seed: u128) -> Vec<u8> {
 /// Every ArtStore kind this suite touches.
 pub fn artstore_resource(kind: &str) -> ApiResource {
     let plural = format!("{}s", kind.to_lowercase());
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("artstore.io", "v1alpha1", kind), &plural)
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("artstore.io", "v1alpha1", kind),
+        &plural,
+    )
 }
 
 impl Cluster {
@@ -159,7 +176,11 @@ impl Cluster {
     }
 
     pub async fn get(&self, kind: &str, name: &str) -> Value {
-        let object = self.api(kind).get(name).await.unwrap_or_else(|e| panic!("{kind}/{name}: {e}"));
+        let object = self
+            .api(kind)
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("{kind}/{name}: {e}"));
         serde_json::to_value(object).unwrap()
     }
 
@@ -172,7 +193,8 @@ impl Cluster {
                 .as_array()?
                 .iter()
                 .any(|c| c["type"] == "Ready" && c["status"] == "True");
-            let current = object["status"]["observedGeneration"] == object["metadata"]["generation"];
+            let current =
+                object["status"]["observedGeneration"] == object["metadata"]["generation"];
             (ready && current).then_some(object)
         })
         .await
@@ -207,21 +229,75 @@ impl Cluster {
         request.send().await.expect("the ingester answers")
     }
 
-    /// Uploads and returns the stored record, retrying while a new Service settles.
+    /// Uploads and returns the stored record. A 5xx is retried with the same key for up to two
+    /// minutes: the registry reaches the ingester's pod through a ConfigMap volume, which the
+    /// kubelet refreshes on its own period, so a change of elements shows there with a delay.
     pub async fn upload_ok(&self, filename: &str, body: &[u8], description: &str) -> Value {
         let key = format!("e2e-{}", uuid::Uuid::new_v4().simple());
-        let mut attempts = 0;
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            attempts += 1;
-            let response = self.upload(filename, body.to_vec(), description, Some(&key)).await;
+            let response = self
+                .upload(filename, body.to_vec(), description, Some(&key))
+                .await;
             let status = response.status().as_u16();
             let record: Value = response.json().await.unwrap_or(Value::Null);
             if status == 201 || status == 200 {
                 return record;
             }
-            assert!(attempts < 10 && status >= 500, "upload {filename}: {status} {record}");
+            assert!(
+                status >= 500 && Instant::now() < deadline,
+                "upload {filename}: {status} {record}"
+            );
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
+    }
+
+    /// Puts back what a scenario that failed half-way may have left changed (every element in
+    /// its examples/ mode, one query node replica) and waits until uploads land on the
+    /// highest-priority writable element again.
+    async fn restore_baseline(&self) {
+        for element in &self.stack.storage_elements {
+            let current = self.get("StorageElement", &element.id).await;
+            if current["spec"]["mode"] != json!(element.mode) {
+                self.merge_patch(
+                    "StorageElement",
+                    &element.id,
+                    json!({"spec": {"mode": element.mode}}),
+                )
+                .await;
+                self.wait_ready("StorageElement", &element.id, Duration::from_secs(120))
+                    .await;
+            }
+        }
+        if self.get("QueryNode", "search").await["spec"]["replicas"] != json!(1) {
+            self.merge_patch("QueryNode", "search", json!({"spec": {"replicas": 1}}))
+                .await;
+        }
+        self.wait_rollout("search", NAMESPACE, 1).await;
+        let first = self
+            .stack
+            .storage_elements
+            .iter()
+            .filter(|e| e.mode == "rw" || e.mode == "edit")
+            .max_by_key(|e| e.priority)
+            .expect("a writable element")
+            .id
+            .clone();
+        eventually(
+            &format!("uploads land on {first}"),
+            Duration::from_secs(150),
+            || async {
+                let record = self
+                    .upload_ok(
+                        &format!("baseline-{}.txt", self.run),
+                        b"baseline",
+                        "baseline",
+                    )
+                    .await;
+                (record["storage_element_id"] == json!(first)).then_some(())
+            },
+        )
+        .await;
     }
 
     pub async fn search(&self, body: Value) -> Option<Value> {
@@ -243,16 +319,20 @@ impl Cluster {
     pub async fn wait_searchable(&self, words: &str, expected: &[String], timeout: Duration) {
         let mut want: Vec<&String> = expected.iter().collect();
         want.sort();
-        eventually(&format!("search for {words:?} finds {} files", want.len()), timeout, || async {
-            let answer = self.search(json!({"query": words, "limit": 500})).await?;
-            let mut found: Vec<String> = answer["results"]
-                .as_array()?
-                .iter()
-                .filter_map(|r| r["file_id"].as_str().map(str::to_string))
-                .collect();
-            found.sort();
-            (found.iter().collect::<Vec<_>>() == want).then_some(())
-        })
+        eventually(
+            &format!("search for {words:?} finds {} files", want.len()),
+            timeout,
+            || async {
+                let answer = self.search(json!({"query": words, "limit": 100})).await?;
+                let mut found: Vec<String> = answer["results"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|r| r["file_id"].as_str().map(str::to_string))
+                    .collect();
+                found.sort();
+                (found.iter().collect::<Vec<_>>() == want).then_some(())
+            },
+        )
         .await
     }
 
@@ -283,13 +363,13 @@ impl Cluster {
 
     /// `kubectl` of the pinned build, against this cluster.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut command = Command::new(artstore_testsupport::kube::k8s_bin_dir().join("kubectl"));
+        let mut command = Command::new(k8s_bin_dir().join("kubectl"));
         command.env("KUBECONFIG", &self.kubeconfig).args(args);
         with_stdin(command, stdin)
     }
 
     pub fn helm(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(artstore_e2e::helm_bin());
+        let mut command = Command::new(k8s_bin_dir().join("helm"));
         command
             .env("KUBECONFIG", &self.kubeconfig)
             .current_dir(repo_root())
@@ -297,8 +377,12 @@ impl Cluster {
         run(&mut command).unwrap()
     }
 
-    /// Names of the pods a Deployment's selector picks.
-    pub async fn pods_of(&self, deployment: &str, namespace: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    /// The pods a Deployment's selector picks, but those already terminating.
+    pub async fn pods_of(
+        &self,
+        deployment: &str,
+        namespace: &str,
+    ) -> Vec<k8s_openapi::api::core::v1::Pod> {
         use k8s_openapi::api::apps::v1::Deployment;
         let deploy = self
             .namespaced::<Deployment>(namespace)
@@ -307,6 +391,7 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("deployment {deployment}: {e}"));
         let selector = deploy
             .spec
+            .expect("a Deployment has a spec")
             .selector
             .match_labels
             .unwrap_or_default()
@@ -319,21 +404,28 @@ impl Cluster {
             .await
             .unwrap()
             .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect()
     }
 
     /// Waits until a Deployment has `replicas` up-to-date, ready pods and nothing else.
     pub async fn wait_rollout(&self, deployment: &str, namespace: &str, replicas: i32) {
         use k8s_openapi::api::apps::v1::Deployment;
         let api = self.namespaced::<Deployment>(namespace);
-        eventually(&format!("deployment {deployment} at {replicas} ready"), Duration::from_secs(240), || async {
-            let d = api.get(deployment).await.ok()?;
-            let status = d.status?;
-            let done = d.metadata.generation == status.observed_generation
-                && status.ready_replicas.unwrap_or(0) == replicas
-                && status.updated_replicas.unwrap_or(0) == replicas
-                && status.replicas.unwrap_or(0) == replicas;
-            done.then_some(())
-        })
+        eventually(
+            &format!("deployment {deployment} at {replicas} ready"),
+            Duration::from_secs(240),
+            || async {
+                let d = api.get(deployment).await.ok()?;
+                let status = d.status?;
+                let done = d.metadata.generation == status.observed_generation
+                    && status.ready_replicas.unwrap_or(0) == replicas
+                    && status.updated_replicas.unwrap_or(0) == replicas
+                    && status.replicas.unwrap_or(0) == replicas;
+                done.then_some(())
+            },
+        )
         .await
     }
 }
@@ -350,7 +442,12 @@ fn with_stdin(mut command: Command, stdin: Option<&str>) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting kubectl");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     Output {
         success: out.status.success(),

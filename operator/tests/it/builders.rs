@@ -306,13 +306,21 @@ fn a_volume_elements_migration_needs_neither_its_claim_nor_its_pod() {
     let job = se_build::migration_job(&se, &es, &cfg()).expect("job");
     let pod = job.spec.unwrap().template.spec.unwrap();
     let volumes = pod.volumes.unwrap_or_default();
-    assert!(volumes.iter().all(|v| v.persistent_volume_claim.is_none()), "{volumes:?}");
+    assert!(
+        volumes.iter().all(|v| v.persistent_volume_claim.is_none()),
+        "{volumes:?}"
+    );
     let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
     assert!(
-        mounts.iter().all(|m| volumes.iter().any(|v| v.name == m.name)),
+        mounts
+            .iter()
+            .all(|m| volumes.iter().any(|v| v.name == m.name)),
         "every mount has its volume: {mounts:?}"
     );
-    assert!(pod.affinity.is_none(), "no affinity to a pod that does not exist yet");
+    assert!(
+        pod.affinity.is_none(),
+        "no affinity to a pod that does not exist yet"
+    );
 }
 
 #[test]
