@@ -25,6 +25,9 @@ pub struct BuildConfig {
     pub image_pull_policy: Option<String>,
     /// Seconds a finished Job is kept before Kubernetes deletes it.
     pub job_ttl_seconds: i32,
+    /// Namespace the operator's pods run in, the one namespace whose operator pods may reach
+    /// a storage element; any namespace when `None` (an operator outside the cluster).
+    pub operator_namespace: Option<String>,
 }
 
 impl Default for BuildConfig {
@@ -33,12 +36,18 @@ impl Default for BuildConfig {
             image: "ghcr.io/artstore/artstore:latest".into(),
             image_pull_policy: None,
             job_ttl_seconds: 7 * 24 * 3600,
+            operator_namespace: None,
         }
     }
 }
 
 pub const APP: &str = "artstore";
 pub const MANAGED_BY: &str = "artstore-operator";
+/// `app.kubernetes.io/name` of the operator's own pods (the chart's name, see
+/// charts/artstore-operator/templates/_helpers.tpl).
+pub const OPERATOR_APP: &str = "artstore-operator";
+/// Label the API server puts on every Namespace (its name), for namespace selectors.
+pub const LABEL_NAMESPACE_NAME: &str = "kubernetes.io/metadata.name";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";

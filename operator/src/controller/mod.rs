@@ -19,6 +19,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -120,6 +121,7 @@ where
         .owns(api::<Service>(&client, &ns), owned.clone())
         .owns(api::<Job>(&client, &ns), owned.clone())
         .owns(api::<CronJob>(&client, &ns), owned.clone())
+        .owns(api::<NetworkPolicy>(&client, &ns), owned.clone())
         .watches(api::<EventStream>(&client, &ns), wc.clone(), move |es| {
             referencing(se_store.state(), &es, |se| {
                 se.spec.event_stream_ref.as_str()

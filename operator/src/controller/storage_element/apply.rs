@@ -1,11 +1,12 @@
-//! Writing a storage element's children: the migration gate, then Service, workload and
-//! maintenance CronJobs.
+//! Writing a storage element's children: its NetworkPolicy, the migration gate, then Service,
+//! workload and maintenance CronJobs.
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
 use kube::api::ListParams;
 use kube::runtime::events::EventType;
@@ -18,6 +19,19 @@ use crate::controller::driver::{Flow, Outcome};
 use crate::controller::error::Result;
 use crate::controller::job_gate;
 use crate::crd::{JobPhase, JobRecord, StorageElement, StorageElementStatus};
+
+/// Applies the element's NetworkPolicy, or deletes the operator's one when the spec opted out.
+pub async fn network_policy(
+    se: &StorageElement,
+    ctx: &Context,
+    policy: Option<NetworkPolicy>,
+) -> Result<()> {
+    let ns = se.namespace().unwrap_or_default();
+    match policy {
+        Some(p) => ctx.apply(&ns, &p).await.map(drop),
+        None => ctx.delete_owned::<NetworkPolicy>(&ns, &se.name_any()).await,
+    }
+}
 
 /// The migration Job for this image, run once; the workload waits for it.
 pub async fn migrate(

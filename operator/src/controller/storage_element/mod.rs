@@ -1,5 +1,6 @@
-//! StorageElement: dereference its EventStream → build every child (pure) → migrate (a
-//! run-once Job) → apply Service, workload, CronJobs → the rebuild annotation, once per
+//! StorageElement: dereference its EventStream → build every child (pure) → its NetworkPolicy
+//! (first, so no pod of it is ever open) → migrate (a run-once Job) → apply Service, workload,
+//! CronJobs → the rebuild annotation, once per
 //! request → read the element's own status ([`probe`]) → Ready.
 
 mod apply;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
@@ -20,7 +22,7 @@ use super::context::Context;
 use super::driver::{self, Flow, Outcome, Pipeline, Requeue, step};
 use super::error::Result;
 use crate::build::storage_element::{self as b, ElementWorkload};
-use crate::build::{BuildConfig, BuildError};
+use crate::build::{BuildConfig, BuildError, network_policy};
 use crate::crd::{EventStream, StorageElement, StorageElementStatus};
 
 pub const KIND: &str = "StorageElement";
@@ -31,6 +33,8 @@ pub async fn reconcile(se: Arc<StorageElement>, ctx: Arc<Context>) -> Result<Act
 
 /// Every child of an element, validated before anything is written.
 pub struct Children {
+    /// `None`: the spec opted out.
+    network_policy: Option<NetworkPolicy>,
     service: Service,
     workload: ElementWorkload,
     cronjobs: Vec<CronJob>,
@@ -70,6 +74,7 @@ impl Pipeline for StorageElement {
 
     fn build(&self, es: &EventStream, cfg: &BuildConfig) -> Result<Children, BuildError> {
         Ok(Children {
+            network_policy: network_policy::element(self, cfg)?,
             service: b::service(self)?,
             workload: b::workload(self, es, cfg)?,
             cronjobs: b::cronjobs(self, es, cfg)?,
@@ -86,6 +91,7 @@ impl Pipeline for StorageElement {
         children: Children,
         status: &mut StorageElementStatus,
     ) -> Result<Flow<Applied>> {
+        apply::network_policy(self, ctx, children.network_policy).await?;
         // Migrations run (once per image) before the workload starts or changes.
         step!(apply::migrate(self, ctx, &children.migration, status).await?);
         status.endpoint = Some(children.endpoint);

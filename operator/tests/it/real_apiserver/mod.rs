@@ -29,9 +29,12 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 mod lease;
+mod network_policy;
 
 /// Field manager of what the tests write (the user's `kubectl apply`, the kubelet's part).
 const TESTER: &str = "artstore-tests";
+/// The namespace the in-process operator says it runs in (its NetworkPolicy peer).
+const OPERATOR_NAMESPACE: &str = "artstore-system";
 /// How long anything the operator or the control plane does may take on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(60);
 /// How long a negative check (nothing happens to a paused object) keeps looking; longer than
@@ -271,6 +274,7 @@ impl Operator {
         let config = OperatorConfig::new(Config {
             build: BuildConfig {
                 image: "registry.example/artstore:test".into(),
+                operator_namespace: Some(OPERATOR_NAMESPACE.into()),
                 ..Default::default()
             },
             namespace: Some(ns.to_string()),
