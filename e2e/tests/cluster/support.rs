@@ -399,7 +399,7 @@ impl Cluster {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(",");
-        self.namespaced(namespace)
+        self.namespaced::<k8s_openapi::api::core::v1::Pod>(namespace)
             .list(&ListParams::default().labels(&selector))
             .await
             .unwrap()
