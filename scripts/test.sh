@@ -39,5 +39,5 @@ if [ "$with_node" = 1 ]; then
 fi
 
 t0=$SECONDS
-cargo test --workspace --all-targets "$@"
+cargo test --workspace --all-targets --no-fail-fast "$@"
 log "tests finished in $((SECONDS - t0))s"
