@@ -231,9 +231,8 @@ async fn storage_elements_migrate_before_their_workloads_start() {
 async fn the_query_node_starts_its_consumer_only_after_its_stream_and_backfill() {
     let archive = Archive::start().await;
     let (cluster, ns) = (&archive.cluster, archive.ns.as_str());
-    let qn_obj = sample("querynode.yaml");
     cluster
-        .apply::<QueryNode>(ns, &qn_obj)
+        .apply::<QueryNode>(ns, &sample("querynode.yaml"))
         .await
         .expect("apply query node");
     let es_obj = archive.event_stream();
@@ -241,6 +240,82 @@ async fn the_query_node_starts_its_consumer_only_after_its_stream_and_backfill()
         .apply::<EventStream>(ns, &paused(es_obj.clone()))
         .await
         .expect("apply paused stream");
+    assert_node_waits_for_stream(&archive).await;
+    // The registry checked below names both elements.
+    archive.migrate_elements().await;
+
+    cluster
+        .apply::<EventStream>(ns, &without_annotations(es_obj))
+        .await
+        .expect("unpause stream");
+    let es: EventStream = cluster
+        .wait_for(ns, "files", "EventStream Ready", |es: &EventStream| {
+            observed_current(es) && reason_is("StreamReady")(es)
+        })
+        .await;
+    // The node's own group may already be there too: it races the stream's status write.
+    assert!(
+        es.status
+            .as_ref()
+            .is_some_and(|s| s.groups.iter().any(|g| g.name == "audit")),
+        "{:?}",
+        es.status
+    );
+    let (qn, backfill) = assert_backfill_before_consumer(&archive).await;
+    cluster.complete_job(ns, &backfill).await;
+    assert_consumer_started(cluster, ns, &qn).await;
+    archive
+        .assert_events(&[
+            ("WaitingForStream", 1),
+            ("Migrated", 2),
+            ("Backfilling", 1),
+            ("BackfillComplete", 1),
+        ])
+        .await;
+    archive.finish().await;
+}
+
+/// A spec change of a started node: a new generation, observed by status and condition, and
+/// applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_node_spec_change_is_observed_and_applied() {
+    let archive = Archive::with_migrated_elements().await;
+    let (cluster, ns) = (&archive.cluster, archive.ns.as_str());
+    let qn_obj = sample("querynode.yaml");
+    cluster
+        .apply::<QueryNode>(ns, &qn_obj)
+        .await
+        .expect("apply query node");
+    let (qn, backfill) = assert_backfill_before_consumer(&archive).await;
+    cluster.complete_job(ns, &backfill).await;
+    let qn = assert_consumer_started(cluster, ns, &qn).await;
+
+    let generation = qn.metadata.generation.expect("generation");
+    cluster
+        .apply::<QueryNode>(ns, &set(qn_obj, "/spec/replicas", json!(2)))
+        .await
+        .expect("scale query node");
+    let qn: QueryNode = cluster
+        .wait_for(
+            ns,
+            "search",
+            "QueryNode observed generation 2",
+            |q: &QueryNode| q.metadata.generation > Some(generation) && observed_current(q),
+        )
+        .await;
+    assert_eq!(qn.ready().map(|c| c.reason.as_str()), Some("Starting"));
+    cluster
+        .wait_for(ns, "search", "Deployment scaled to 2", |d: &Deployment| {
+            d.spec.as_ref().and_then(|s| s.replicas) == Some(2)
+        })
+        .await;
+    archive.finish().await;
+}
+
+/// The node waits for its paused stream at its current generation: no consumer, no backfill
+/// Job, and the stream untouched in Redis.
+async fn assert_node_waits_for_stream(archive: &Archive) {
+    let (cluster, ns) = (&archive.cluster, archive.ns.as_str());
     let qn: QueryNode = cluster
         .wait_for(
             ns,
@@ -265,26 +340,12 @@ async fn the_query_node_starts_its_consumer_only_after_its_stream_and_backfill()
         groups_of(&archive.stream).await.is_empty(),
         "a paused stream is not touched"
     );
-    // The registry below names both elements.
-    archive.migrate_elements().await;
+}
 
-    cluster
-        .apply::<EventStream>(ns, &without_annotations(es_obj))
-        .await
-        .expect("unpause stream");
-    let es: EventStream = cluster
-        .wait_for(ns, "files", "EventStream Ready", |es: &EventStream| {
-            observed_current(es) && reason_is("StreamReady")(es)
-        })
-        .await;
-    // The node's own group may already be there too: it races the stream's status write.
-    assert!(
-        es.status
-            .as_ref()
-            .is_some_and(|s| s.groups.iter().any(|g| g.name == "audit")),
-        "{:?}",
-        es.status
-    );
+/// With the stream Ready the node is Backfilling: both groups exist in Redis, the backfill
+/// Job is the node's, and no consumer runs yet. The node and its backfill Job's name.
+async fn assert_backfill_before_consumer(archive: &Archive) -> (QueryNode, String) {
+    let (cluster, ns) = (&archive.cluster, archive.ns.as_str());
     let qn: QueryNode = cluster
         .wait_for(
             ns,
@@ -310,38 +371,7 @@ async fn the_query_node_starts_its_consumer_only_after_its_stream_and_backfill()
         cluster.get::<Deployment>(ns, "search").await.is_none(),
         "no consumer before the backfill"
     );
-    cluster.complete_job(ns, &backfill).await;
-    let qn = assert_consumer_started(cluster, ns, &qn).await;
-
-    // A spec change: a new generation, observed by status and condition, and applied.
-    let generation = qn.metadata.generation.expect("generation");
-    cluster
-        .apply::<QueryNode>(ns, &set(qn_obj, "/spec/replicas", json!(2)))
-        .await
-        .expect("scale query node");
-    let qn: QueryNode = cluster
-        .wait_for(
-            ns,
-            "search",
-            "QueryNode observed generation 2",
-            |q: &QueryNode| q.metadata.generation > Some(generation) && observed_current(q),
-        )
-        .await;
-    assert_eq!(qn.ready().map(|c| c.reason.as_str()), Some("Starting"));
-    cluster
-        .wait_for(ns, "search", "Deployment scaled to 2", |d: &Deployment| {
-            d.spec.as_ref().and_then(|s| s.replicas) == Some(2)
-        })
-        .await;
-    archive
-        .assert_events(&[
-            ("WaitingForStream", 1),
-            ("Migrated", 2),
-            ("Backfilling", 1),
-            ("BackfillComplete", 1),
-        ])
-        .await;
-    archive.finish().await;
+    (qn, backfill)
 }
 
 /// After the backfill: the node's Deployment, Service and registry (both elements), Ready
