@@ -219,15 +219,12 @@ spec:
 #[tokio::test]
 async fn the_chart_upgrades_and_uninstalls_without_touching_the_archive() {
     let c = cluster().await;
+    let word = format!("helm{}", c.run);
     let record = c
-        .upload_ok(
-            &format!("helm-{}.txt", c.run),
-            b"kept across helm",
-            &format!("helm {}", c.run),
-        )
+        .upload_ok(&format!("helm-{}.txt", c.run), b"kept across helm", &word)
         .await;
     let file_id = record["file_id"].as_str().unwrap().to_string();
-    c.wait_searchable(&c.run, std::slice::from_ref(&file_id), READY)
+    c.wait_searchable(&word, std::slice::from_ref(&file_id), READY)
         .await;
 
     // The documented upgrade: CRDs first (helm never upgrades crds/), then the release.

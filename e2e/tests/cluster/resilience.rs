@@ -66,13 +66,8 @@ async fn the_query_node_pod_deleted_during_a_burst_resumes_its_group() {
         "every upload stored once"
     );
 
+    c.wait_replacement(QUERY_NODE, NAMESPACE, &old_pod).await;
     c.wait_rollout(QUERY_NODE, NAMESPACE, 1).await;
-    let new_pod = c.pods_of(QUERY_NODE, NAMESPACE).await[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
-    assert_ne!(new_pod, old_pod);
     c.wait_searchable(&word, &ids, SYNC).await;
     eventually("nothing pending in the group", SYNC, || async {
         (c.pending(&group).await == 0).then_some(())
@@ -189,14 +184,9 @@ async fn a_new_operator_leader_takes_over_without_duplicates() {
         .delete(&old_pod, &DeleteParams::default())
         .await
         .unwrap();
-    c.wait_rollout("artstore-operator", OPERATOR_NAMESPACE, 1)
+    let new_pod = c
+        .wait_replacement("artstore-operator", OPERATOR_NAMESPACE, &old_pod)
         .await;
-    let new_pod = c.pods_of("artstore-operator", OPERATOR_NAMESPACE).await[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
-    assert_ne!(new_pod, old_pod);
     eventually(
         "the new pod holds the Lease",
         Duration::from_secs(120),

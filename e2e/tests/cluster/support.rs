@@ -409,6 +409,30 @@ impl Cluster {
             .collect()
     }
 
+    /// Waits until a ready pod other than `old` runs for the Deployment; returns its name.
+    /// (Right after a pod is deleted the Deployment's status still counts it as ready.)
+    pub async fn wait_replacement(&self, deployment: &str, namespace: &str, old: &str) -> String {
+        eventually(
+            &format!("a new ready pod of {deployment}"),
+            Duration::from_secs(240),
+            || async {
+                self.pods_of(deployment, namespace)
+                    .await
+                    .into_iter()
+                    .find_map(|pod| {
+                        let name = pod.metadata.name?;
+                        let ready = pod
+                            .status?
+                            .conditions?
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True");
+                        (ready && name != old).then_some(name)
+                    })
+            },
+        )
+        .await
+    }
+
     /// Waits until a Deployment has `replicas` up-to-date, ready pods and nothing else.
     pub async fn wait_rollout(&self, deployment: &str, namespace: &str, replicas: i32) {
         use k8s_openapi::api::apps::v1::Deployment;
