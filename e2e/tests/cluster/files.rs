@@ -63,23 +63,40 @@ async fn a_file_goes_through_ingester_stream_and_query_node() {
         assert_eq!(response.bytes().await.unwrap()[..], body[1000..2000]);
     }
 
-    // PATCH through the ingester reaches the element and, through the stream, search.
+    // Files change only on an element in mode `edit`: the element holding it switches (its
+    // pod restarts with the new mode), then PATCH through the ingester reaches it and, through
+    // the stream, search.
+    c.merge_patch(
+        "StorageElement",
+        &first.id,
+        json!({"spec": {"mode": "edit"}}),
+    )
+    .await;
     let new_word = format!("patched{}", c.run);
-    let response = c
-        .http
-        .patch(format!("{}/api/v1/files/{file_id}", c.stack.ingester_url))
-        .bearer_auth(&c.stack.tokens.writer)
-        .json(&json!({"description": format!("now {new_word}"), "tags": ["e2e", "patched"]}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    assert_eq!(
-        status,
-        200,
-        "PATCH: {}",
-        response.text().await.unwrap_or_default()
-    );
+    eventually(
+        "PATCH accepted once the element is in mode edit",
+        SYNC,
+        || async {
+            let response = c
+                .http
+                .patch(format!("{}/api/v1/files/{file_id}", c.stack.ingester_url))
+                .bearer_auth(&c.stack.tokens.writer)
+                .json(
+                    &json!({"description": format!("now {new_word}"), "tags": ["e2e", "patched"]}),
+                )
+                .send()
+                .await
+                .ok()?;
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            assert!(
+                matches!(status, 200 | 404 | 409) || status >= 500,
+                "PATCH: {status} {body}"
+            );
+            (status == 200).then_some(())
+        },
+    )
+    .await;
     c.wait_searchable(&new_word, std::slice::from_ref(&file_id), SYNC)
         .await;
     let on_element: Value = c

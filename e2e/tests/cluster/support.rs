@@ -364,7 +364,10 @@ impl Cluster {
     /// `kubectl` of the pinned build, against this cluster.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut command = Command::new(k8s_bin_dir().join("kubectl"));
-        command.env("KUBECONFIG", &self.kubeconfig).args(args);
+        command
+            .env("KUBECONFIG", &self.kubeconfig)
+            .current_dir(repo_root())
+            .args(args);
         with_stdin(command, stdin)
     }
 
