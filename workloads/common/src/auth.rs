@@ -188,6 +188,33 @@ pub fn mint(
     )
 }
 
+/// Signs the short-lived tokens a role sends with its own calls to storage elements, from the
+/// shared secret (`ARTSTORE_JWT_SECRET_FILE`). Cheap to clone.
+#[derive(Clone)]
+pub struct Signer {
+    secret: Arc<Vec<u8>>,
+}
+
+impl Signer {
+    pub fn new(secret: Vec<u8>) -> Self {
+        Signer {
+            secret: Arc::new(secret),
+        }
+    }
+
+    /// Reads the shared secret file (see [`read_secret_file`]).
+    pub fn from_file(path: &std::path::Path) -> std::io::Result<Self> {
+        read_secret_file(path).map(Signer::new)
+    }
+
+    /// `Bearer <token>` for `sub` acting as `role`, valid for `ttl_seconds`.
+    pub fn bearer(&self, sub: &str, role: Role, ttl_seconds: u64) -> Result<String, ApiError> {
+        mint(&self.secret, sub, role, ttl_seconds)
+            .map(|token| format!("Bearer {token}"))
+            .map_err(ApiError::internal)
+    }
+}
+
 /// Middleware: every request must carry a valid `Authorization: Bearer` token; the caller is
 /// stored in the request's extensions. Routes check roles with [`Caller::require`].
 pub async fn require_auth(

@@ -48,6 +48,8 @@ pub struct Core {
     /// Wakes the relay when an outbox row was committed.
     pub relay_wake: Arc<Notify>,
     pub metrics: Metrics,
+    /// When upload ids were last pruned (seconds since the epoch).
+    upload_ids_pruned_at: std::sync::atomic::AtomicI64,
     /// Bytes promised to uploads in flight, so concurrent uploads cannot overfill the element.
     reserved: AtomicU64,
     crash_point: Mutex<Option<CrashPoint>>,
@@ -76,6 +78,22 @@ pub struct UploadRequest {
     /// waiting. The upload then rolls back at its commit point instead of committing a copy the
     /// caller has already stored elsewhere.
     pub caller_gone: Option<tokio_util::sync::CancellationToken>,
+    /// The ingester's identity for the upload (`X-Artstore-Upload-Id`): a repeat is answered
+    /// with the file it produced, and an id cancelled by `DELETE /api/v1/uploads/{id}` is
+    /// refused at the commit point.
+    pub upload_id: Option<Uuid>,
+}
+
+/// How long an upload id is remembered (committed or cancelled). It must outlast the ingester's
+/// retries of a cancel (24 h) and any upload still in flight when the cancel arrives.
+pub const UPLOAD_ID_MEMORY: chrono::Duration = chrono::Duration::hours(48);
+
+/// The outcome of an upload.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub record: FileRecord,
+    /// The upload id had already produced this file; nothing new was stored.
+    pub replayed: bool,
 }
 
 /// A record as the metadata API shows it.
@@ -251,6 +269,7 @@ impl Core {
             backend,
             relay_wake: Arc::new(Notify::new()),
             metrics,
+            upload_ids_pruned_at: std::sync::atomic::AtomicI64::new(0),
             reserved: AtomicU64::new(0),
             crash_point: Mutex::new(None),
             pause_point: Mutex::new(None),
@@ -337,7 +356,18 @@ impl Core {
         created_by: &str,
         request: UploadRequest,
         body: ByteChunks,
-    ) -> Result<FileRecord, ElementError> {
+    ) -> Result<Uploaded, ElementError> {
+        if let Some(upload_id) = request.upload_id {
+            let mut conn = self.pool.acquire().await?;
+            let state = store::upload_id_state(&mut conn, upload_id).await?;
+            drop(conn);
+            if let Some(record) = self.existing_upload(upload_id, state).await? {
+                return Ok(Uploaded {
+                    record,
+                    replayed: true,
+                });
+            }
+        }
         self.require_writable()?;
         layout::validate_filename(&request.filename)
             .map_err(|e| ElementError::invalid("invalid_filename", e.to_string()))?;
@@ -450,9 +480,20 @@ impl Core {
         self.crash_at(CrashPoint::AfterSidecar)?;
 
         let caller_gone = request.caller_gone;
-        let committed: Result<(), ElementError> = async {
+        let upload_id = request.upload_id;
+        // `Ok(Some(..))`: the same upload id committed meanwhile (a concurrent repeat).
+        let committed: Result<Option<FileRecord>, ElementError> = async {
             let mut tx = self.pool.begin().await?;
             store::lock_for_write(&mut tx).await?;
+            if let Some(upload_id) = upload_id
+                && let Some(state) = store::claim_upload_id(&mut tx, upload_id, file_id).await?
+            {
+                // Taken meanwhile: by a concurrent attempt (replay its file) or a cancel.
+                return match self.existing_upload(upload_id, state).await? {
+                    Some(existing) => Ok(Some(existing)),
+                    None => Err(ElementError::UploadCancelled(upload_id)),
+                };
+            }
             if store::insert(&mut tx, &record).await? {
                 store::enqueue(&mut tx, EventType::Created, &record).await?;
             }
@@ -461,20 +502,94 @@ impl Core {
                 return Err(ElementError::Abandoned);
             }
             tx.commit().await?;
-            Ok(())
+            Ok(None)
         }
         .await;
-        if let Err(e) = committed {
-            // Nothing is visible yet: take the blob and sidecar back.
+        if !matches!(committed, Ok(None)) {
+            // Nothing of this attempt is visible: take the blob and sidecar back.
             let _ = self.backend.delete(&sidecar).await;
             let _ = self.backend.delete(&key).await;
-            return Err(e);
+            return committed.map(|existing| Uploaded {
+                record: existing.unwrap_or(record),
+                replayed: true,
+            });
         }
         self.relay_wake.notify_one();
+        if upload_id.is_some() {
+            self.prune_upload_ids().await;
+        }
         self.metrics.uploads.inc();
         self.metrics.upload_bytes.inc_by(size);
         tracing::info!(%file_id, size, key = %key, "file stored");
-        Ok(record)
+        Ok(Uploaded {
+            record,
+            replayed: false,
+        })
+    }
+
+    /// What a known upload id means for a new attempt with it: `Ok(Some(record))` replays the
+    /// file it produced, `Ok(None)` lets the attempt through (an unknown id), and a cancelled id
+    /// or one whose file has since been deleted is refused (410).
+    async fn existing_upload(
+        &self,
+        upload_id: Uuid,
+        state: store::UploadIdState,
+    ) -> Result<Option<FileRecord>, ElementError> {
+        match state {
+            store::UploadIdState::Unknown => Ok(None),
+            store::UploadIdState::Abandoned => Err(ElementError::UploadCancelled(upload_id)),
+            store::UploadIdState::Committed(file_id) => {
+                match store::get(&self.pool, file_id).await? {
+                    Some(row) => Ok(Some(row.record.0)),
+                    None => Err(ElementError::UploadDeleted { upload_id, file_id }),
+                }
+            }
+        }
+    }
+
+    /// Forgets upload ids older than [`UPLOAD_ID_MEMORY`], at most every ten minutes (called
+    /// from the paths that add ids, so the table stays bounded without a schedule).
+    async fn prune_upload_ids(&self) {
+        let now = Utc::now().timestamp();
+        let last = self.upload_ids_pruned_at.load(Ordering::Relaxed);
+        if now - last < 600
+            || self
+                .upload_ids_pruned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        match store::prune_upload_ids(&self.pool, Utc::now() - UPLOAD_ID_MEMORY).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(pruned, "forgot old upload ids"),
+            Err(e) => tracing::warn!(error = %e, "pruning upload ids failed"),
+        }
+    }
+
+    /// Cancels an ingester's upload it gave up on (`DELETE /api/v1/uploads/{id}`): remembers the
+    /// id as cancelled, so an attempt still in flight rolls back at its commit point, and
+    /// deletes the file it committed if it did (announced as `file.deleted`, like any delete).
+    /// Returns that file's id. Idempotent; works in every mode, since it undoes a write the
+    /// element should never have made.
+    pub async fn cancel_upload(&self, upload_id: Uuid) -> Result<Option<Uuid>, ElementError> {
+        self.prune_upload_ids().await;
+        let mut tx = self.pool.begin().await?;
+        let file_id = store::abandon_upload_id(&mut tx, upload_id).await?;
+        tx.commit().await?;
+        let Some(file_id) = file_id else {
+            tracing::info!(%upload_id, "upload cancelled before it committed");
+            return Ok(None);
+        };
+        match self.delete_unchecked(None, file_id).await {
+            Ok(()) => {
+                tracing::info!(%upload_id, %file_id, "cancelled upload's file deleted");
+                Ok(Some(file_id))
+            }
+            // Deleted already (by its owner, or by an earlier cancel).
+            Err(ElementError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The record, refreshed from its sidecar first when the cache row has expired (unless a

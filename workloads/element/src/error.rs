@@ -34,6 +34,15 @@ pub enum ElementError {
     /// The caller (an ingester) stopped waiting before the upload committed; it was rolled back.
     #[error("the caller gave up before the upload committed; nothing was stored")]
     Abandoned,
+    /// The ingester cancelled this upload id (`DELETE /api/v1/uploads/{id}`).
+    #[error("upload {0} was cancelled by its ingester; nothing was stored")]
+    UploadCancelled(uuid::Uuid),
+    /// The upload id produced a file that has since been deleted.
+    #[error("upload {upload_id} was stored as file {file_id}, which has since been deleted")]
+    UploadDeleted {
+        upload_id: uuid::Uuid,
+        file_id: uuid::Uuid,
+    },
     /// A fault injected by a test to stop an operation dead between two steps.
     #[error("simulated crash after {0:?}")]
     SimulatedCrash(crate::CrashPoint),
@@ -72,6 +81,12 @@ impl From<ElementError> for ApiError {
             ),
             ElementError::Abandoned => {
                 ApiError::new(StatusCode::REQUEST_TIMEOUT, "upload_abandoned", message)
+            }
+            ElementError::UploadCancelled(_) => {
+                ApiError::new(StatusCode::GONE, "upload_cancelled", message)
+            }
+            ElementError::UploadDeleted { .. } => {
+                ApiError::new(StatusCode::GONE, "upload_deleted", message)
             }
             ElementError::BodyInterrupted(_) => {
                 ApiError::bad_request("upload_interrupted", message)

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete as delete_route, get, post};
 use futures::{StreamExt, TryStreamExt};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
@@ -39,6 +39,7 @@ pub fn api_router(core: Arc<Core>, verifier: Verifier) -> Router {
             get(metadata).patch(patch).delete(delete),
         )
         .route("/api/v1/files/{id}/download", get(download))
+        .route("/api/v1/uploads/{upload_id}", delete_route(cancel_upload))
         .route("/api/v1/status", get(status))
         .route("/api/v1/cache/consistency", get(consistency))
         .route("/api/v1/cache/rebuild", post(rebuild_full))
@@ -125,8 +126,16 @@ async fn upload(
     // upload rolls back at its commit point.
     let upload_id = headers
         .get(UPLOAD_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|text| text.parse::<Uuid>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_upload_id", "X-Artstore-Upload-Id is not a UUID")
+                })
+        })
+        .transpose()?;
+    request.upload_id = upload_id;
     let gone_guard = upload_id.as_ref().map(|id| {
         tracing::debug!(upload_id = %id, "upload on behalf of an ingester");
         let token = tokio_util::sync::CancellationToken::new();
@@ -141,11 +150,50 @@ async fn upload(
     // aborts the multipart upload or removes the temporary file instead of being dropped midway.
     let created_by = token.sub.clone();
     let task = tokio::spawn(async move { core.upload(&created_by, request, stream).await });
-    let record = task.await.map_err(ApiError::internal)??;
+    let uploaded = task.await.map_err(ApiError::internal)??;
     if let Some(guard) = gone_guard {
         guard.disarm();
     }
-    Ok((StatusCode::CREATED, Json(record)).into_response())
+    // A repeated upload id: the file it produced, nothing new stored.
+    let status = if uploaded.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(uploaded.record)).into_response())
+}
+
+#[derive(serde::Serialize)]
+struct CancelledUpload {
+    upload_id: Uuid,
+    /// The file the upload had committed and that was deleted now; `null` when it never
+    /// committed (a commit still to come is refused) or its file was gone already.
+    deleted_file_id: Option<Uuid>,
+}
+
+/// `DELETE /api/v1/uploads/{upload_id}`: an ingester that gave up on this element for an upload
+/// makes sure no copy of it stays here (see `docs/faults.md`).
+async fn cancel_upload(
+    State(core): State<AppState>,
+    token: TokenCaller,
+    Path(upload_id): Path<String>,
+) -> Result<Response, ApiError> {
+    token.require(Role::Writer)?;
+    let upload_id: Uuid = upload_id.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_upload_id",
+            format!("{upload_id:?} is not an upload id"),
+        )
+    })?;
+    // In its own task, like a delete: once started it finishes whatever the caller does.
+    let deleted_file_id = tokio::spawn(async move { core.cancel_upload(upload_id).await })
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(Json(CancelledUpload {
+        upload_id,
+        deleted_file_id,
+    })
+    .into_response())
 }
 
 #[derive(Deserialize)]

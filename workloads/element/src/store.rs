@@ -173,3 +173,79 @@ pub async fn file_count_and_bytes(pool: &PgPool) -> Result<(i64, i64), sqlx::Err
         .fetch_one(pool)
         .await
 }
+
+/// What an ingester's upload id (`X-Artstore-Upload-Id`) already stands for on this element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadIdState {
+    /// Never seen (or pruned).
+    Unknown,
+    /// Committed as this file (which may since have been deleted).
+    Committed(Uuid),
+    /// The ingester gave up on it: a commit is refused.
+    Abandoned,
+}
+
+pub async fn upload_id_state(
+    conn: &mut PgConnection,
+    upload_id: Uuid,
+) -> Result<UploadIdState, sqlx::Error> {
+    let row: Option<(Option<Uuid>, bool)> =
+        sqlx::query_as("SELECT file_id, abandoned FROM uploads WHERE upload_id = $1")
+            .bind(upload_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(match row {
+        None => UploadIdState::Unknown,
+        Some((_, true)) => UploadIdState::Abandoned,
+        Some((Some(file_id), false)) => UploadIdState::Committed(file_id),
+        // Not written by this code (an id is either committed with a file or abandoned).
+        Some((None, false)) => UploadIdState::Unknown,
+    })
+}
+
+/// Binds `upload_id` to `file_id` inside the upload's transaction. `None` when the id was free;
+/// otherwise what it already stands for. A concurrent claim or abandonment of the same id waits
+/// for this transaction (and this one for it): the primary key orders them.
+pub async fn claim_upload_id(
+    conn: &mut PgConnection,
+    upload_id: Uuid,
+    file_id: Uuid,
+) -> Result<Option<UploadIdState>, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO uploads (upload_id, file_id) VALUES ($1, $2)
+         ON CONFLICT (upload_id) DO NOTHING",
+    )
+    .bind(upload_id)
+    .bind(file_id)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(None);
+    }
+    upload_id_state(conn, upload_id).await.map(Some)
+}
+
+/// Marks `upload_id` abandoned (a later commit is refused) and returns the file it committed,
+/// if it did.
+pub async fn abandon_upload_id(
+    conn: &mut PgConnection,
+    upload_id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO uploads (upload_id, abandoned) VALUES ($1, true)
+         ON CONFLICT (upload_id) DO UPDATE SET abandoned = true, recorded_at = now()
+         RETURNING file_id",
+    )
+    .bind(upload_id)
+    .fetch_one(conn)
+    .await
+}
+
+/// Forgets upload ids recorded before `cutoff`; returns how many.
+pub async fn prune_upload_ids(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM uploads WHERE recorded_at < $1")
+        .bind(cutoff)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}

@@ -27,6 +27,9 @@ pub enum Attempt {
     Stored(serde_json::Value),
     /// Full (507), not writable (mode changed), or failing: try the next element.
     Skip(String),
+    /// No answer (unreachable, no progress, answer cut off): try the next element, and cancel
+    /// the upload on this one, which may still commit it or may have already.
+    GaveUp(String),
     /// The element refused the file itself (bad name, too large): no other element will differ.
     Rejected(ApiError),
 }
@@ -52,6 +55,33 @@ fn clip_message(message: &str) -> String {
         end -= 1;
     }
     format!("{}…", &message[..end])
+}
+
+enum CancelError {
+    /// No answer, or one that may change: try again.
+    Retry(String),
+    /// Refused for good (our token, an element without the route): stop.
+    Final(String),
+}
+
+impl std::fmt::Display for CancelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CancelError::Retry(why) => write!(f, "no answer yet: {why}"),
+            CancelError::Final(why) => write!(f, "refused: {why}"),
+        }
+    }
+}
+
+/// Backoff of an upload's cancel: 1 s doubling to one try a minute, for up to a day. The element
+/// remembers a cancelled upload id for 48 h, longer than this.
+fn cancel_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(60))
+        .with_jitter()
+        .without_max_times()
+        .with_total_delay(Some(Duration::from_secs(24 * 3600)))
 }
 
 /// How long the ingester waits on a storage element.
@@ -163,19 +193,19 @@ impl ElementClient {
         // Errors without the URL: it carries the metadata, which must not be echoed back.
         let response = match self.send_watched(request, body).await {
             Ok(r) => r,
-            Err(why) => return Attempt::Skip(format!("{}: {why}", element.id)),
+            Err(why) => return Attempt::GaveUp(format!("{}: {why}", element.id)),
         };
         let status = response.status();
         let idle = self.timeouts.idle;
         if status == reqwest::StatusCode::CREATED || status == reqwest::StatusCode::OK {
             return match tokio::time::timeout(idle, response.json::<serde_json::Value>()).await {
                 Ok(Ok(record)) => Attempt::Stored(record),
-                Ok(Err(e)) => Attempt::Skip(format!(
+                Ok(Err(e)) => Attempt::GaveUp(format!(
                     "{}: unreadable answer ({})",
                     element.id,
                     e.without_url()
                 )),
-                Err(_) => Attempt::Skip(format!("{}: answer stalled for {idle:?}", element.id)),
+                Err(_) => Attempt::GaveUp(format!("{}: answer stalled for {idle:?}", element.id)),
             };
         }
         let error = tokio::time::timeout(idle, response.json::<ErrorBody>())
@@ -219,6 +249,75 @@ impl ElementClient {
                 describe(&error)
             )),
         }
+    }
+
+    /// Cancels upload `upload_id` on `element` (`DELETE /api/v1/uploads/{id}`) in the
+    /// background, retrying with backoff until the element answers: a copy it committed after
+    /// we gave up is deleted, a commit still to come is refused. `bearer` signs each attempt
+    /// afresh (the retries may outlive any one token).
+    pub fn cancel_upload(
+        &self,
+        element: RegistryEntry,
+        upload_id: String,
+        bearer: impl Fn() -> Result<String, ApiError> + Send + Sync + 'static,
+    ) {
+        use backon::Retryable;
+        let http = self.http.clone();
+        let idle = self.timeouts.idle;
+        tokio::spawn(async move {
+            let url = format!(
+                "{}/api/v1/uploads/{upload_id}",
+                element.url.trim_end_matches('/')
+            );
+            let attempt = || async {
+                let auth = bearer().map_err(|e| CancelError::Final(e.message))?;
+                let response = http
+                    .delete(&url)
+                    .header(reqwest::header::AUTHORIZATION, auth)
+                    .timeout(idle)
+                    .send()
+                    .await
+                    .map_err(|e| CancelError::Retry(e.without_url().to_string()))?;
+                let status = response.status().as_u16();
+                let answer = tokio::time::timeout(idle, response.json::<serde_json::Value>())
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                match status {
+                    200..=299 => Ok(answer),
+                    // Busy or timed out: again later. Any other refusal will not change.
+                    408 | 429 => Err(CancelError::Retry(format!("{status}"))),
+                    400..=499 => Err(CancelError::Final(format!("{status} {answer:?}"))),
+                    _ => Err(CancelError::Retry(format!("{status}"))),
+                }
+            };
+            let cancelled = attempt
+                .retry(cancel_backoff())
+                .when(|e| matches!(e, CancelError::Retry(_)))
+                .notify(|e, after| {
+                    tracing::info!(element = %element.id, %upload_id, error = %e, ?after, "cancelling an upload given up on: no answer yet; retrying");
+                })
+                .await;
+            match cancelled {
+                Ok(answer) => {
+                    let deleted = answer
+                        .as_ref()
+                        .and_then(|a| a.get("deleted_file_id"))
+                        .filter(|id| !id.is_null());
+                    match deleted {
+                        Some(file_id) => {
+                            tracing::warn!(element = %element.id, %upload_id, %file_id, "an upload given up on had committed; its copy was deleted")
+                        }
+                        None => {
+                            tracing::info!(element = %element.id, %upload_id, "upload given up on cancelled; nothing was stored there")
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(element = %element.id, %upload_id, error = %e, "could not cancel an upload given up on; the element may keep a second copy")
+                }
+            }
+        });
     }
 
     /// The element that holds `file_id`, asked of every element in the registry. 404 only when

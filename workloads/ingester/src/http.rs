@@ -25,7 +25,7 @@ use crate::select;
 use crate::spool::{Spooled, spool};
 use crate::spool_dir::SpoolDir;
 use artstore_common::ApiError;
-use artstore_common::auth::{Caller, Role, Verifier, require_auth};
+use artstore_common::auth::{Caller, Role, Signer, Verifier, require_auth};
 use artstore_common::ops::Ops;
 use artstore_common::registry::RegistryHandle;
 
@@ -37,7 +37,12 @@ struct Inner {
     limiter: RateLimiter,
     idempotency: Idempotency,
     metrics: Metrics,
+    /// Signs the ingester's own calls to storage elements (an upload's cancel).
+    signer: Signer,
 }
+
+/// Lifetime of a token the ingester signs for one call to a storage element.
+const CALL_TOKEN_TTL_SECONDS: u64 = 300;
 
 #[derive(Clone)]
 struct AppState(Arc<Inner>);
@@ -53,6 +58,12 @@ pub async fn build(
     registry: RegistryHandle,
     verifier: Verifier,
 ) -> anyhow::Result<Ingester> {
+    let signer = Signer::from_file(&config.jwt_secret_file).map_err(|e| {
+        anyhow::anyhow!(
+            "reading the JWT secret {} (the ingester signs its own calls to storage elements with it): {e}",
+            config.jwt_secret_file.display()
+        )
+    })?;
     let client = redis::Client::open(config.redis_url.as_str())?;
     // Rate limits fail open and idempotency answers 503 when Redis does not answer in time.
     let redis_config = redis::aio::ConnectionManagerConfig::new()
@@ -89,6 +100,7 @@ pub async fn build(
         metrics,
         config,
         spool_dir,
+        signer,
     }));
 
     let ready_redis = redis.clone();
@@ -283,6 +295,7 @@ fn fingerprint(file: &Spooled, meta: &UploadMeta) -> String {
 /// Offers the file to each candidate element in turn.
 async fn store(
     state: &Inner,
+    caller: &Caller,
     file: &Spooled,
     meta: &UploadMeta,
     auth: &str,
@@ -302,6 +315,18 @@ async fn store(
                 return Ok(record);
             }
             Attempt::Rejected(e) => return Err(e),
+            Attempt::GaveUp(reason) => {
+                tracing::info!(element = %element.id, %reason, "gave up on a storage element; cancelling the upload there and trying the next");
+                state.metrics.fallthroughs.inc();
+                reasons.push(reason);
+                let signer = state.signer.clone();
+                let (sub, role) = (caller.sub.clone(), caller.role);
+                state
+                    .elements
+                    .cancel_upload(element.clone(), upload_id.clone(), move || {
+                        signer.bearer(&sub, role, CALL_TOKEN_TTL_SECONDS)
+                    });
+            }
             Attempt::Skip(reason) => {
                 tracing::info!(element = %element.id, %reason, "storage element could not take the file; trying the next");
                 state.metrics.fallthroughs.inc();
@@ -331,7 +356,9 @@ async fn store_once(
     auth: &str,
 ) -> Result<(serde_json::Value, bool), ApiError> {
     let Some(key) = key else {
-        return store(state, file, meta, auth).await.map(|r| (r, false));
+        return store(state, caller, file, meta, auth)
+            .await
+            .map(|r| (r, false));
     };
     let print = fingerprint(file, meta);
     match state.idempotency.claim(&caller.sub, key, &print).await? {
@@ -343,7 +370,7 @@ async fn store_once(
                 let heartbeat = state.idempotency.keep_alive(&caller.sub, key, &claim);
                 tokio::pin!(heartbeat);
                 tokio::select! {
-                    stored = store(state, file, meta, auth) => stored,
+                    stored = store(state, caller, file, meta, auth) => stored,
                     () = &mut heartbeat => unreachable!("the heartbeat never ends"),
                 }
             };

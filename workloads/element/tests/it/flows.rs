@@ -682,7 +682,7 @@ async fn an_abandoned_ingester_upload_rolls_back_at_its_commit() {
             .query(&[("filename", "late.txt")])
             .body(b"late".to_vec());
         if with_id {
-            request = request.header("x-artstore-upload-id", "upload-1");
+            request = request.header("x-artstore-upload-id", uuid::Uuid::new_v4().to_string());
         }
         let sent = tokio::spawn(request.send());
         // Wait until the upload is at its commit, waiting for the lock.

@@ -4,3 +4,4 @@ mod flows;
 mod harness;
 mod maintenance;
 mod relay;
+mod uploads;

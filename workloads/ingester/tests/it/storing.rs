@@ -581,3 +581,107 @@ async fn a_cut_off_keyed_upload_is_replayed_not_409_and_stored_once() {
     drop(frozen);
     healthy.stop().await;
 }
+
+/// Forwards connections to `target`. The first connection's answer is withheld (never passed
+/// on, the connection to the element kept open): an element that commits an upload and then
+/// freezes before its answer leaves. Later connections pass through both ways.
+async fn withholding_proxy(target: std::net::SocketAddr) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut client, _)) = listener.accept().await {
+            let Ok(mut element) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            if std::mem::take(&mut first) {
+                tokio::spawn(async move {
+                    let (mut from_client, _to_client) = client.split();
+                    let (_from_element, mut to_element) = element.split();
+                    let _ = tokio::io::copy(&mut from_client, &mut to_element).await;
+                    // Both connections stay open: the element sees a caller still waiting.
+                    std::future::pending::<()>().await;
+                });
+            } else {
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut element).await;
+                });
+            }
+        }
+    });
+    url
+}
+
+/// An element that takes an upload and commits it, but whose answer arrives only after the
+/// ingester gave up on it: the ingester stores the file on the next element and cancels the
+/// upload on the first (`DELETE /api/v1/uploads/{id}`), which deletes its copy and announces
+/// that. Exactly one copy stays, on the fallback element.
+#[tokio::test]
+async fn a_commit_whose_answer_came_too_late_is_removed() {
+    let late = TestElement::start("se-late", 1 << 30, ElementMode::Edit).await;
+    let fallback = TestElement::start("se-fallback", 1 << 30, ElementMode::Edit).await;
+    let late_addr = late
+        .running
+        .url()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("element address");
+    let mut late_entry = late.entry("se-late", 100, ElementMode::Edit, 1 << 30);
+    late_entry.url = withholding_proxy(late_addr).await;
+    let registry = Registry {
+        elements: vec![
+            late_entry,
+            fallback.entry("se-fallback", 1, ElementMode::Edit, 1 << 30),
+        ],
+    };
+    let mut config = config(1000, 16 << 20);
+    config.element_idle_timeout_seconds = 1;
+    let url = start(config, RegistryHandle::fixed(registry)).await;
+    let auth = token(Role::Writer, "late-client");
+
+    let response = upload(&url, &auth, "once.bin", vec![5u8; 4000], None).await;
+    assert_eq!(response.status().as_u16(), 201);
+    let record: Value = response.json().await.expect("json");
+    assert_eq!(record["storage_element_id"], "se-fallback", "{record}");
+
+    // The late element did commit a copy, then deleted it when the cancel arrived.
+    let kinds = ts::eventually(
+        Duration::from_secs(30),
+        "the late element's copy is deleted",
+        || async {
+            let kinds: Vec<String> =
+                sqlx::query_scalar("SELECT event_type FROM outbox ORDER BY id")
+                    .fetch_all(&late.db.pool)
+                    .await
+                    .expect("outbox");
+            (kinds.len() == 2).then_some(kinds)
+        },
+    )
+    .await;
+    assert_eq!(kinds, vec!["file.created", "file.deleted"]);
+    assert_eq!(late.file_count().await, 0);
+    let leftovers = walk(late._dir.path());
+    assert!(leftovers.is_empty(), "blob or sidecar left: {leftovers:?}");
+    assert_eq!(fallback.file_count().await, 1);
+    late.stop().await;
+    fallback.stop().await;
+}
+
+/// Every file under `dir` (the volume's objects and temporary files).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}

@@ -11,12 +11,25 @@ pub fn token(role: Role, sub: &str) -> String {
     format!("Bearer {}", mint(SECRET, sub, role, 600).expect("mint"))
 }
 
+/// The shared secret as a file, as a deployment mounts it (the ingester signs its own calls to
+/// storage elements with it).
+pub fn secret_file() -> PathBuf {
+    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("ingester-test-secret-{}", std::process::id()));
+        std::fs::write(&path, SECRET).expect("write the secret file");
+        path
+    })
+    .clone()
+}
+
 pub fn config(rate_limit_per_minute: u32, max_upload_bytes: u64) -> IngesterConfig {
     IngesterConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         registry_file: PathBuf::from("unused"),
         redis_url: artstore_testsupport::services().redis_url.clone(),
-        jwt_secret_file: PathBuf::from("unused"),
+        jwt_secret_file: secret_file(),
         jwt_public_key_file: None,
         jwt_leeway_seconds: 5,
         server: artstore_common::serve::ServerTimeoutArgs {
