@@ -83,7 +83,13 @@ pub mod env {
     pub const DB_ACQUIRE_TIMEOUT_SECONDS: &str = "ARTSTORE_DB_ACQUIRE_TIMEOUT_SECONDS";
     pub const DB_STATEMENT_TIMEOUT_SECONDS: &str = "ARTSTORE_DB_STATEMENT_TIMEOUT_SECONDS";
 
-    // Query node
+    // Query node (also `DB_ACQUIRE_TIMEOUT_SECONDS`, `DB_STATEMENT_TIMEOUT_SECONDS`,
+    // `ELEMENT_CONNECT_TIMEOUT_SECONDS` (3) and `ELEMENT_IDLE_TIMEOUT_SECONDS` (10))
+    /// Redis: seconds to connect (2) and for a reply on top of a blocking read's block time (10).
+    pub const REDIS_CONNECT_TIMEOUT_SECONDS: &str = "ARTSTORE_REDIS_CONNECT_TIMEOUT_SECONDS";
+    pub const REDIS_RESPONSE_TIMEOUT_SECONDS: &str = "ARTSTORE_REDIS_RESPONSE_TIMEOUT_SECONDS";
+    /// Seconds for one whole page of a storage element's listing (default 60).
+    pub const ELEMENT_LISTING_TIMEOUT_SECONDS: &str = "ARTSTORE_ELEMENT_LISTING_TIMEOUT_SECONDS";
     pub const CONSUMER_GROUP: &str = "ARTSTORE_CONSUMER_GROUP";
     /// Stable per replica; defaults to `POD_NAME`, then the host name.
     pub const CONSUMER_NAME: &str = "ARTSTORE_CONSUMER_NAME";

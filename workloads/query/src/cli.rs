@@ -10,7 +10,8 @@ use artstore_contract::env;
 
 use crate::backfill::backfill_all;
 use crate::elements::{ElementClient, RegistryWatcher};
-use crate::node::{NodeConfig, QueryNode, lazy_pool};
+use crate::node::{NodeConfig, QueryNode, lazy_pool_with};
+use crate::timeouts::TimeoutArgs;
 
 pub const DEFAULT_STREAM: &str = artstore_contract::DEFAULT_STREAM;
 pub const DEFAULT_GROUP: &str = artstore_contract::DEFAULT_CONSUMER_GROUP;
@@ -18,7 +19,7 @@ pub const DEFAULT_GROUP: &str = artstore_contract::DEFAULT_CONSUMER_GROUP;
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Consume events into the search cache and serve search and download.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply migrations/query-node and exit.
     Migrate(DatabaseArgs),
     /// Create the stream and this node's consumer group (idempotent). Run before any consumer.
@@ -61,6 +62,8 @@ pub struct BackfillArgs {
     /// Shared secret to mint the token the node calls storage elements with.
     #[arg(long, env = env::JWT_SECRET_FILE)]
     pub jwt_secret_file: PathBuf,
+    #[command(flatten)]
+    pub timeouts: TimeoutArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -96,6 +99,8 @@ pub struct ServeArgs {
     pub jwt_leeway_seconds: u64,
     #[command(flatten)]
     pub server: artstore_common::serve::ServerTimeoutArgs,
+    #[command(flatten)]
+    pub timeouts: TimeoutArgs,
 }
 
 async fn consumer_name(explicit: Option<String>) -> String {
@@ -156,16 +161,18 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Backfill(args) => {
-            let pool = lazy_pool(&args.database.database_url, 4)?;
+            let timeouts = args.timeouts.timeouts();
+            let pool = lazy_pool_with(&args.database.database_url, 4, &timeouts)?;
             let secret = read_secret(&args.jwt_secret_file).await?;
             let registry = RegistryWatcher::new(Some(args.registry_file));
-            let client = ElementClient::new(Some(secret), "query-node:backfill");
+            let client =
+                ElementClient::with_timeouts(Some(secret), "query-node:backfill", &timeouts);
             let report = backfill_all(&pool, &registry, &client).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             anyhow::ensure!(report.ok(), "backfill of some storage elements failed");
             Ok(())
         }
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
     }
 }
 
@@ -199,6 +206,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     config.verifier = verifier.with_leeway(args.jwt_leeway_seconds);
     config.server_timeouts = args.server.timeouts();
+    config.timeouts = args.timeouts.timeouts();
     config.element_secret = secret;
     config.batch_size = args.batch_size.max(1);
     config.max_deliveries = args.max_deliveries.max(1);

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::timeouts::Timeouts;
 use artstore_common::auth::{Role, mint};
 use artstore_common::registry::{RegistryError, RegistryHandle};
 use artstore_contract::{Registry, RegistryEntry};
@@ -75,21 +76,29 @@ pub struct ElementClient {
     http: reqwest::Client,
     secret: Option<Arc<Vec<u8>>>,
     subject: String,
+    /// One whole page of a listing.
+    listing_timeout: std::time::Duration,
 }
 
 impl ElementClient {
+    /// With the default timeouts.
     pub fn new(secret: Option<Vec<u8>>, subject: &str) -> Self {
+        Self::with_timeouts(secret, subject, &Timeouts::default())
+    }
+
+    pub fn with_timeouts(secret: Option<Vec<u8>>, subject: &str, timeouts: &Timeouts) -> Self {
         let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect_timeout(timeouts.element_connect)
             // Until the answer's head, then between two pieces of its body: a frozen element
             // fails a listing or a download within this instead of holding it open.
-            .read_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(timeouts.element_idle)
             .build()
             .unwrap_or_default();
         ElementClient {
             http,
             secret: secret.map(Arc::new),
             subject: subject.to_string(),
+            listing_timeout: timeouts.element_listing,
         }
     }
 
@@ -120,7 +129,7 @@ impl ElementClient {
             .get(&url)
             .query(&query)
             .header(reqwest::header::AUTHORIZATION, self.bearer()?)
-            .timeout(std::time::Duration::from_secs(60))
+            .timeout(self.listing_timeout)
             .send()
             .await
             .map_err(|e| err(e.to_string()))?;

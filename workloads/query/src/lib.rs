@@ -13,6 +13,7 @@ pub mod node;
 pub mod resync;
 pub mod search;
 pub mod store;
+pub mod timeouts;
 
 pub use node::{NodeConfig, QueryNode};
 

@@ -19,6 +19,7 @@ use crate::elements::{ElementClient, RegistryWatcher};
 use crate::http::{AppState, api_router};
 use crate::metrics::Metrics;
 use crate::resync::Resyncer;
+use crate::timeouts::Timeouts;
 
 /// Everything a node needs. [`NodeConfig::new`] fills sensible defaults.
 #[derive(Clone)]
@@ -44,6 +45,8 @@ pub struct NodeConfig {
     /// Run the consumer (false: HTTP only).
     pub consume: bool,
     pub server_timeouts: artstore_common::serve::ServerTimeouts,
+    /// How long the node waits on PostgreSQL, Redis and storage elements.
+    pub timeouts: Timeouts,
 }
 
 impl NodeConfig {
@@ -74,6 +77,7 @@ impl NodeConfig {
             max_db_connections: 10,
             consume: true,
             server_timeouts: Default::default(),
+            timeouts: Timeouts::default(),
         }
     }
 
@@ -91,6 +95,8 @@ impl NodeConfig {
         c.claim_min_idle = self.claim_min_idle;
         c.claim_interval = self.claim_interval;
         c.info_interval = self.info_interval;
+        c.redis_connect_timeout = self.timeouts.redis_connect;
+        c.redis_response_timeout = self.timeouts.redis_response;
         c
     }
 }
@@ -103,14 +109,25 @@ pub enum NodeError {
     Listener(#[from] std::io::Error),
 }
 
-/// A lazily connecting pool: the node starts (and answers /healthz) while PostgreSQL is down.
+/// A lazily connecting pool with the default timeouts (see [`lazy_pool_with`]).
 pub fn lazy_pool(database_url: &str, max_connections: u32) -> Result<PgPool, NodeError> {
+    lazy_pool_with(database_url, max_connections, &Timeouts::default())
+}
+
+/// A lazily connecting pool: the node starts (and answers /healthz) while PostgreSQL is down.
+/// Getting a connection waits at most `db_acquire`; the server cancels a statement running
+/// longer than `db_statement`, so a runaway query does not hold a connection.
+pub fn lazy_pool_with(
+    database_url: &str,
+    max_connections: u32,
+    timeouts: &Timeouts,
+) -> Result<PgPool, NodeError> {
     let options: PgConnectOptions = database_url.parse().map_err(NodeError::DatabaseUrl)?;
-    // A runaway search is cancelled by the server rather than holding a connection.
-    let options = options.options([("statement_timeout", "30000")]);
+    let statement_ms = timeouts.db_statement.as_millis().to_string();
+    let options = options.options([("statement_timeout", statement_ms.as_str())]);
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(timeouts.db_acquire)
         .connect_lazy_with(options))
 }
 
@@ -133,15 +150,20 @@ impl QueryNode {
         listener: tokio::net::TcpListener,
     ) -> Result<QueryNode, NodeError> {
         let addr = listener.local_addr()?;
-        let pool = lazy_pool(&config.database_url, config.max_db_connections)?;
+        let pool = lazy_pool_with(
+            &config.database_url,
+            config.max_db_connections,
+            &config.timeouts,
+        )?;
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::new(&mut registry);
         let (shutdown, shutdown_rx) = watch::channel(false);
 
         let registry_watcher = Arc::new(RegistryWatcher::new(config.registry_file.clone()));
-        let elements = ElementClient::new(
+        let elements = ElementClient::with_timeouts(
             config.element_secret.clone(),
             &format!("query-node:{}", config.consumer_name),
+            &config.timeouts,
         );
         let resyncer = Resyncer::new();
         let resync = tokio::spawn(resyncer.clone().run(
@@ -166,7 +188,7 @@ impl QueryNode {
             })
         });
 
-        let ready = ready_check(pool.clone(), config.redis_url.clone());
+        let ready = ready_check(pool.clone(), config.redis_url.clone(), &config.timeouts);
         let state = AppState {
             pool: pool.clone(),
             registry: registry_watcher,
@@ -243,11 +265,15 @@ impl QueryNode {
     }
 }
 
-fn ready_check(pool: PgPool, redis_url: String) -> ReadyCheck {
+fn ready_check(pool: PgPool, redis_url: String, timeouts: &Timeouts) -> ReadyCheck {
     let client = redis::Client::open(redis_url.as_str()).ok();
+    let redis_config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeouts.redis_connect))
+        .set_response_timeout(Some(timeouts.redis_response));
     Arc::new(move || {
         let pool = pool.clone();
         let client = client.clone();
+        let redis_config = redis_config.clone();
         Box::pin(async move {
             sqlx::query("SELECT 1")
                 .execute(&pool)
@@ -255,7 +281,7 @@ fn ready_check(pool: PgPool, redis_url: String) -> ReadyCheck {
                 .map_err(|e| format!("database: {e}"))?;
             let client = client.ok_or_else(|| "redis: bad url".to_string())?;
             let mut conn = client
-                .get_multiplexed_async_connection()
+                .get_multiplexed_async_connection_with_config(&redis_config)
                 .await
                 .map_err(|e| format!("redis: {e}"))?;
             let _: String = redis::cmd("PING")

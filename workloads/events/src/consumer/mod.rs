@@ -65,6 +65,10 @@ pub struct ConsumerConfig {
     pub info_interval: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// To open a Redis connection.
+    pub redis_connect_timeout: Duration,
+    /// For a Redis reply; a blocking read gets it on top of `block`.
+    pub redis_response_timeout: Duration,
 }
 
 impl ConsumerConfig {
@@ -83,6 +87,8 @@ impl ConsumerConfig {
             info_interval: Duration::from_secs(15),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            redis_connect_timeout: Duration::from_secs(2),
+            redis_response_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -88,7 +88,7 @@ impl<A: Applier> Consumer<A> {
         let client = redis::Client::open(self.config.redis_url.as_str())?;
         let connect = |response_timeout: Duration| {
             let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_connection_timeout(Some(self.config.redis_connect_timeout))
                 .set_response_timeout(Some(response_timeout))
                 .set_number_of_retries(1)
                 .set_min_delay(Duration::from_millis(50))
@@ -98,8 +98,8 @@ impl<A: Applier> Consumer<A> {
         // Blocking reads get their own connection so they never hold up acks and claims.
         let now = Instant::now();
         let mut state = LoopState {
-            reader: connect(self.config.block + Duration::from_secs(10))?,
-            writer: connect(Duration::from_secs(10))?,
+            reader: connect(self.config.block + self.config.redis_response_timeout)?,
+            writer: connect(self.config.redis_response_timeout)?,
             position: ReadPosition::start(now, self.config.claim_interval),
             next_info: now,
             gaps: GapMemory::default(),

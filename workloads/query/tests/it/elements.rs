@@ -470,3 +470,40 @@ async fn a_frozen_element_fails_a_download_instead_of_hanging_it() {
     drop(frozen);
     node.shutdown().await;
 }
+
+/// The configured timeouts reach the calls: PostgreSQL cancels a statement past the configured
+/// `statement_timeout` (an "unavailable" error, answered 503), and a storage element that
+/// accepts the connection but never answers fails a listing after the idle timeout, not the
+/// (here much longer) whole-listing timeout.
+#[tokio::test]
+async fn configured_timeouts_bound_database_and_element_calls() {
+    use artstore_query::timeouts::TimeoutArgs;
+    let env = Env::new("timeouts").await;
+    let timeouts = TimeoutArgs {
+        db_statement_timeout_seconds: 1,
+        element_idle_timeout_seconds: 1,
+        element_listing_timeout_seconds: 3600,
+        ..TimeoutArgs::default()
+    }
+    .timeouts();
+    let pool = artstore_query::node::lazy_pool_with(&env.db.url, 2, &timeouts).expect("pool");
+    let shown: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&pool)
+        .await
+        .expect("show");
+    assert_eq!(shown, "1s");
+    let slow = sqlx::query("SELECT pg_sleep(30)").execute(&pool).await;
+    let error = slow.expect_err("cancelled by statement_timeout");
+    assert!(
+        artstore_query::store::is_unavailable(&error),
+        "a cancelled statement counts as unavailable: {error}"
+    );
+
+    // Accepts connections (the kernel's backlog) and never answers: a frozen element.
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", frozen.local_addr().expect("addr"));
+    let client = ElementClient::with_timeouts(Some(SECRET.to_vec()), "test", &timeouts);
+    let listing = client.list_page(&entry("se-frozen", &url), 10, None).await;
+    assert!(listing.is_err(), "a frozen element fails the listing");
+    drop(frozen);
+}
