@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use artstore_contract::{DEFAULT_PORT, env, paths};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, Probe, SeccompProfile,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext, Probe, SeccompProfile,
     SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
     Volume, VolumeMount,
 };
@@ -188,19 +188,91 @@ pub fn base_env() -> Vec<EnvVar> {
     ]
 }
 
-/// JWT secret as a file: the volume, its mount and the env var naming the file.
+/// A credential a container may be handed. Each container gets only those its command reads,
+/// so a pod can read no Secret it does not need (see `docs/operator.md`, least reach).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// The role's own PostgreSQL URL.
+    Database,
+    /// The Redis URL.
+    Redis,
+    /// An element's S3 access key and secret key.
+    S3,
+    /// The shared JWT secret (a mounted file).
+    Jwt,
+}
+
+impl Credential {
+    fn of_env(name: &str) -> Option<Credential> {
+        match name {
+            env::DATABASE_URL => Some(Credential::Database),
+            env::REDIS_URL => Some(Credential::Redis),
+            env::S3_ACCESS_KEY | env::S3_SECRET_KEY => Some(Credential::S3),
+            env::JWT_SECRET_FILE => Some(Credential::Jwt),
+            _ => None,
+        }
+    }
+
+    fn of_mount(name: &str) -> Option<Credential> {
+        (name == JWT_VOLUME).then_some(Credential::Jwt)
+    }
+}
+
+/// `env` and `mounts` without the credentials not in `keep`.
+pub fn only_credentials(
+    env: &[EnvVar],
+    mounts: &[VolumeMount],
+    keep: &[Credential],
+) -> (Vec<EnvVar>, Vec<VolumeMount>) {
+    let kept = |c: Option<Credential>| c.is_none_or(|c| keep.contains(&c));
+    (
+        env.iter()
+            .filter(|e| kept(Credential::of_env(&e.name)))
+            .cloned()
+            .collect(),
+        mounts
+            .iter()
+            .filter(|m| kept(Credential::of_mount(&m.name)))
+            .cloned()
+            .collect(),
+    )
+}
+
+/// The volumes some container of the pod mounts: a Secret volume no container mounts would
+/// still be fetched for the pod.
+pub fn mounted_volumes(volumes: Vec<Volume>, containers: &[&Container]) -> Vec<Volume> {
+    volumes
+        .into_iter()
+        .filter(|v| {
+            containers
+                .iter()
+                .any(|c| c.volume_mounts.iter().flatten().any(|m| m.name == v.name))
+        })
+        .collect()
+}
+
+/// Name of the JWT secret's volume.
+pub const JWT_VOLUME: &str = "jwt";
+
+/// JWT secret as a file: the volume (holding only the named key of the Secret, not its other
+/// keys), its mount and the env var naming the file.
 pub fn jwt_secret(auth: &AuthSpec) -> (Volume, VolumeMount, EnvVar) {
     let volume = Volume {
-        name: "jwt".into(),
+        name: JWT_VOLUME.into(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(auth.jwt_secret_ref.name.clone()),
+            items: Some(vec![KeyToPath {
+                key: auth.jwt_secret_ref.key.clone(),
+                path: auth.jwt_secret_ref.key.clone(),
+                mode: None,
+            }]),
             default_mode: Some(0o440),
             ..Default::default()
         }),
         ..Default::default()
     };
     let mount = VolumeMount {
-        name: "jwt".into(),
+        name: JWT_VOLUME.into(),
         mount_path: JWT_MOUNT.into(),
         read_only: Some(true),
         ..Default::default()
@@ -255,6 +327,11 @@ fn http_probe(path: &str, period: i32, failure: i32) -> Probe {
         ..Default::default()
     }
 }
+
+/// No workload pod talks to the Kubernetes API (the operator is the registry): none gets a
+/// service-account token, so none can read Secrets through the API whatever the namespace's
+/// default ServiceAccount may do.
+pub const AUTOMOUNT_SERVICE_ACCOUNT_TOKEN: Option<bool> = Some(false);
 
 /// A container running one `artstore` command.
 /// User and group the `artstore` image runs as (non-root).

@@ -49,6 +49,7 @@ pub fn deployment(ing: &Ingester, cfg: &BuildConfig) -> Result<Deployment, Build
                 }),
                 spec: Some(PodSpec {
                     security_context: Some(pod_security()),
+                    automount_service_account_token: AUTOMOUNT_SERVICE_ACCOUNT_TOKEN,
                     containers: vec![server_container(container(
                         cfg,
                         ing.spec.image.as_deref(),

@@ -71,16 +71,30 @@ pub fn deployment(
     let (name, _) = name_ns(qn)?;
     let rt = runtime(qn, es)?;
     let image = qn.spec.image.as_deref();
-    let init = |cname: &str, action: &str| {
+    // Each container gets only the credentials its command reads.
+    let init = |cname: &str, action: &str, keep: &[Credential]| {
+        let (env, mounts) = only_credentials(&rt.env, &rt.mounts, keep);
         container(
             cfg,
             image,
             cname,
             command(cmd::QUERY_NODE, action, &[]),
-            rt.env.clone(),
-            rt.mounts.clone(),
+            env,
+            mounts,
         )
     };
+    let inits = vec![
+        init("migrate", cmd::MIGRATE, &[Credential::Database]),
+        init("ensure-group", cmd::ENSURE_GROUP, &[Credential::Redis]),
+    ];
+    let server = server_container(container(
+        cfg,
+        image,
+        "query-node",
+        command(cmd::QUERY_NODE, cmd::SERVE, &[]),
+        rt.env.clone(),
+        rt.mounts.clone(),
+    ));
     Ok(Deployment {
         metadata: child_meta(qn, name.clone(), labels(COMPONENT, &name))?,
         spec: Some(DeploymentSpec {
@@ -93,19 +107,13 @@ pub fn deployment(
                 }),
                 spec: Some(PodSpec {
                     security_context: Some(pod_security()),
-                    init_containers: Some(vec![
-                        init("migrate", cmd::MIGRATE),
-                        init("ensure-group", cmd::ENSURE_GROUP),
-                    ]),
-                    containers: vec![server_container(container(
-                        cfg,
-                        image,
-                        "query-node",
-                        command(cmd::QUERY_NODE, cmd::SERVE, &[]),
-                        rt.env.clone(),
-                        rt.mounts.clone(),
-                    ))],
-                    volumes: Some(rt.volumes.clone()),
+                    automount_service_account_token: AUTOMOUNT_SERVICE_ACCOUNT_TOKEN,
+                    volumes: Some(mounted_volumes(
+                        rt.volumes.clone(),
+                        &[&inits[0], &inits[1], &server],
+                    )),
+                    init_containers: Some(inits),
+                    containers: vec![server],
                     ..Default::default()
                 }),
             },
@@ -138,6 +146,32 @@ pub fn backfill_job(
     pod_labels.insert(LABEL_JOB_KIND.into(), "backfill".into());
     let mut job_labels = labels(COMPONENT, &name);
     job_labels.insert(LABEL_JOB_KIND.into(), "backfill".into());
+    // Migrating needs the database; backfilling the database and the token for the storage
+    // elements, never Redis.
+    let (migrate_env, migrate_mounts) =
+        only_credentials(&rt.env, &rt.mounts, &[Credential::Database]);
+    let (backfill_env, backfill_mounts) = only_credentials(
+        &rt.env,
+        &rt.mounts,
+        &[Credential::Database, Credential::Jwt],
+    );
+    let migrate = container(
+        cfg,
+        image,
+        "migrate",
+        command(cmd::QUERY_NODE, cmd::MIGRATE, &[]),
+        migrate_env,
+        migrate_mounts,
+    );
+    let backfill = container(
+        cfg,
+        image,
+        "backfill",
+        command(cmd::QUERY_NODE, cmd::BACKFILL, &[]),
+        backfill_env,
+        backfill_mounts,
+    );
+    let volumes = mounted_volumes(rt.volumes, &[&migrate, &backfill]);
     Ok(Job {
         metadata: child_meta(qn, backfill_job_name(qn)?, job_labels)?,
         spec: Some(JobSpec {
@@ -150,24 +184,11 @@ pub fn backfill_job(
                 }),
                 spec: Some(PodSpec {
                     security_context: Some(pod_security()),
+                    automount_service_account_token: AUTOMOUNT_SERVICE_ACCOUNT_TOKEN,
                     restart_policy: Some("OnFailure".into()),
-                    init_containers: Some(vec![container(
-                        cfg,
-                        image,
-                        "migrate",
-                        command(cmd::QUERY_NODE, cmd::MIGRATE, &[]),
-                        rt.env.clone(),
-                        rt.mounts.clone(),
-                    )]),
-                    containers: vec![container(
-                        cfg,
-                        image,
-                        "backfill",
-                        command(cmd::QUERY_NODE, cmd::BACKFILL, &[]),
-                        rt.env,
-                        rt.mounts,
-                    )],
-                    volumes: Some(rt.volumes),
+                    init_containers: Some(vec![migrate]),
+                    containers: vec![backfill],
+                    volumes: Some(volumes),
                     ..Default::default()
                 }),
             },

@@ -162,6 +162,7 @@ fn pod_template(
         }),
         spec: Some(PodSpec {
             security_context: Some(pod_security()),
+            automount_service_account_token: AUTOMOUNT_SERVICE_ACCOUNT_TOKEN,
             containers: vec![server_container(container(
                 cfg,
                 se.spec.image.as_deref(),
@@ -278,6 +279,23 @@ fn job_pod(
         rt.volumes.retain(|v| !claims.contains(&v.name));
         rt.mounts.retain(|m| !claims.contains(&m.name));
     }
+    // Jobs never serve HTTP, so never need the JWT secret. A migration needs only the
+    // database; rebuilds and maintenance the database, the backend and Redis (to publish what
+    // they changed right away).
+    let keep: &[Credential] = match data {
+        JobData::DatabaseOnly => &[Credential::Database],
+        JobData::Files => &[Credential::Database, Credential::S3, Credential::Redis],
+    };
+    let (job_env, job_mounts) = only_credentials(&rt.env, &rt.mounts, keep);
+    let job_container = container(
+        cfg,
+        se.spec.image.as_deref(),
+        container_name,
+        args,
+        job_env,
+        job_mounts,
+    );
+    let job_volumes = mounted_volumes(rt.volumes, &[&job_container]);
     let needs_files_on_node = data == JobData::Files && se.spec.backend.volume.is_some();
     // Not the server's component label: the Service and the workload must never select Job pods.
     let mut pod_labels = labels(JOB_COMPONENT, &name);
@@ -303,16 +321,10 @@ fn job_pod(
         }),
         spec: Some(PodSpec {
             security_context: Some(pod_security()),
+            automount_service_account_token: AUTOMOUNT_SERVICE_ACCOUNT_TOKEN,
             restart_policy: Some("OnFailure".into()),
-            containers: vec![container(
-                cfg,
-                se.spec.image.as_deref(),
-                container_name,
-                args,
-                rt.env,
-                rt.mounts,
-            )],
-            volumes: Some(rt.volumes),
+            containers: vec![job_container],
+            volumes: Some(job_volumes),
             affinity,
             ..Default::default()
         }),
