@@ -53,9 +53,28 @@ impl Role {
 pub struct Caller {
     pub sub: String,
     pub role: Role,
+    /// The token was signed by a role for its own call (`aud` = internal), not handed to a
+    /// client: see [`Caller::require_internal`].
+    pub internal: bool,
 }
 
 impl Caller {
+    /// `role` or higher, on a token a role signed for its own call (the ingester's, acting for
+    /// its caller) or an admin's. A writer's own token cannot write to a storage element
+    /// directly, past the ingester's limits and idempotency.
+    pub fn require_internal(&self, role: Role) -> Result<(), ApiError> {
+        self.require(role)?;
+        if self.internal || self.role == Role::Admin {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "internal_only",
+                "storage elements take writes only through an ingester (or from an admin)",
+            ))
+        }
+    }
+
     pub fn require(&self, role: Role) -> Result<(), ApiError> {
         if self.role >= role {
             Ok(())
@@ -114,6 +133,16 @@ impl Verifier {
         })
     }
 
+    /// The same verifier, also taking tokens with the internal audience
+    /// ([`artstore_contract::token::AUDIENCE_INTERNAL`]); without this, a token carrying any
+    /// `aud` is refused. For storage elements.
+    pub fn accepting_internal(mut self) -> Self {
+        let mut validation = (*self.validation).clone();
+        validation.set_audience(&[artstore_contract::token::AUDIENCE_INTERNAL]);
+        self.validation = Arc::new(validation);
+        self
+    }
+
     /// The same verifier with another clock-skew leeway on `exp` and `nbf`.
     pub fn with_leeway(mut self, seconds: u64) -> Self {
         let mut validation = (*self.validation).clone();
@@ -123,8 +152,14 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+        let data = jsonwebtoken::decode::<TokenClaims>(token, &self.key, &self.validation)
             .map_err(|e| token_error(&e))?;
+        let internal =
+            data.claims.aud.as_deref() == Some(artstore_contract::token::AUDIENCE_INTERNAL);
+        let data = jsonwebtoken::TokenData {
+            header: data.header,
+            claims: data.claims.claims,
+        };
         let role = data
             .claims
             .role
@@ -140,8 +175,18 @@ impl Verifier {
         Ok(Caller {
             sub: data.claims.sub,
             role,
+            internal,
         })
     }
+}
+
+/// The contract's claims plus the audience, which only internal tokens carry.
+#[derive(Serialize, Deserialize)]
+struct TokenClaims {
+    #[serde(flatten)]
+    claims: Claims,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
 }
 
 /// Expired and not-yet-valid tokens get their own codes, so a client knows to fetch a new one
@@ -207,11 +252,26 @@ impl Signer {
         read_secret_file(path).map(Signer::new)
     }
 
-    /// `Bearer <token>` for `sub` acting as `role`, valid for `ttl_seconds`.
+    /// `Bearer <token>` for `sub` acting as `role`, valid for `ttl_seconds`, with the internal
+    /// audience: storage elements take writes only with such a token (or an admin's).
     pub fn bearer(&self, sub: &str, role: Role, ttl_seconds: u64) -> Result<String, ApiError> {
-        mint(&self.secret, sub, role, ttl_seconds)
-            .map(|token| format!("Bearer {token}"))
-            .map_err(ApiError::internal)
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        let claims = TokenClaims {
+            claims: Claims {
+                sub: sub.to_string(),
+                role: role.as_str().to_string(),
+                iat: now,
+                exp: now + ttl_seconds,
+            },
+            aud: Some(artstore_contract::token::AUDIENCE_INTERNAL.to_string()),
+        };
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&self.secret),
+        )
+        .map(|token| format!("Bearer {token}"))
+        .map_err(ApiError::internal)
     }
 }
 
@@ -259,6 +319,41 @@ mod tests {
         );
         let wrong = Verifier::hs256(b"other").verify(&token);
         assert_eq!(wrong.map_err(|e| e.status.as_u16()).err(), Some(401));
+    }
+
+    #[test]
+    fn internal_tokens_are_taken_only_where_accepted_and_marked() {
+        let signer = Signer::new(b"s3cret".to_vec());
+        let bearer = signer.bearer("alice", Role::Writer, 60).expect("sign");
+        let token = bearer.strip_prefix("Bearer ").expect("bearer");
+        let public = Verifier::hs256(b"s3cret");
+        assert_eq!(code(public.verify(token)).as_deref(), Some("unauthorized"));
+        let element = Verifier::hs256(b"s3cret").accepting_internal();
+        let caller = element.verify(token).expect("internal token");
+        assert!(caller.internal);
+        assert_eq!((caller.sub.as_str(), caller.role), ("alice", Role::Writer));
+        assert!(caller.require_internal(Role::Writer).is_ok());
+        // A client's own writer token: verified, but not for internal writes.
+        let own = element
+            .verify(&mint(b"s3cret", "alice", Role::Writer, 60).expect("mint"))
+            .expect("plain token");
+        assert!(!own.internal);
+        let refused = own
+            .require_internal(Role::Writer)
+            .expect_err("not internal");
+        assert_eq!(
+            (refused.status.as_u16(), refused.code.as_ref()),
+            (403, "internal_only")
+        );
+        // An admin's own token keeps working; another audience is refused.
+        let admin = element
+            .verify(&mint(b"s3cret", "root", Role::Admin, 60).expect("mint"))
+            .expect("admin");
+        assert!(admin.require_internal(Role::Writer).is_ok());
+        let other = signed(serde_json::json!({
+            "sub": "alice", "role": "writer", "exp": now() + 60, "aud": "someone-else"
+        }));
+        assert!(element.verify(&other).is_err());
     }
 
     fn signed(claims: serde_json::Value) -> String {

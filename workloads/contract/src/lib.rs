@@ -121,6 +121,10 @@ pub mod token {
     pub const ROLE_ADMIN: &str = "admin";
     pub const ROLE_WRITER: &str = "writer";
     pub const ROLE_READER: &str = "reader";
+    /// `aud` of the tokens a role signs for its own calls to storage elements (the ingester on
+    /// behalf of its caller). A storage element takes writes only with it, or from an admin;
+    /// the ingester and the query node refuse tokens that carry any `aud`.
+    pub const AUDIENCE_INTERNAL: &str = "artstore-internal";
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Claims {

@@ -1,6 +1,7 @@
 //! The element's HTTP API. Roles: readers read (metadata, list, download, status, consistency);
-//! writers upload, and change or delete the files they own; admins change or delete any file and
-//! run cache maintenance.
+//! writers upload, and change or delete the files they own, on a token an ingester signed for
+//! them (internal audience), never on their own token; admins change or delete any file and run
+//! cache maintenance.
 
 use std::sync::Arc;
 
@@ -95,7 +96,7 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    token.require(Role::Writer)?;
+    token.require_internal(Role::Writer)?;
     let mut request = UploadRequest::default();
     let mut filename = None;
     for (key, value) in query_pairs(query.as_deref())? {
@@ -178,7 +179,7 @@ async fn cancel_upload(
     token: TokenCaller,
     Path(upload_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    token.require(Role::Writer)?;
+    token.require_internal(Role::Writer)?;
     let upload_id: Uuid = upload_id.parse().map_err(|_| {
         ApiError::bad_request(
             "invalid_upload_id",
@@ -276,7 +277,7 @@ async fn patch(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    token.require(Role::Writer)?;
+    token.require_internal(Role::Writer)?;
     let id = parse_id(&id)?;
     let body: PatchBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid JSON body: {e}")))?;
@@ -310,7 +311,7 @@ async fn delete(
     token: TokenCaller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    token.require(Role::Writer)?;
+    token.require_internal(Role::Writer)?;
     let id = parse_id(&id)?;
     // In its own task, for the same reason as a patch: once the sidecar is gone the delete must
     // reach the cache row and the outbox, whatever the client does.

@@ -234,7 +234,8 @@ pub async fn build(config: ElementConfig) -> Result<Element, ElementError> {
         }),
     );
     let router = artstore_common::harden::harden(
-        http::api_router(core.clone(), config.verifier.clone()).merge(ops.router()),
+        http::api_router(core.clone(), config.verifier.clone().accepting_internal())
+            .merge(ops.router()),
         artstore_common::harden::HeadLimits::ELEMENT,
     )
     .layer(tower_http::trace::TraceLayer::new_for_http());

@@ -1,6 +1,7 @@
 //! Talking to storage elements: the internal upload (`POST /api/v1/files`, raw body, metadata
-//! as query parameters), and relaying metadata changes to the element that owns a file. The
-//! caller's own bearer token is forwarded, so the element sees who acts.
+//! as query parameters), and relaying metadata changes to the element that owns a file. Each
+//! call carries a token the ingester signs for its caller (internal audience), so the element
+//! sees who acts, and a client's own token cannot write to an element directly.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
@@ -164,12 +164,13 @@ async fn rate_limit(
     }
 }
 
-fn bearer(headers: &HeaderMap) -> String {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
+/// The token for the ingester's calls to storage elements on behalf of `caller`: signed here
+/// with the internal audience (storage elements take writes only with it), never the client's
+/// own token forwarded.
+fn internal_bearer(state: &Inner, caller: &Caller) -> Result<String, ApiError> {
+    state
+        .signer
+        .bearer(&caller.sub, caller.role, CALL_TOKEN_TTL_SECONDS)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -463,8 +464,15 @@ async fn upload(
     }
     let file =
         file.ok_or_else(|| ApiError::bad_request("missing_file", "the form has no `file` part"))?;
-    let (record, replayed) =
-        store_detached(&state, &caller, key, file, meta, bearer(&headers)).await?;
+    let (record, replayed) = store_detached(
+        &state,
+        &caller,
+        key,
+        file,
+        meta,
+        internal_bearer(&state.0, &caller)?,
+    )
+    .await?;
     let mut response = if replayed {
         (StatusCode::OK, Json(record)).into_response()
     } else {
@@ -528,7 +536,6 @@ async fn batch(
     caller.require(Role::Writer)?;
     let key = idempotency_key(&headers)?;
     let mut multipart = FormReader::new(&headers, body, FormLimits::BATCH)?;
-    let auth = bearer(&headers);
     let mut meta = UploadMeta::default();
     let mut items = Vec::new();
     loop {
@@ -566,8 +573,11 @@ async fn batch(
             }
         };
         let item_key = key.as_ref().map(|k| format!("{k}:{index}"));
-        let result =
-            store_detached(&state, &caller, item_key, file, meta.clone(), auth.clone()).await;
+        // Signed per item: a long batch may outlast one token.
+        let result = match internal_bearer(&state.0, &caller) {
+            Ok(auth) => store_detached(&state, &caller, item_key, file, meta.clone(), auth).await,
+            Err(e) => Err(e),
+        };
         items.push(match result {
             Ok((record, replayed)) => BatchItem {
                 index,
@@ -619,14 +629,13 @@ fn relayed(status: StatusCode, body: Option<serde_json::Value>) -> Response {
 async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Writer)?;
     parse_file_id(&id)?;
     let Json(body) = body.map_err(|e| ApiError::bad_request("invalid_json", e.body_text()))?;
-    let auth = bearer(&headers);
+    let auth = internal_bearer(&state.0, &caller)?;
     let owner = state
         .0
         .elements
@@ -643,12 +652,11 @@ async fn update(
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Writer)?;
     parse_file_id(&id)?;
-    let auth = bearer(&headers);
+    let auth = internal_bearer(&state.0, &caller)?;
     let owner = state
         .0
         .elements

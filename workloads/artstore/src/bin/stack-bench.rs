@@ -46,6 +46,8 @@ struct Stack {
     query: String,
     element: String,
     writer: String,
+    /// Direct uploads to an element take an admin's token (a writer's only through an ingester).
+    admin: String,
     reader: String,
 }
 
@@ -104,7 +106,7 @@ async fn upload_to_element(
     let r = http
         .post(format!("{}/api/v1/files", stack.element))
         .query(&[("filename", format!("bench-direct-{n}.bin"))])
-        .bearer_auth(&stack.writer)
+        .bearer_auth(&stack.admin)
         .body(body(size, n))
         .send()
         .await?;
@@ -197,6 +199,7 @@ async fn main() -> Result<()> {
         query: field(&info["query_url"])?,
         element: field(&first["url"])?,
         writer: field(&info["tokens"]["writer"])?,
+        admin: field(&info["tokens"]["admin"])?,
         reader: field(&info["tokens"]["reader"])?,
     });
     let http = reqwest::Client::builder()

@@ -95,7 +95,9 @@ async fn main() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let running = element.start(listener)?;
     let url = format!("{}/api/v1/files", running.url());
-    let token = auth::mint(secret, "bench", Role::Writer, 3600)?;
+    // What an ingester sends: a token it signed for its caller (internal audience).
+    let bearer = auth::Signer::new(secret.to_vec()).bearer("bench", Role::Writer, 3600)?;
+    let token = bearer.trim_start_matches("Bearer ").to_string();
     let http = reqwest::Client::new();
 
     println!(

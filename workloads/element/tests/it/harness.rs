@@ -30,7 +30,18 @@ pub struct Harness {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// A token as an ingester signs it for its caller (internal audience): what storage elements
+/// take writes with.
 pub fn token(role: Role, sub: &str) -> String {
+    auth::Signer::new(SECRET.to_vec())
+        .bearer(sub, role, 3600)
+        .expect("token")
+        .trim_start_matches("Bearer ")
+        .to_string()
+}
+
+/// A client's own token, as `artstore token` prints it.
+pub fn own_token(role: Role, sub: &str) -> String {
     auth::mint(SECRET, sub, role, 3600).expect("token")
 }
 

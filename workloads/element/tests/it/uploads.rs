@@ -222,3 +222,84 @@ async fn a_cancel_after_the_commit_deletes_the_copy_and_announces_it() {
     assert_eq!(h.row_count().await, 0);
     h.finish().await;
 }
+
+/// A client's own writer token does not let it write to a storage element directly (past the
+/// ingester's limits and idempotency): 403 `internal_only` for upload, change, delete and
+/// cancel. Reading with one's own token, and an admin's own token for anything, still work.
+#[tokio::test]
+async fn a_writers_own_token_cannot_write_to_an_element_directly() {
+    use artstore_common::auth::Role;
+    let h = Harness::start(Kind::Volume).await;
+    let own_writer = own_token(Role::Writer, "alice");
+    let record = h.upload("mine.txt", b"through the ingester".to_vec()).await;
+    let file_id = record["file_id"].as_str().expect("id").to_string();
+    let path = format!("/api/v1/files/{file_id}");
+
+    let refused = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("JSON error");
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("internal_only"))
+        );
+    };
+    refused(
+        h.upload_query(
+            &own_writer,
+            &[("filename", "direct.txt")],
+            b"direct".to_vec(),
+        )
+        .await,
+    )
+    .await;
+    refused(
+        h.http
+            .patch(h.url(&path))
+            .bearer_auth(&own_writer)
+            .json(&serde_json::json!({"description": "direct"}))
+            .send()
+            .await
+            .expect("patch"),
+    )
+    .await;
+    refused(
+        h.http
+            .delete(h.url(&path))
+            .bearer_auth(&own_writer)
+            .send()
+            .await
+            .expect("delete"),
+    )
+    .await;
+    refused(
+        h.http
+            .delete(h.url(&format!("/api/v1/uploads/{}", Uuid::new_v4())))
+            .bearer_auth(&own_writer)
+            .send()
+            .await
+            .expect("cancel"),
+    )
+    .await;
+    assert_eq!(h.row_count().await, 1, "nothing changed");
+
+    // Reading with one's own token is fine.
+    let (status, _) = h.get_json(&own_writer, &path).await;
+    assert_eq!(status, 200);
+    let (status, _) = h.get_json(&own_token(Role::Reader, "carol"), &path).await;
+    assert_eq!(status, 200);
+    // An admin's own token writes (maintenance, repairs).
+    let admin = own_token(Role::Admin, "root");
+    let response = h
+        .upload_query(&admin, &[("filename", "by-admin.txt")], b"admin".to_vec())
+        .await;
+    assert_eq!(response.status().as_u16(), 201);
+    let deleted = h
+        .http
+        .delete(h.url(&path))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status().as_u16(), 204);
+    h.finish().await;
+}
