@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod openapi;
 mod stack;
 
 #[derive(Parser)]
@@ -31,6 +32,8 @@ enum Role {
     DevStack(stack::StackArgs),
     /// Print a signed token for the shared secret.
     Token(TokenArgs),
+    /// Write the roles' OpenAPI documents to docs/openapi/ (or check them with `--check`).
+    Openapi(openapi::OpenapiArgs),
 }
 
 #[derive(clap::Args)]
@@ -55,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
         Role::QueryNode(cmd) => artstore_query::cli::run(cmd).await,
         Role::Ingester(cmd) => artstore_ingester::cli::run(cmd).await,
         Role::DevStack(args) => stack::run(args).await,
+        Role::Openapi(args) => openapi::run(args),
         Role::Token(args) => {
             let secret = artstore_common::auth::read_secret_file(&args.secret_file)?;
             println!(

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod headers;
+pub mod openapi;
 pub mod ops;
 pub mod registry;
 pub mod serve;

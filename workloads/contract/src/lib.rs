@@ -74,11 +74,18 @@ pub mod env {
     pub const MAX_DELIVERIES: &str = "ARTSTORE_MAX_DELIVERIES";
     pub const DEAD_LETTER_STREAM: &str = "ARTSTORE_DEAD_LETTER_STREAM";
     pub const CLAIM_MIN_IDLE_MS: &str = "ARTSTORE_CLAIM_MIN_IDLE_MS";
+    /// `true` (default) or `false`: the web console at `/console/`.
+    pub const CONSOLE: &str = "ARTSTORE_CONSOLE";
+    /// The ingester's base URL as browsers reach it (the console's writes).
+    pub const CONSOLE_INGESTER_URL: &str = "ARTSTORE_CONSOLE_INGESTER_URL";
 
     // Ingester
     pub const MAX_UPLOAD_BYTES: &str = "ARTSTORE_MAX_UPLOAD_BYTES";
     pub const RATE_LIMIT_PER_MINUTE: &str = "ARTSTORE_RATE_LIMIT_PER_MINUTE";
     pub const IDEMPOTENCY_TTL_SECONDS: &str = "ARTSTORE_IDEMPOTENCY_TTL_SECONDS";
+    /// Comma-separated origins (`https://archive.example.org`) whose pages may call the
+    /// ingester (CORS); empty: none.
+    pub const CORS_ALLOWED_ORIGINS: &str = "ARTSTORE_CORS_ALLOWED_ORIGINS";
 }
 
 /// Bearer tokens on `/api/` routes: HS256 JWTs over the shared secret
@@ -146,6 +153,7 @@ pub mod event_types {
 
 /// Storage element modes: `edit` (read, write, change, delete), `rw` (read, write),
 /// `ro` (read only), `ar` (archive: read only, cold).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ElementMode {
@@ -196,6 +204,7 @@ pub struct Registry {
 pub const REGISTRY_FILE_NAME: &str = "registry.json";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegistryEntry {
     pub id: String,
     /// Base URL of the element's HTTP API, e.g. `http://se-a.archive.svc:8080`.
@@ -209,6 +218,7 @@ pub struct RegistryEntry {
 
 /// `GET /api/v1/status` of a storage element.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ElementStatus {
     pub id: String,
     pub mode: ElementMode,
@@ -221,6 +231,7 @@ pub struct ElementStatus {
 
 /// `GET /api/v1/status` of a query node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueryNodeStatus {
     /// Live files in the node's search cache.
     pub indexed_files: u64,
@@ -230,6 +241,7 @@ pub struct QueryNodeStatus {
 
 /// `GET /api/v1/cache/consistency` of a storage element.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsistencyReport {
     pub total_attr_files: u64,
     pub total_cache_entries: u64,
@@ -239,6 +251,7 @@ pub struct ConsistencyReport {
     pub is_consistent: bool,
     pub inconsistency_percentage: f64,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: serde_json::Value,
 }
 

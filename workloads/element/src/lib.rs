@@ -198,6 +198,7 @@ pub async fn build(config: ElementConfig) -> Result<Element, ElementError> {
     );
     let router = http::api_router(core.clone(), config.verifier.clone())
         .merge(ops.router())
+        .merge(artstore_common::openapi::router(&http::openapi()))
         .layer(tower_http::trace::TraceLayer::new_for_http());
     Ok(Element {
         core,

@@ -32,6 +32,10 @@ pub struct IngesterConfig {
     /// Prefix of every Redis key this ingester writes.
     #[arg(long, default_value = "artstore:ingester")]
     pub redis_key_prefix: String,
+    /// Origins whose pages may call this API from a browser (CORS), comma-separated, e.g. the
+    /// query node's console at `https://archive.example.org`; `*` allows any. Empty: none.
+    #[arg(long, env = env::CORS_ALLOWED_ORIGINS, value_delimiter = ',', default_value = "")]
+    pub cors_allowed_origins: Vec<String>,
     /// Files up to this size are spooled in memory, larger ones to a temporary file.
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     pub memory_spool_bytes: usize,

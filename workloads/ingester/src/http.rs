@@ -53,6 +53,7 @@ pub async fn build(
     let metrics = Metrics::default();
     let mut prometheus = prometheus_client::registry::Registry::default();
     metrics.register(&mut prometheus);
+    let cors = crate::cors::layer(&config.cors_allowed_origins)?;
     let state = AppState(Arc::new(Inner {
         limiter: RateLimiter::new(
             redis.clone(),
@@ -94,8 +95,14 @@ pub async fn build(
         // Size is enforced while spooling (413), not by a blanket body limit.
         .layer(DefaultBodyLimit::disable())
         .with_state(state);
+    let router = api
+        .merge(ops.router())
+        .merge(artstore_common::openapi::router(&openapi()));
     Ok(Ingester {
-        router: api.merge(ops.router()),
+        router: match cors {
+            Some(cors) => router.layer(cors),
+            None => router,
+        },
     })
 }
 
@@ -308,6 +315,22 @@ fn count(state: &Inner, result: &Result<(serde_json::Value, bool), ApiError>) {
         .inc();
 }
 
+/// Stores one file in the first storage element that can take it.
+#[utoipa::path(
+    post, path = "/api/v1/files/upload", tag = "files", operation_id = "upload",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; the same key with the same content replays the first answer.", min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Stored.", body = artstore_events::FileRecord),
+        (status = 200, description = "Replayed: the record stored under the same `Idempotency-Key`.", body = artstore_events::FileRecord, headers(("Idempotent-Replayed" = String, description = "`true`"))),
+        (status = 400, description = "Bad form, field or key.", body = artstore_common::error::ErrorBody),
+        (status = 409, description = "The same key is being used by a request in flight (`idempotency_in_progress`).", body = artstore_common::error::ErrorBody),
+        (status = 413, description = "Larger than the limit (`file_too_large`).", body = artstore_common::error::ErrorBody),
+        (status = 422, description = "The same key with different content (`idempotency_key_reused`).", body = artstore_common::error::ErrorBody),
+        (status = 429, description = "Over the rate limit (`rate_limited`).", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
+        (status = 503, description = "No storage element could take the file, or Redis is unavailable.", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
+    )
+)]
 async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -366,7 +389,7 @@ async fn upload(
     Ok(response)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct BatchItem {
     index: usize,
     filename: Option<String>,
@@ -374,14 +397,16 @@ struct BatchItem {
     status: &'static str,
     http_status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<uuid::Uuid>)]
     file_id: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<artstore_events::FileRecord>)]
     record: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<BatchError>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct BatchError {
     code: String,
     message: String,
@@ -407,6 +432,17 @@ impl BatchItem {
 /// Several `file` parts, each stored or refused on its own: 207 with one result per part.
 /// Metadata fields apply to the file parts that follow them; with an `Idempotency-Key`, item
 /// `i` uses the key `<key>:<i>`.
+/// Several files, each stored or refused on its own.
+#[utoipa::path(
+    post, path = "/api/v1/files/batch", tag = "files", operation_id = "batch_upload",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Item `i` uses the key `<key>:<i>`.", min_length = 1, max_length = 240, pattern = "^[!-~]+$")),
+    request_body(content = BatchForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 207, description = "One result per `file` part (and per refused field).", body = BatchReport),
+        (status = 400, description = "Bad form or key, or no `file` part.", body = artstore_common::error::ErrorBody),
+        (status = 429, description = "Over the rate limit (`rate_limited`).", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
+    )
+)]
 async fn batch(
     State(state): State<AppState>,
     caller: Caller,
@@ -503,6 +539,21 @@ fn relayed(status: StatusCode, body: Option<serde_json::Value>) -> Response {
     }
 }
 
+/// Changes description and/or tags on the storage element that holds the file (its answer is
+/// relayed as it is).
+#[utoipa::path(
+    patch, path = "/api/v1/files/{id}", tag = "files", operation_id = "update_file",
+    params(("id" = uuid::Uuid, Path, description = "The file id.")),
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "The changed record.", body = artstore_events::FileRecord),
+        (status = 400, description = "Bad id or body.", body = artstore_common::error::ErrorBody),
+        (status = 404, description = "No storage element holds the file (`file_not_found`).", body = artstore_common::error::ErrorBody),
+        (status = 409, description = "The element is not in mode `edit` (`element_not_editable`).", body = artstore_common::error::ErrorBody),
+        (status = 429, description = "Over the rate limit (`rate_limited`).", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
+        (status = 503, description = "The registry or the element is unavailable.", body = artstore_common::error::ErrorBody),
+    )
+)]
 async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -527,6 +578,19 @@ async fn update(
     Ok(relayed(status, json))
 }
 
+/// Deletes the file on the storage element that holds it.
+#[utoipa::path(
+    delete, path = "/api/v1/files/{id}", tag = "files", operation_id = "delete_file",
+    params(("id" = uuid::Uuid, Path, description = "The file id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "Not a file id (`invalid_file_id`).", body = artstore_common::error::ErrorBody),
+        (status = 404, description = "No storage element holds the file (`file_not_found`).", body = artstore_common::error::ErrorBody),
+        (status = 409, description = "The element is not in mode `edit` (`element_not_editable`).", body = artstore_common::error::ErrorBody),
+        (status = 429, description = "Over the rate limit (`rate_limited`).", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
+        (status = 503, description = "The registry or the element is unavailable.", body = artstore_common::error::ErrorBody),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
@@ -547,4 +611,128 @@ async fn remove(
         .relay(reqwest::Method::DELETE, &owner, &id, &auth, None)
         .await?;
     Ok(relayed(status, json))
+}
+
+// The forms and bodies below exist for the OpenAPI document: the handlers read multipart fields
+// and relay JSON one piece at a time, and these describe what they accept.
+
+/// `multipart/form-data` of one upload.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct UploadForm {
+    /// The file; its part's `filename` is the stored name (no `/` or `\\`, no control characters).
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    file: Vec<u8>,
+    #[schema(
+        max_length = 4000,
+        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+    )]
+    description: Option<String>,
+    /// Repeatable, or comma-separated.
+    #[schema(value_type = Option<Vec<Tag>>, max_items = 50)]
+    tags: Option<Vec<String>>,
+    retention: Option<artstore_events::Retention>,
+    /// Only with `retention=temporary` (default 30).
+    #[schema(minimum = 1, maximum = 36500)]
+    retention_days: Option<u32>,
+}
+
+/// `multipart/form-data` of a batch: metadata fields apply to the `file` parts after them.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct BatchForm {
+    #[schema(value_type = Vec<String>, format = Binary, content_media_type = "application/octet-stream", min_items = 1)]
+    file: Vec<Vec<u8>>,
+    #[schema(
+        max_length = 4000,
+        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+    )]
+    description: Option<String>,
+    #[schema(value_type = Option<Vec<Tag>>, max_items = 50)]
+    tags: Option<Vec<String>>,
+    retention: Option<artstore_events::Retention>,
+    #[schema(minimum = 1, maximum = 36500)]
+    retention_days: Option<u32>,
+}
+
+/// The answer of a batch.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct BatchReport {
+    total: usize,
+    stored: usize,
+    rejected: usize,
+    results: Vec<BatchItem>,
+}
+
+/// A change of metadata: at least one field; `description: null` clears the description.
+#[derive(utoipa::ToSchema)]
+#[schema(min_properties = 1)]
+#[allow(dead_code)]
+struct PatchBody {
+    #[schema(value_type = Option<String>, max_length = 4000, pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$")]
+    description: Option<Option<String>>,
+    /// Replaces every tag.
+    #[schema(value_type = Option<Vec<Tag>>, max_items = 50)]
+    tags: Option<Vec<String>>,
+}
+
+/// A tag: 1 to 100 characters (after trimming), no control characters, no comma in a form.
+#[derive(utoipa::ToSchema)]
+#[schema(
+    min_length = 1,
+    max_length = 100,
+    pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s,\u0000-\u001f\u007f-\u009f][^,\u0000-\u001f\u007f-\u009f]*$"
+)]
+#[allow(dead_code)]
+struct Tag(String);
+
+/// Error codes this API answers with, besides the ones every role has; PATCH and DELETE relay
+/// the storage element's answer, so its codes are here too.
+const ERROR_CODES: &[&str] = &[
+    "element_not_editable",
+    "element_not_writable",
+    "file_not_found",
+    "file_too_large",
+    "idempotency_in_progress",
+    "idempotency_key_reused",
+    "insufficient_storage",
+    "invalid_body",
+    "invalid_description",
+    "invalid_file_id",
+    "invalid_filename",
+    "invalid_idempotency_key",
+    "invalid_json",
+    "invalid_mime_type",
+    "invalid_multipart",
+    "invalid_retention",
+    "invalid_retention_days",
+    "invalid_tag",
+    "missing_file",
+    "missing_filename",
+    "no_storage_available",
+    "rate_limited",
+    "redis_unavailable",
+    "registry_unavailable",
+    "rejected_by_storage",
+    "storage_unavailable",
+    "too_many_files",
+    "unknown_field",
+    "upload_interrupted",
+];
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "ArtStore ingester",
+        description = "The upload gateway: authenticates, rate-limits, honours Idempotency-Key and stores each file in the first storage element that can take it."
+    ),
+    paths(upload, batch, update, remove),
+    components(schemas(artstore_common::error::ErrorBody))
+)]
+struct ApiDoc;
+
+/// The ingester's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    artstore_common::openapi::finish(<ApiDoc as utoipa::OpenApi>::openapi(), ERROR_CODES)
 }

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+mod cors;
 mod element_client;
 mod http;
 mod idempotency;
@@ -14,4 +15,4 @@ pub mod select;
 mod spool;
 
 pub use config::IngesterConfig;
-pub use http::{Ingester, build};
+pub use http::{Ingester, build, openapi};

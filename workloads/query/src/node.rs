@@ -43,6 +43,8 @@ pub struct NodeConfig {
     pub max_db_connections: u32,
     /// Run the consumer (false: HTTP only).
     pub consume: bool,
+    /// Serve the web console at `/console/` (None: off).
+    pub console: Option<crate::console::ConsoleConfig>,
 }
 
 impl NodeConfig {
@@ -72,6 +74,7 @@ impl NodeConfig {
             element_secret: Some(jwt_secret.to_vec()),
             max_db_connections: 10,
             consume: true,
+            console: None,
         }
     }
 
@@ -169,8 +172,13 @@ impl QueryNode {
             elements,
             metrics: metrics.clone(),
         };
-        let app =
-            api_router(state, config.verifier.clone()).merge(Ops::new(registry, ready).router());
+        let app = api_router(state, config.verifier.clone())
+            .merge(Ops::new(registry, ready).router())
+            .merge(artstore_common::openapi::router(&crate::http::openapi()))
+            .merge(match &config.console {
+                Some(console) => crate::console::router(console.clone()),
+                None => axum::Router::new(),
+            });
         let mut server_shutdown = shutdown_rx;
         let server = tokio::spawn(async move {
             let served = axum::serve(listener, app)
