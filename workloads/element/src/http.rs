@@ -88,7 +88,7 @@ fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
 #[utoipa::path(
     post, path = "/api/v1/files", tag = "files", operation_id = "upload",
     params(
-        ("filename" = String, Query, description = "The file's name: no `/` or `\\`, no control characters, at most 255 bytes.", min_length = 1, max_length = 63, pattern = r"^[^/\\\u0000-\u001f\u007f-\u009f]*[^/\\\s\u0000-\u001f\u007f-\u009f][^/\\\u0000-\u001f\u007f-\u009f]*$"),
+        ("filename" = String, Query, description = "The file's name: no `/` or `\\`, no control characters, at most 255 bytes.", min_length = 1, max_length = 255, pattern = r"^[^/\\\u0000-\u001f\u007f-\u009f]*[^/\\\s\u0000-\u001f\u007f-\u009f][^/\\\u0000-\u001f\u007f-\u009f]*$"),
         ("description" = Option<String>, Query, max_length = 4000, pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"),
         ("tag" = Option<Vec<Tag>>, Query, description = "Repeatable; `tags` is accepted too.", max_items = 50),
         ("retention" = Option<artstore_events::Retention>, Query),
@@ -96,7 +96,7 @@ fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
         ("mime_type" = Option<String>, Query, description = "Guessed from the name when absent.", pattern = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}/[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$"),
         ("Content-Length" = Option<u64>, Header, description = "Lets the element refuse a file that is too large before reading it."),
     ),
-    request_body(content = inline(BinaryBody), content_type = "application/octet-stream", description = "The file's bytes."),
+    request_body(content = Option<BinaryBody>, content_type = "application/octet-stream", description = "The file's bytes (none: an empty file)."),
     responses(
         (status = 201, description = "Stored.", body = artstore_events::FileRecord),
         (status = 400, description = "Bad parameter or an interrupted body.", body = artstore_common::error::ErrorBody),
@@ -182,7 +182,8 @@ async fn list(
     for (key, value) in query_pairs(query.as_deref())? {
         match key.as_str() {
             "limit" => q.limit = Some(value),
-            "cursor" => q.cursor = Some(value).filter(|c| !c.is_empty()),
+            // An empty cursor is refused like any other that is not a file id.
+            "cursor" => q.cursor = Some(value),
             other => {
                 return Err(ApiError::bad_request(
                     "invalid_query",
@@ -288,8 +289,13 @@ async fn patch(
 ) -> Result<Response, ApiError> {
     token.require(Role::Writer)?;
     let id = parse_id(&id)?;
-    let body: PatchBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid JSON body: {e}")))?;
+    // Through a map first: serde would also read a struct from a JSON array (`[null, null]`).
+    let body: PatchBody =
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+            .and_then(|map| serde_json::from_value(serde_json::Value::Object(map)))
+            .map_err(|e| {
+                ApiError::bad_request("invalid_body", format!("invalid JSON body: {e}"))
+            })?;
     if body.description.is_none() && body.tags.is_none() {
         return Err(ApiError::bad_request(
             "invalid_body",

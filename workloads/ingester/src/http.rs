@@ -435,7 +435,7 @@ impl BatchItem {
 /// Several files, each stored or refused on its own.
 #[utoipa::path(
     post, path = "/api/v1/files/batch", tag = "files", operation_id = "batch_upload",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Item `i` uses the key `<key>:<i>`.", min_length = 1, max_length = 240, pattern = "^[!-~]+$")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; item `i` uses the key `<key>:<i>`.", min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
     request_body(content = BatchForm, content_type = "multipart/form-data"),
     responses(
         (status = 207, description = "One result per `file` part (and per refused field).", body = BatchReport),
@@ -455,6 +455,7 @@ async fn batch(
     let auth = bearer(&headers);
     let mut meta = UploadMeta::default();
     let mut items = Vec::new();
+    let mut file_parts = 0;
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
@@ -472,6 +473,7 @@ async fn batch(
             }
             continue;
         }
+        file_parts += 1;
         let index = items.len();
         let filename = field.file_name().map(String::from);
         let file = match spool(
@@ -504,11 +506,17 @@ async fn batch(
             Err(e) => BatchItem::rejected(index, filename, e),
         });
     }
-    if items.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_file",
-            "the form has no `file` part",
-        ));
+    // Without a file there is nothing to report per item: the request itself is bad.
+    if file_parts == 0 {
+        return Err(match items.into_iter().find_map(|i| i.error) {
+            Some(e) => ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: e.code.into(),
+                message: e.message,
+                retry_after: None,
+            },
+            None => ApiError::bad_request("missing_file", "the form has no `file` part"),
+        });
     }
     let stored = items.iter().filter(|i| i.status != "rejected").count();
     let body = serde_json::json!({
@@ -643,16 +651,12 @@ struct UploadForm {
 struct BatchForm {
     #[schema(value_type = Vec<String>, format = Binary, content_media_type = "application/octet-stream", min_items = 1)]
     file: Vec<Vec<u8>>,
-    #[schema(
-        max_length = 4000,
-        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
-    )]
+    /// Fields are checked per item: a bad value comes back as a rejected entry in the 207, not
+    /// as a refusal of the whole batch (so their values are not constrained here).
     description: Option<String>,
-    #[schema(value_type = Option<Vec<Tag>>, max_items = 50)]
     tags: Option<Vec<String>>,
-    retention: Option<artstore_events::Retention>,
-    #[schema(minimum = 1, maximum = 36500)]
-    retention_days: Option<u32>,
+    retention: Option<String>,
+    retention_days: Option<String>,
 }
 
 /// The answer of a batch.
