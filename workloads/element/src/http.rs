@@ -94,9 +94,8 @@ fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
         ("retention" = Option<artstore_events::Retention>, Query),
         ("retention_days" = Option<u32>, Query, description = "Only with `retention=temporary` (default 30).", minimum = 1, maximum = 36500),
         ("mime_type" = Option<String>, Query, description = "Guessed from the name when absent.", pattern = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}/[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$"),
-        ("Content-Length" = Option<u64>, Header, description = "Lets the element refuse a file that is too large before reading it."),
     ),
-    request_body(content = Option<BinaryBody>, content_type = "application/octet-stream", description = "The file's bytes (none: an empty file)."),
+    request_body(content = Option<BinaryBody>, content_type = "application/octet-stream", description = "The file's bytes (none: an empty file). The `Content-Length` the HTTP client sends lets the element refuse a file that is too large before reading it."),
     responses(
         (status = 201, description = "Stored.", body = artstore_events::FileRecord),
         (status = 400, description = "Bad parameter or an interrupted body.", body = artstore_common::error::ErrorBody),

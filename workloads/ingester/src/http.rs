@@ -19,7 +19,7 @@ use crate::idempotency::{Claim, Idempotency, parse_key};
 use crate::metrics::{Metrics, Outcome};
 use crate::ratelimit::{Decision, RateLimiter};
 use crate::select;
-use crate::spool::{Spooled, spool};
+use crate::spool::{Content, Spooled, spool};
 use artstore_common::ApiError;
 use artstore_common::auth::{Caller, Role, Verifier, require_auth};
 use artstore_common::ops::Ops;
@@ -430,16 +430,15 @@ impl BatchItem {
 }
 
 /// Several `file` parts, each stored or refused on its own: 207 with one result per part.
-/// Metadata fields apply to the file parts that follow them; with an `Idempotency-Key`, item
-/// `i` uses the key `<key>:<i>`.
-/// Several files, each stored or refused on its own.
+/// The metadata fields apply to every file; a bad field refuses the whole batch (400) before
+/// anything is stored. With an `Idempotency-Key`, item `i` uses the key `<key>:<i>`.
 #[utoipa::path(
     post, path = "/api/v1/files/batch", tag = "files", operation_id = "batch_upload",
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; item `i` uses the key `<key>:<i>`.", min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
     request_body(content = BatchForm, content_type = "multipart/form-data"),
     responses(
-        (status = 207, description = "One result per `file` part (and per refused field).", body = BatchReport),
-        (status = 400, description = "Bad form or key, or no `file` part.", body = artstore_common::error::ErrorBody),
+        (status = 207, description = "One result per `file` part.", body = BatchReport),
+        (status = 400, description = "Bad form, key or metadata field, or no `file` part; nothing stored.", body = artstore_common::error::ErrorBody),
         (status = 429, description = "Over the rate limit (`rate_limited`).", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
     )
 )]
@@ -453,36 +452,38 @@ async fn batch(
     let key = idempotency_key(&headers)?;
     let mut multipart = multipart.map_err(multipart_error)?;
     let auth = bearer(&headers);
+    // The whole form is read before anything is stored, so a bad form or metadata field refuses
+    // the batch (400) with nothing stored, and the metadata applies to every file. The files'
+    // bytes share one in-memory budget; the rest is spooled to disk.
     let mut meta = UploadMeta::default();
-    let mut items = Vec::new();
-    let mut file_parts = 0;
-    loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(e) => {
-                // The rest of the body is unreadable; what was stored stays stored and is reported.
-                items.push(BatchItem::rejected(items.len(), None, multipart_error(e)));
-                break;
-            }
-        };
+    let mut parts = Vec::new();
+    let mut memory_left = state.0.config.memory_spool_bytes;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_string();
         if name != "file" {
-            if let Err(e) = read_meta_field(&name, field, &mut meta).await {
-                items.push(BatchItem::rejected(items.len(), None, e));
-            }
+            read_meta_field(&name, field, &mut meta).await?;
             continue;
         }
-        file_parts += 1;
-        let index = items.len();
         let filename = field.file_name().map(String::from);
-        let file = match spool(
-            field,
-            state.0.config.max_upload_bytes,
-            state.0.config.memory_spool_bytes,
-        )
-        .await
+        let file = spool(field, state.0.config.max_upload_bytes, memory_left).await;
+        if let Ok(Spooled {
+            content: Content::Memory(bytes),
+            ..
+        }) = &file
         {
+            memory_left = memory_left.saturating_sub(bytes.len());
+        }
+        parts.push((filename, file));
+    }
+    if parts.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_file",
+            "the form has no `file` part",
+        ));
+    }
+    let mut items = Vec::with_capacity(parts.len());
+    for (index, (filename, file)) in parts.into_iter().enumerate() {
+        let file = match file {
             Ok(file) => file,
             Err(e) => {
                 count(&state.0, &Err(e.clone()));
@@ -493,6 +494,14 @@ async fn batch(
         let item_key = key.as_ref().map(|k| format!("{k}:{index}"));
         let result = store_once(&state.0, &caller, item_key.as_deref(), &file, &meta, &auth).await;
         count(&state.0, &result);
+        if let Err(e) = &result
+            && METADATA_CODES.contains(&e.code.as_ref())
+            && items.iter().all(|i: &BatchItem| i.status == "rejected")
+        {
+            // Every file carries the same metadata, so the element would refuse them all: the
+            // request is bad, and nothing has been stored yet.
+            return Err(e.clone());
+        }
         items.push(match result {
             Ok((record, replayed)) => BatchItem {
                 index,
@@ -504,18 +513,6 @@ async fn batch(
                 error: None,
             },
             Err(e) => BatchItem::rejected(index, filename, e),
-        });
-    }
-    // Without a file there is nothing to report per item: the request itself is bad.
-    if file_parts == 0 {
-        return Err(match items.into_iter().find_map(|i| i.error) {
-            Some(e) => ApiError {
-                status: StatusCode::BAD_REQUEST,
-                code: e.code.into(),
-                message: e.message,
-                retry_after: None,
-            },
-            None => ApiError::bad_request("missing_file", "the form has no `file` part"),
         });
     }
     let stored = items.iter().filter(|i| i.status != "rejected").count();
@@ -645,18 +642,24 @@ struct UploadForm {
     retention_days: Option<u32>,
 }
 
-/// `multipart/form-data` of a batch: metadata fields apply to the `file` parts after them.
+/// `multipart/form-data` of a batch: the metadata fields apply to every `file` part.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 struct BatchForm {
     #[schema(value_type = Vec<String>, format = Binary, content_media_type = "application/octet-stream", min_items = 1)]
     file: Vec<Vec<u8>>,
-    /// Fields are checked per item: a bad value comes back as a rejected entry in the 207, not
-    /// as a refusal of the whole batch (so their values are not constrained here).
+    #[schema(
+        max_length = 4000,
+        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+    )]
     description: Option<String>,
+    /// Repeatable, or comma-separated.
+    #[schema(value_type = Option<Vec<Tag>>, max_items = 50)]
     tags: Option<Vec<String>>,
-    retention: Option<String>,
-    retention_days: Option<String>,
+    retention: Option<artstore_events::Retention>,
+    /// Only with `retention=temporary` (default 30).
+    #[schema(minimum = 1, maximum = 36500)]
+    retention_days: Option<u32>,
 }
 
 /// The answer of a batch.
@@ -690,6 +693,14 @@ struct PatchBody {
 )]
 #[allow(dead_code)]
 struct Tag(String);
+
+/// Codes the element refuses the form's metadata with (the same for every file of a batch).
+const METADATA_CODES: &[&str] = &[
+    "invalid_description",
+    "invalid_retention",
+    "invalid_retention_days",
+    "invalid_tag",
+];
 
 /// Error codes this API answers with, besides the ones every role has; PATCH and DELETE relay
 /// the storage element's answer, so its codes are here too.
