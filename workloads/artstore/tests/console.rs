@@ -139,12 +139,15 @@ async fn set_value(c: &Client, selector: &str, value: &str) {
 }
 
 async fn sign_in(c: &Client, console: &str, token: &str) {
-    c.goto(console).await.expect("open console");
-    // Signing out clears the session; a fresh page load starts signed out.
+    // Start signed out: the session is cleared from a same-origin page that runs no script (the
+    // console page itself may still be finishing a sign-in that would store its token again).
+    c.goto(&format!("{console}config.json"))
+        .await
+        .expect("open a page of the console's origin");
     c.execute("sessionStorage.clear();", vec![])
         .await
         .expect("clear session");
-    c.goto(console).await.expect("reload console");
+    c.goto(console).await.expect("open console");
     set_value(c, "#token", token).await;
     css(c, "#sign-in").await.click().await.expect("sign in");
 }
