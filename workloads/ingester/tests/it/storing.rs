@@ -430,3 +430,47 @@ async fn idempotency_keys_expire_after_their_ttl() {
     assert_eq!(element.file_count().await, 2);
     element.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_with_a_bad_metadata_field_stores_nothing() {
+    let element = TestElement::start("se-batch-meta", 1 << 30, ElementMode::Edit).await;
+    let registry = RegistryHandle::fixed(Registry {
+        elements: vec![element.entry("se-batch-meta", 1, ElementMode::Edit, 1 << 30)],
+    });
+    let url = start(config(1000, 50_000), registry).await;
+    let part =
+        |name: &str| reqwest::multipart::Part::bytes(b"bytes".to_vec()).file_name(name.to_string());
+    // The fields come after the file: the whole form is read before anything is stored.
+    let forms = [
+        (
+            "invalid_retention",
+            reqwest::multipart::Form::new()
+                .part("file", part("a.txt"))
+                .text("retention", "forever"),
+        ),
+        (
+            "invalid_tag",
+            reqwest::multipart::Form::new()
+                .part("file", part("b.txt"))
+                .text("tags", "a\u{1}b"),
+        ),
+        (
+            "missing_file",
+            reqwest::multipart::Form::new().text("description", "no file"),
+        ),
+    ];
+    for (code, form) in forms {
+        let response = reqwest::Client::new()
+            .post(format!("{url}/api/v1/files/batch"))
+            .header("authorization", token(Role::Writer, "batcher"))
+            .multipart(form)
+            .send()
+            .await
+            .expect("batch");
+        assert_eq!(response.status().as_u16(), 400, "{code}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["code"], code, "{body}");
+    }
+    assert_eq!(element.file_count().await, 0);
+    element.stop().await;
+}
