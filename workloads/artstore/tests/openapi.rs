@@ -1,6 +1,8 @@
 //! The committed OpenAPI documents (`docs/openapi/`) match what the handlers describe, as the
 //! CRDs in `crds/` are checked; `cargo run -p artstore -- openapi` rewrites them.
 
+mod support;
+
 use std::process::Command;
 
 #[test]
@@ -39,5 +41,29 @@ fn documents_are_openapi_3_1_with_the_bearer_scheme_and_error_codes() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn documents_validate_against_the_openapi_3_1_schema() {
+    let validator = support::cache_dir().join("schemathesis-venv/bin/openapi-spec-validator");
+    assert!(
+        validator.exists(),
+        "{} is missing: run scripts/install.sh (it installs PyPI openapi-spec-validator)",
+        validator.display()
+    );
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi");
+    for file in ["ingester.json", "storage-element.json", "query-node.json"] {
+        let output = Command::new(&validator)
+            .args(["--schema", "3.1.0"])
+            .arg(format!("{dir}/{file}"))
+            .output()
+            .expect("openapi-spec-validator runs");
+        assert!(
+            output.status.success(),
+            "{file} is not valid OpenAPI 3.1:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }

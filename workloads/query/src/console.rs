@@ -19,17 +19,38 @@ pub struct ConsoleConfig {
     pub ingester_url: String,
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
+/// Scripts, styles and images from this origin only; fetches to this origin and the ingester's.
+fn content_security_policy(ingester_url: &str) -> String {
+    let ingester = reqwest::Url::parse(ingester_url)
+        .ok()
+        .map(|url| url.origin())
+        .filter(|origin| origin.is_tuple())
+        .map(|origin| format!(" {}", origin.ascii_serialization()))
+        .unwrap_or_default();
+    format!(
+        "default-src 'self'; connect-src 'self'{ingester}; img-src 'self' blob: data:; frame-ancestors 'none'"
+    )
+}
+
+fn asset(content_type: &'static str, body: &'static str, policy: &str) -> Response {
+    let policy = header::HeaderValue::from_str(policy)
+        .unwrap_or_else(|_| header::HeaderValue::from_static("default-src 'self'"));
     (
         [
-            (header::CONTENT_TYPE, content_type),
-            // The files change only with the binary; a short cache keeps upgrades visible.
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; connect-src *; img-src 'self' blob: data:; frame-ancestors 'none'",
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(content_type),
             ),
+            // The files change only with the binary; a short cache keeps upgrades visible.
+            (
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-cache"),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                header::HeaderValue::from_static("nosniff"),
+            ),
+            (header::CONTENT_SECURITY_POLICY, policy),
         ],
         body,
     )
@@ -42,6 +63,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(config: ConsoleConfig) -> Router
         ingester_url: config.ingester_url.trim_end_matches('/').to_string(),
     })
     .unwrap_or_else(|_| "{}".to_string());
+    let policy: std::sync::Arc<str> = content_security_policy(&config.ingester_url).into();
+    let (p1, p2, p3) = (policy.clone(), policy.clone(), policy);
     Router::new()
         .route(
             "/console",
@@ -49,15 +72,15 @@ pub fn router<S: Clone + Send + Sync + 'static>(config: ConsoleConfig) -> Router
         )
         .route(
             "/console/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+            get(move || async move { asset("text/html; charset=utf-8", INDEX_HTML, &p1) }),
         )
         .route(
             "/console/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+            get(move || async move { asset("text/javascript; charset=utf-8", APP_JS, &p2) }),
         )
         .route(
             "/console/app.css",
-            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+            get(move || async move { asset("text/css; charset=utf-8", APP_CSS, &p3) }),
         )
         .route(
             "/console/config.json",
@@ -66,4 +89,19 @@ pub fn router<S: Clone + Send + Sync + 'static>(config: ConsoleConfig) -> Router
                 async move { ([(header::CONTENT_TYPE, "application/json")], body).into_response() }
             }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_security_policy;
+
+    #[test]
+    fn fetches_are_limited_to_this_origin_and_the_ingesters() {
+        assert_eq!(
+            content_security_policy("https://ingest.example.org:8443/base/"),
+            "default-src 'self'; connect-src 'self' https://ingest.example.org:8443; \
+             img-src 'self' blob: data:; frame-ancestors 'none'"
+        );
+        assert!(content_security_policy("").contains("connect-src 'self';"));
+    }
 }
