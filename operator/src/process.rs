@@ -86,10 +86,10 @@ where
     let lost = Arc::new(AtomicBool::new(false));
     if let Some(lease_cfg) = &config.leader_election {
         state.ready.store(true, Ordering::SeqCst);
-        tokio::select! {
-            () = lease::acquire(client.clone(), lease_cfg) => {}
+        let acquired = tokio::select! {
+            at = lease::acquire(client.clone(), lease_cfg) => at,
             () = stop.clone() => return Ok(()),
-        }
+        };
         state.leading.store(true, Ordering::SeqCst);
         config.metrics.leader.set(1);
         let (client, cfg, tx, lost, metrics) = (
@@ -102,7 +102,7 @@ where
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
             tokio::select! {
-                () = lease::hold(client, &cfg) => {
+                _ = lease::hold(client, &cfg, acquired) => {
                     lost.store(true, Ordering::SeqCst);
                     metrics.leader.set(0);
                     let _ = tx.send(true);

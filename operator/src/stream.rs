@@ -2,55 +2,27 @@
 //! an entry any group still needs, and read the figures for status. Plain functions over a
 //! connection, so they are tested against a real Redis.
 
-use std::fmt;
-use std::str::FromStr;
-
+use artstore_contract::stream::ensure_group;
 use redis::AsyncCommands;
 use redis::aio::ConnectionLike;
 use redis::streams::{StreamInfoGroupsReply, StreamPendingReply};
 
-/// A stream entry id `<ms>-<seq>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EntryId {
-    pub ms: u64,
-    pub seq: u64,
-}
-
-impl EntryId {
-    pub const ZERO: EntryId = EntryId { ms: 0, seq: 0 };
-}
-
-impl FromStr for EntryId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
-        Ok(EntryId {
-            ms: ms.parse().map_err(|_| format!("bad stream id {s:?}"))?,
-            seq: seq.parse().map_err(|_| format!("bad stream id {s:?}"))?,
-        })
-    }
-}
-
-impl fmt::Display for EntryId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
+pub use artstore_contract::stream::StreamId;
 
 /// A consumer group's position, as far as trimming is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupPosition {
     pub name: String,
-    pub last_delivered: EntryId,
+    pub last_delivered: StreamId,
     /// Oldest delivered-but-unacknowledged entry, if any.
-    pub oldest_pending: Option<EntryId>,
+    pub oldest_pending: Option<StreamId>,
 }
 
 /// The lowest id an age trim may keep: entries older than `cutoff` go, except that nothing a
 /// group has not yet delivered (ids after its last-delivered id) and nothing still pending may
 /// go. Redis 7 has no `ACKED` trim option: `XTRIM MINID` deletes pending entries too, so the
 /// floor is computed here. Pure, so the rule is tested on its own.
-pub fn trim_floor(cutoff: EntryId, groups: &[GroupPosition]) -> EntryId {
+pub fn trim_floor(cutoff: StreamId, groups: &[GroupPosition]) -> StreamId {
     groups.iter().fold(cutoff, |floor, g| {
         let mut floor = floor.min(g.last_delivered);
         if let Some(p) = g.oldest_pending {
@@ -68,6 +40,10 @@ pub enum StreamError {
     Reply(String),
 }
 
+fn reply(e: artstore_contract::stream::BadStreamId) -> StreamError {
+    StreamError::Reply(e.to_string())
+}
+
 const PLACEHOLDER_GROUP: &str = "artstore-operator-create";
 
 /// Creates the stream (if missing) and every group (if missing). Returns the groups it created.
@@ -79,18 +55,8 @@ pub async fn ensure_stream_and_groups<C: ConnectionLike + Send + Sync>(
 ) -> Result<Vec<String>, StreamError> {
     let mut created = Vec::new();
     for (name, start) in groups {
-        let res: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(stream)
-            .arg(name)
-            .arg(start)
-            .arg("MKSTREAM")
-            .query_async(conn)
-            .await;
-        match res {
-            Ok(()) => created.push(name.clone()),
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(e.into()),
+        if ensure_group(conn, stream, name, start).await? {
+            created.push(name.clone());
         }
     }
     // A stream without declared groups still exists from the start: producers and consumers
@@ -128,15 +94,13 @@ pub async fn group_positions<C: ConnectionLike + Send + Sync>(
     let info: StreamInfoGroupsReply = conn.xinfo_groups(stream).await?;
     let mut out = Vec::with_capacity(info.groups.len());
     for g in &info.groups {
-        let last_delivered: EntryId = g.last_delivered_id.parse().map_err(StreamError::Reply)?;
+        let last_delivered: StreamId = g.last_delivered_id.parse().map_err(reply)?;
         let oldest_pending = if g.pending > 0 {
             let p: StreamPendingReply = conn.xpending(stream, &g.name).await?;
             match p {
-                StreamPendingReply::Data(d) => {
-                    Some(d.start_id.parse().map_err(StreamError::Reply)?)
-                }
+                StreamPendingReply::Data(d) => Some(d.start_id.parse().map_err(reply)?),
                 // Pending but no summary: trim nothing rather than guess.
-                _ => Some(EntryId::ZERO),
+                _ => Some(StreamId::ZERO),
             }
         } else {
             None
@@ -154,7 +118,7 @@ pub async fn group_positions<C: ConnectionLike + Send + Sync>(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrimOutcome {
     /// The `MINID` used: entries below it were removed.
-    pub min_id: EntryId,
+    pub min_id: StreamId,
     pub removed: u64,
 }
 
@@ -166,13 +130,13 @@ pub async fn trim_by_age<C: ConnectionLike + Send + Sync>(
     max_age_ms: u64,
     now_ms: u64,
 ) -> Result<TrimOutcome, StreamError> {
-    let cutoff = EntryId {
+    let cutoff = StreamId {
         ms: now_ms.saturating_sub(max_age_ms),
         seq: 0,
     };
     let (groups, _) = group_positions(conn, stream).await?;
     let min_id = trim_floor(cutoff, &groups);
-    if min_id == EntryId::ZERO {
+    if min_id == StreamId::ZERO {
         return Ok(TrimOutcome { min_id, removed: 0 });
     }
     let removed: u64 = redis::cmd("XTRIM")
@@ -263,7 +227,7 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
 mod tests {
     use super::*;
 
-    fn id(s: &str) -> EntryId {
+    fn id(s: &str) -> StreamId {
         s.parse().unwrap()
     }
 
@@ -291,10 +255,10 @@ mod tests {
         assert_eq!(trim_floor(cutoff, &[ahead, unacked]), id("300-1"));
         let fresh = GroupPosition {
             name: "d".into(),
-            last_delivered: EntryId::ZERO,
+            last_delivered: StreamId::ZERO,
             oldest_pending: None,
         };
-        assert_eq!(trim_floor(cutoff, &[fresh]), EntryId::ZERO);
+        assert_eq!(trim_floor(cutoff, &[fresh]), StreamId::ZERO);
     }
 
     #[test]
@@ -305,13 +269,5 @@ mod tests {
         assert!(parse_duration_ms("7d").is_err());
         assert!(parse_duration_ms("10").is_err());
         assert!(parse_duration_ms("").is_err());
-    }
-
-    #[test]
-    fn ids_order_by_time_then_sequence() {
-        assert!(id("5-10") > id("5-9"));
-        assert!(id("6-0") > id("5-99"));
-        assert_eq!(id("7").to_string(), "7-0");
-        assert!("x-1".parse::<EntryId>().is_err());
     }
 }

@@ -6,7 +6,8 @@ use artstore_contract::{DEFAULT_PORT, env, paths};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PodSecurityContext, Probe, SeccompProfile,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -24,6 +25,9 @@ pub struct BuildConfig {
     pub image_pull_policy: Option<String>,
     /// Seconds a finished Job is kept before Kubernetes deletes it.
     pub job_ttl_seconds: i32,
+    /// Namespace the operator's pods run in, the one namespace whose operator pods may reach
+    /// a storage element; any namespace when `None` (an operator outside the cluster).
+    pub operator_namespace: Option<String>,
 }
 
 impl Default for BuildConfig {
@@ -32,12 +36,18 @@ impl Default for BuildConfig {
             image: "ghcr.io/artstore/artstore:latest".into(),
             image_pull_policy: None,
             job_ttl_seconds: 7 * 24 * 3600,
+            operator_namespace: None,
         }
     }
 }
 
 pub const APP: &str = "artstore";
 pub const MANAGED_BY: &str = "artstore-operator";
+/// `app.kubernetes.io/name` of the operator's own pods (the chart's name, see
+/// charts/artstore-operator/templates/_helpers.tpl).
+pub const OPERATOR_APP: &str = "artstore-operator";
+/// Label the API server puts on every Namespace (its name), for namespace selectors.
+pub const LABEL_NAMESPACE_NAME: &str = "kubernetes.io/metadata.name";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
@@ -106,6 +116,29 @@ pub fn child_meta<K: Resource<DynamicType = ()>>(
         namespace: Some(ns),
         labels: Some(labels),
         owner_references: Some(vec![owner_ref(owner)?]),
+        ..Default::default()
+    })
+}
+
+/// The ClusterIP Service in front of one instance's pods: its name, the `http` port.
+pub fn service<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    component: &str,
+) -> Result<Service, BuildError> {
+    let (name, _) = name_ns(owner)?;
+    Ok(Service {
+        metadata: child_meta(owner, name.clone(), labels(component, &name))?,
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(component, &name)),
+            ports: Some(vec![ServicePort {
+                name: Some(HTTP_PORT_NAME.into()),
+                port: i32::from(DEFAULT_PORT),
+                target_port: Some(IntOrString::String(HTTP_PORT_NAME.into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
         ..Default::default()
     })
 }

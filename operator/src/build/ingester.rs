@@ -1,9 +1,8 @@
 //! Children of an Ingester: Deployment, Service, registry ConfigMap.
 
-use artstore_contract::{DEFAULT_PORT, command as cmd, env};
+use artstore_contract::{command as cmd, env};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec, Service};
 use kube::api::ObjectMeta;
 
 use super::common::*;
@@ -13,22 +12,7 @@ use crate::crd::Ingester;
 pub const COMPONENT: &str = "ingester";
 
 pub fn service(ing: &Ingester) -> Result<Service, BuildError> {
-    let (name, _) = name_ns(ing)?;
-    Ok(Service {
-        metadata: child_meta(ing, name.clone(), labels(COMPONENT, &name))?,
-        spec: Some(ServiceSpec {
-            selector: Some(selector_labels(COMPONENT, &name)),
-            ports: Some(vec![ServicePort {
-                name: Some(HTTP_PORT_NAME.into()),
-                port: i32::from(DEFAULT_PORT),
-                target_port: Some(IntOrString::String(HTTP_PORT_NAME.into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
+    super::common::service(ing, COMPONENT)
 }
 
 pub fn deployment(ing: &Ingester, cfg: &BuildConfig) -> Result<Deployment, BuildError> {

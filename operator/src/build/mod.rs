@@ -3,6 +3,7 @@
 
 pub mod common;
 pub mod ingester;
+pub mod network_policy;
 pub mod quantity;
 pub mod query_node;
 pub mod registry;

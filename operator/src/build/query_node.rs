@@ -3,10 +3,7 @@
 use artstore_contract::{DEFAULT_PORT, command as cmd, env};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{
-    EnvVar, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::core::v1::{EnvVar, PodSpec, PodTemplateSpec, Service, Volume, VolumeMount};
 use kube::api::ObjectMeta;
 
 use super::BuildError;
@@ -61,22 +58,7 @@ pub fn endpoint(qn: &QueryNode) -> Result<String, BuildError> {
 }
 
 pub fn service(qn: &QueryNode) -> Result<Service, BuildError> {
-    let (name, _) = name_ns(qn)?;
-    Ok(Service {
-        metadata: child_meta(qn, name.clone(), labels(COMPONENT, &name))?,
-        spec: Some(ServiceSpec {
-            selector: Some(selector_labels(COMPONENT, &name)),
-            ports: Some(vec![ServicePort {
-                name: Some(HTTP_PORT_NAME.into()),
-                port: i32::from(DEFAULT_PORT),
-                target_port: Some(IntOrString::String(HTTP_PORT_NAME.into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
+    super::common::service(qn, COMPONENT)
 }
 
 /// The consumers. Init containers migrate the database and ensure the group (both idempotent),

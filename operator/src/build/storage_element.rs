@@ -10,10 +10,9 @@ use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplat
 use k8s_openapi::api::core::v1::{
     Affinity, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, PodAffinity, PodAffinityTerm, PodSpec, PodTemplateSpec,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    Service, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 use std::collections::BTreeMap;
 
@@ -34,27 +33,25 @@ pub fn endpoint(se: &StorageElement) -> Result<String, BuildError> {
 }
 
 pub fn service(se: &StorageElement) -> Result<Service, BuildError> {
-    let (name, _) = name_ns(se)?;
-    Ok(Service {
-        metadata: child_meta(se, name.clone(), labels(COMPONENT, &name))?,
-        spec: Some(ServiceSpec {
-            selector: Some(selector_labels(COMPONENT, &name)),
-            ports: Some(vec![ServicePort {
-                name: Some(HTTP_PORT_NAME.into()),
-                port: i32::from(DEFAULT_PORT),
-                target_port: Some(IntOrString::String(HTTP_PORT_NAME.into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
+    super::common::service(se, COMPONENT)
 }
 
 /// Name of the PVC the StatefulSet's claim template makes for its one pod.
 pub fn data_claim_name(se_name: &str) -> String {
     format!("data-{se_name}-0")
+}
+
+/// `spec.capacity` in bytes; zero is refused.
+pub fn capacity_bytes(se: &StorageElement) -> Result<u64, BuildError> {
+    let invalid = |message: String| BuildError::InvalidField {
+        field: "spec.capacity".into(),
+        message,
+    };
+    let capacity = quantity::to_bytes(&se.spec.capacity).map_err(invalid)?;
+    if capacity == 0 {
+        return Err(invalid("must be greater than 0".into()));
+    }
+    Ok(capacity)
 }
 
 /// Everything a storage-element process needs: env, volumes and mounts. Jobs that run
@@ -71,10 +68,7 @@ fn runtime(se: &StorageElement, es: &EventStream) -> Result<Runtime, BuildError>
         field: field.into(),
         message,
     };
-    let capacity = quantity::to_bytes(&spec.capacity).map_err(|m| invalid("spec.capacity", m))?;
-    if capacity == 0 {
-        return Err(invalid("spec.capacity", "must be greater than 0".into()));
-    }
+    let capacity = capacity_bytes(se)?;
     let mut e = base_env();
     e.extend([
         env_value(env::ELEMENT_ID, se.element_id()),
@@ -251,8 +245,18 @@ pub fn workload(
     })))
 }
 
-/// A run-to-completion pod spec for the element (migrations, rebuilds, maintenance). For a
-/// volume backend it mounts the StatefulSet's claim and is scheduled next to its pod.
+/// What a Job's pod needs of the element besides its database.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum JobData {
+    /// Only the database: the migration, which runs before the StatefulSet (and so its claim
+    /// and its pod) exists.
+    DatabaseOnly,
+    /// The stored files too: rebuilds and maintenance, which for a volume backend mount the
+    /// StatefulSet's claim and are scheduled next to its pod.
+    Files,
+}
+
+/// A run-to-completion pod spec for the element (migrations, rebuilds, maintenance).
 fn job_pod(
     se: &StorageElement,
     es: &EventStream,
@@ -260,13 +264,25 @@ fn job_pod(
     container_name: &str,
     args: (Vec<String>, Vec<String>),
     job_kind: &str,
+    data: JobData,
 ) -> Result<PodTemplateSpec, BuildError> {
     let (name, _) = name_ns(se)?;
-    let rt = runtime(se, es)?;
+    let mut rt = runtime(se, es)?;
+    if data == JobData::DatabaseOnly {
+        let claims: Vec<String> = rt
+            .volumes
+            .iter()
+            .filter(|v| v.persistent_volume_claim.is_some())
+            .map(|v| v.name.clone())
+            .collect();
+        rt.volumes.retain(|v| !claims.contains(&v.name));
+        rt.mounts.retain(|m| !claims.contains(&m.name));
+    }
+    let needs_files_on_node = data == JobData::Files && se.spec.backend.volume.is_some();
     // Not the server's component label: the Service and the workload must never select Job pods.
     let mut pod_labels = labels(JOB_COMPONENT, &name);
     pod_labels.insert(LABEL_JOB_KIND.into(), job_kind.into());
-    let affinity = se.spec.backend.volume.as_ref().map(|_| Affinity {
+    let affinity = needs_files_on_node.then(|| Affinity {
         pod_affinity: Some(PodAffinity {
             required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
                 label_selector: Some(LabelSelector {
@@ -347,32 +363,61 @@ pub fn migration_job(
         "migrate",
         command(cmd::STORAGE_ELEMENT, cmd::MIGRATE, &[]),
         "migrate",
+        JobData::DatabaseOnly,
     )?;
     job(se, cfg, migration_job_name(se, cfg)?, "migrate", pod)
 }
 
-/// A parsed `artstore.io/rebuild` value: `full`, `incremental`, optionally `@<token>`.
-pub fn parse_rebuild_request(value: &str) -> Result<&str, String> {
-    let mode = value.split_once('@').map_or(value, |(m, _)| m).trim();
-    if REBUILD_REQUEST_MODES.contains(&mode) {
-        Ok(mode)
-    } else {
-        Err(format!(
-            "artstore.io/rebuild={value:?}: expected full or incremental, optionally followed by @<token>"
-        ))
+/// A parsed `artstore.io/rebuild` value: `full` or `incremental`, optionally `@<token>` (a new
+/// token asks for the same mode again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RebuildRequest {
+    /// The annotation value as written: the identity of the request.
+    pub value: String,
+    pub mode: &'static str,
+}
+
+impl RebuildRequest {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let mode = value.split_once('@').map_or(value, |(m, _)| m).trim();
+        REBUILD_REQUEST_MODES
+            .iter()
+            .find(|m| **m == mode)
+            .map(|mode| RebuildRequest {
+                value: value.to_string(),
+                mode,
+            })
+            .ok_or_else(|| {
+                format!(
+                    "artstore.io/rebuild={value:?}: expected full or incremental, optionally followed by @<token>"
+                )
+            })
     }
+
+    fn parse_field(value: &str) -> Result<Self, BuildError> {
+        Self::parse(value).map_err(|message| BuildError::InvalidField {
+            field: "metadata.annotations".into(),
+            message,
+        })
+    }
+}
+
+/// The mode of an `artstore.io/rebuild` value (see [`RebuildRequest`]).
+pub fn parse_rebuild_request(value: &str) -> Result<&'static str, String> {
+    RebuildRequest::parse(value).map(|r| r.mode)
 }
 
 /// Name of a rebuild Job: a function of the request, so the same request never starts twice.
 pub fn rebuild_job_name(se: &StorageElement, request: &str) -> Result<String, BuildError> {
+    request_job_name(se, &RebuildRequest::parse_field(request)?)
+}
+
+fn request_job_name(se: &StorageElement, request: &RebuildRequest) -> Result<String, BuildError> {
     let (name, _) = name_ns(se)?;
-    let mode = parse_rebuild_request(request).map_err(|message| BuildError::InvalidField {
-        field: "metadata.annotations".into(),
-        message,
-    })?;
     Ok(bounded_name(format!(
-        "{name}-rebuild-{mode}-{}",
-        short_hash(&[request])
+        "{name}-rebuild-{}-{}",
+        request.mode,
+        short_hash(&[&request.value])
     )))
 }
 
@@ -382,20 +427,30 @@ pub fn rebuild_job(
     cfg: &BuildConfig,
     request: &str,
 ) -> Result<Job, BuildError> {
-    let job_name = rebuild_job_name(se, request)?;
-    let mode = parse_rebuild_request(request).map_err(|message| BuildError::InvalidField {
-        field: "metadata.annotations".into(),
-        message,
-    })?;
+    request_job(se, es, cfg, &RebuildRequest::parse_field(request)?)
+}
+
+/// The rebuild Job of a request parsed once.
+pub fn request_job(
+    se: &StorageElement,
+    es: &EventStream,
+    cfg: &BuildConfig,
+    request: &RebuildRequest,
+) -> Result<Job, BuildError> {
     let pod = job_pod(
         se,
         es,
         cfg,
         "rebuild",
-        command(cmd::STORAGE_ELEMENT, cmd::REBUILD, &["--mode", mode]),
+        command(
+            cmd::STORAGE_ELEMENT,
+            cmd::REBUILD,
+            &["--mode", request.mode],
+        ),
         "rebuild",
+        JobData::Files,
     )?;
-    job(se, cfg, job_name, "rebuild", pod)
+    job(se, cfg, request_job_name(se, request)?, "rebuild", pod)
 }
 
 /// Name of the CronJob for one maintenance mode.
@@ -422,6 +477,7 @@ pub fn cronjobs(
                 "maintenance",
                 command(cmd::STORAGE_ELEMENT, cmd::REBUILD, &["--mode", mode]),
                 "maintenance",
+                JobData::Files,
             )?;
             let mut l = labels(COMPONENT, &name);
             l.insert(LABEL_JOB_KIND.into(), "maintenance".into());

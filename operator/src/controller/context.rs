@@ -6,20 +6,45 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
-use super::conditions;
+use super::conditions::{EventAction, Reason};
 use super::error::{Error, Result};
 use crate::build::BuildConfig;
-use crate::crd::{Condition, JobPhase, SecretKeyRef, is_paused};
+use crate::build::common::{LABEL_MANAGED_BY, MANAGED_BY};
+use crate::crd::SecretKeyRef;
 use crate::metrics::Metrics;
+
+/// What the API verbs below ask of a namespaced kind.
+pub trait Namespaced:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// The one field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "artstore-operator";
@@ -67,6 +92,9 @@ pub struct Context {
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub http: reqwest::Client,
+    /// One Recorder for the process: it keeps the event cache that turns a repeated Event into
+    /// a series (a count on one object) instead of a new object each time.
+    recorder: Recorder,
     redis: Mutex<HashMap<String, redis::aio::MultiplexedConnection>>,
 }
 
@@ -76,11 +104,19 @@ impl Context {
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_default();
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: config.reporter.clone(),
+                instance: Some(config.instance.clone()),
+            },
+        );
         Self {
             client,
             config,
             metrics,
             http,
+            recorder,
             redis: Mutex::new(HashMap::new()),
         }
     }
@@ -93,154 +129,125 @@ impl Context {
         Api::namespaced(self.client.clone(), ns)
     }
 
-    /// Server-side apply of a child (or any object), forced: the operator owns these fields.
-    pub async fn apply<K>(&self, ns: &str, obj: &K) -> Result<K>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + Serialize
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
+    /// One object by name; `None` when absent.
+    pub async fn get<K: Namespaced>(&self, ns: &str, name: &str) -> Result<Option<K>> {
+        self.api::<K>(ns)
+            .get_opt(name)
+            .await
+            .map_err(|source| Error::Read {
+                kind: kind::<K>(),
+                name: format!("{ns}/{name}"),
+                source,
+            })
+    }
+
+    /// Every object of a kind in `ns` (matching `params`).
+    pub async fn list<K: Namespaced>(&self, ns: &str, params: &ListParams) -> Result<Vec<K>> {
+        self.api::<K>(ns)
+            .list(params)
+            .await
+            .map(|l| l.items)
+            .map_err(|source| Error::List {
+                kind: kind::<K>(),
+                source,
+            })
+    }
+
+    /// Server-side apply of a child, forced: the operator owns these fields.
+    pub async fn apply<K: Namespaced>(&self, ns: &str, obj: &K) -> Result<K> {
         let name = obj.meta().name.clone().unwrap_or_default();
-        let api: Api<K> = self.api(ns);
-        Ok(api
+        self.api::<K>(ns)
             .patch(
                 &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(obj),
             )
-            .await?)
+            .await
+            .map_err(|source| Error::ApplyChild {
+                kind: kind::<K>(),
+                name,
+                source,
+            })
+    }
+
+    /// A Job is created once and then only read: its pod template is immutable, and a Job
+    /// that ran must not be replaced because the spec or the operator's image moved on.
+    pub async fn ensure_job(
+        &self,
+        ns: &str,
+        job: &k8s_openapi::api::batch::v1::Job,
+    ) -> Result<k8s_openapi::api::batch::v1::Job> {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        match self.get(ns, &name).await? {
+            Some(existing) => Ok(existing),
+            None => self.apply(ns, job).await,
+        }
+    }
+
+    /// Deletes a child of ours by name; absent, or not ours, is left alone.
+    pub async fn delete_owned<K: Namespaced>(&self, ns: &str, name: &str) -> Result<()> {
+        let Some(obj) = self.get::<K>(ns, name).await? else {
+            return Ok(());
+        };
+        let managed = obj
+            .meta()
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_MANAGED_BY))
+            .is_some_and(|v| v == MANAGED_BY);
+        if managed {
+            self.delete::<K>(ns, name).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes an object by name (in the background: its dependents follow).
+    pub async fn delete<K: Namespaced>(&self, ns: &str, name: &str) -> Result<()> {
+        self.api::<K>(ns)
+            .delete(name, &DeleteParams::background())
+            .await
+            .map(drop)
+            .map_err(|source| Error::DeleteChild {
+                kind: kind::<K>(),
+                name: name.to_string(),
+                source,
+            })
     }
 
     /// The object as stored now. The controller's cache can lag the operator's own last
     /// status write (the watch event of an owned Job may arrive first); a reconcile that
     /// started from it would redo or re-report a run-once step (migration, backfill, rebuild)
     /// and write an older status back. `None` when it is gone.
-    pub async fn fresh<K>(&self, obj: &K) -> Result<Option<K>>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
-        let ns = obj.namespace().unwrap_or_default();
-        Ok(self.api::<K>(&ns).get_opt(&obj.name_any()).await?)
-    }
-
-    /// The first step of a reconcile that must not act on a stale copy: `None` when there is
-    /// nothing to do now — the object is being deleted (its metrics are dropped), paused (no
-    /// API call at all), gone, or its stored version is deleted or paused (the watch brings
-    /// it next); otherwise the object as stored now (see [`Context::fresh`]).
-    pub async fn current<K>(&self, kind: &str, obj: &K) -> Result<Option<K>>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
-        let ns = obj.namespace().unwrap_or_default();
-        let name = obj.name_any();
-        if obj.meta().deletion_timestamp.is_some() {
-            self.metrics.forget(kind, &ns, &name);
-            return Ok(None);
-        }
-        if is_paused(obj.meta()) {
-            tracing::info!(%ns, %name, "paused");
-            return Ok(None);
-        }
-        Ok(self
-            .fresh(obj)
-            .await?
-            .filter(|f| f.meta().deletion_timestamp.is_none() && !is_paused(f.meta())))
-    }
-
-    /// When the API server refused to store a child (400/422: an immutable field of it, a value
-    /// its own validation rejects), the spec asks for something that cannot happen. Say so on
-    /// the resource (Ready=False `ChildRejected` with the server's message, observed at this
-    /// generation) and in a Warning Event, not only in the operator's log.
-    pub async fn report_rejected_child<K>(&self, obj: &K, err: &Error)
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + Serialize
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
-        let Error::Kube(kube::Error::Api(rejection)) = err else {
-            return;
-        };
-        if !matches!(rejection.code, 400 | 422) {
-            return;
-        }
-        let Ok(Some(fresh)) = self.fresh(obj).await else {
-            return;
-        };
-        let generation = fresh.meta().generation;
-        let mut status = serde_json::to_value(&fresh)
-            .ok()
-            .and_then(|v| v.get("status").cloned())
-            .filter(serde_json::Value::is_object)
-            .unwrap_or_else(|| serde_json::json!({}));
-        let mut conds: Vec<Condition> =
-            serde_json::from_value(status["conditions"].take()).unwrap_or_default();
-        conditions::set(
-            &mut conds,
-            conditions::READY,
-            "False",
-            conditions::CHILD_REJECTED,
-            rejection.message.clone(),
-            generation,
-            &conditions::now(),
-        );
-        status["conditions"] = serde_json::to_value(conds).unwrap_or_default();
-        status["observedGeneration"] = serde_json::json!(generation);
-        self.event(
-            &fresh,
-            EventType::Warning,
-            conditions::CHILD_REJECTED,
-            "Apply",
-            rejection.message.clone(),
-        )
-        .await;
-        if let Err(e) = self.apply_status(&fresh, &status).await {
-            tracing::warn!(error = %e, "could not record the rejected child");
-        }
-    }
-
-    /// A Job is created once and then only read: its pod template is immutable, and a Job
-    /// that ran must not be replaced because the spec or the operator's image moved on.
-    pub async fn ensure_job(&self, ns: &str, job: &Job) -> Result<Job> {
-        let name = job.metadata.name.clone().unwrap_or_default();
-        if let Some(existing) = self.api::<Job>(ns).get_opt(&name).await? {
-            return Ok(existing);
-        }
-        self.apply(ns, job).await
+    pub async fn fresh<K: Namespaced>(&self, obj: &K) -> Result<Option<K>> {
+        self.get(&obj.namespace().unwrap_or_default(), &obj.name_any())
+            .await
     }
 
     /// Server-side apply of `status` on the status subresource.
     pub async fn apply_status<K, S>(&self, obj: &K, status: &S) -> Result<()>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
+        K: Namespaced,
         S: Serialize,
     {
         let ns = obj.namespace().unwrap_or_default();
-        let api: Api<K> = self.api(&ns);
         let body = serde_json::json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
             "status": status,
         });
-        api.patch_status(
-            &obj.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await?;
-        Ok(())
+        self.api::<K>(&ns)
+            .patch_status(
+                &obj.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map(drop)
+            .map_err(|source| Error::WriteStatus {
+                kind: kind::<K>(),
+                name: format!("{ns}/{}", obj.name_any()),
+                source,
+            })
     }
 
     /// Publishes a Kubernetes Event about `obj`; a failure is logged, never fatal.
@@ -248,36 +255,28 @@ impl Context {
         &self,
         obj: &K,
         type_: EventType,
-        reason: &str,
-        action: &str,
+        reason: Reason,
+        action: EventAction,
         note: String,
     ) where
         K: Resource<DynamicType = ()>,
     {
-        let recorder = Recorder::new(
-            self.client.clone(),
-            Reporter {
-                controller: self.config.reporter.clone(),
-                instance: Some(self.config.instance.clone()),
-            },
-        );
         let ev = Event {
             type_,
-            reason: reason.into(),
+            reason: reason.as_str().into(),
             note: Some(note),
-            action: action.into(),
+            action: action.as_str().into(),
             secondary: None,
         };
-        if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, reason, "could not publish event");
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, %reason, "could not publish event");
         }
     }
 
     /// One key of a Secret in `ns`, as UTF-8.
     pub async fn secret_value(&self, ns: &str, r: &SecretKeyRef) -> Result<String> {
-        let api: Api<Secret> = self.api(ns);
-        let secret = api
-            .get_opt(&r.name)
+        let secret = self
+            .get::<Secret>(ns, &r.name)
             .await?
             .ok_or_else(|| Error::Secret(format!("{ns}/{} not found", r.name)))?;
         let bytes = secret
@@ -316,27 +315,23 @@ impl Context {
         Ok(conn)
     }
 
-    /// Drops a cached connection after an error, so the next reconcile reconnects.
-    pub async fn forget_redis(&self, url: &str) {
-        self.redis.lock().await.remove(url);
+    /// Runs `work` on the Redis connection of `url`; a stream error drops the cached
+    /// connection, so the next reconcile reconnects.
+    pub async fn with_redis<T, F, Fut>(&self, url: &str, work: F) -> Result<T>
+    where
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let conn = self.redis(url).await?;
+        let result = work(conn).await;
+        if matches!(result, Err(Error::Stream { .. })) {
+            self.redis.lock().await.remove(url);
+        }
+        result
     }
 }
 
-/// What became of a Job, from its status.
-pub fn job_phase(job: &Job) -> JobPhase {
-    let Some(st) = job.status.as_ref() else {
-        return JobPhase::Running;
-    };
-    if st.succeeded.unwrap_or(0) >= 1 {
-        return JobPhase::Succeeded;
-    }
-    let failed = st.conditions.as_ref().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| (c.type_ == "Failed") && c.status == "True")
-    });
-    if failed {
-        JobPhase::Failed
-    } else {
-        JobPhase::Running
-    }
+/// A kind's name for messages (`Deployment`, `StorageElement`).
+fn kind<K: Resource<DynamicType = ()>>() -> String {
+    K::kind(&()).into_owned()
 }

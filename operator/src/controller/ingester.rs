@@ -1,130 +1,104 @@
-//! Ingester: registry ConfigMap (its allowed elements) → Deployment and Service → status with
-//! the elements it can write to now.
+//! Ingester: the storage elements → registry ConfigMap (its allowed elements), Deployment and
+//! Service → status with the elements it can write to now.
 
 use std::sync::Arc;
 
+use artstore_contract::Registry;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::ResourceExt;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 
-use super::conditions::{self, READY};
+use super::conditions::Reason;
 use super::context::Context;
-use super::error::{Error, Result};
-use crate::build::{ingester as b, registry};
-use crate::crd::{Ingester, StorageElement, is_paused};
+use super::driver::{self, Flow, Outcome, Pipeline, Requeue};
+use super::error::Result;
+use crate::build::{BuildConfig, BuildError, ingester as b, registry};
+use crate::crd::{Ingester, IngesterStatus, StorageElement};
 
 pub const KIND: &str = "Ingester";
 
 pub async fn reconcile(ing: Arc<Ingester>, ctx: Arc<Context>) -> Result<Action> {
-    let timer = ctx.metrics.start(KIND);
-    let res = reconcile_inner(&ing, &ctx).await;
-    if let Err(e) = &res {
-        ctx.report_rejected_child(&*ing, e).await;
-    }
-    timer.finish(res.as_ref().err().map(Error::reason));
-    res
+    driver::reconcile(ing, ctx).await
 }
 
-async fn reconcile_inner(ing: &Ingester, ctx: &Context) -> Result<Action> {
-    let ns = ing.namespace().unwrap_or_default();
-    let name = ing.name_any();
-    if ing.metadata.deletion_timestamp.is_some() {
-        ctx.metrics.forget(KIND, &ns, &name);
-        return Ok(Action::await_change());
-    }
-    if is_paused(&ing.metadata) {
-        tracing::info!(%ns, %name, "paused");
-        return Ok(Action::await_change());
-    }
-    let generation = ing.metadata.generation;
-    let now = conditions::now();
-    let mut status = ing.status.clone().unwrap_or_default();
-    status.observed_generation = generation;
+pub struct Children {
+    registry: Registry,
+    config_map: ConfigMap,
+    service: Service,
+    deployment: Deployment,
+}
 
-    let elements = ctx
-        .api::<StorageElement>(&ns)
-        .list(&ListParams::default())
-        .await?
-        .items;
-    let reg = registry::registry(&elements, &ing.spec.storage_elements);
-    let built = (|| {
-        Ok::<_, crate::build::BuildError>((
-            registry::config_map(ing, b::COMPONENT, &reg)?,
-            b::service(ing)?,
-            b::deployment(ing, &ctx.config.build)?,
+impl Pipeline for Ingester {
+    const KIND: &'static str = KIND;
+    type Refs = Vec<StorageElement>;
+    type Children = Children;
+    type Applied = i32;
+
+    async fn dereference(
+        &self,
+        ctx: &Context,
+        _: &mut IngesterStatus,
+    ) -> Result<Flow<Vec<StorageElement>>> {
+        let ns = self.namespace().unwrap_or_default();
+        Ok(Flow::Next(ctx.list(&ns, &ListParams::default()).await?))
+    }
+
+    fn build(
+        &self,
+        elements: &Vec<StorageElement>,
+        cfg: &BuildConfig,
+    ) -> Result<Children, BuildError> {
+        let registry = registry::registry(elements, &self.spec.storage_elements);
+        Ok(Children {
+            config_map: registry::config_map(self, b::COMPONENT, &registry)?,
+            registry,
+            service: b::service(self)?,
+            deployment: b::deployment(self, cfg)?,
+        })
+    }
+
+    async fn apply(
+        &self,
+        ctx: &Context,
+        _: &Vec<StorageElement>,
+        children: Children,
+        status: &mut IngesterStatus,
+    ) -> Result<Flow<i32>> {
+        let ns = self.namespace().unwrap_or_default();
+        ctx.apply(&ns, &children.config_map).await?;
+        ctx.apply(&ns, &children.service).await?;
+        let d = ctx.apply(&ns, &children.deployment).await?;
+        status.writable_targets = children
+            .registry
+            .elements
+            .iter()
+            .filter(|e| e.mode.accepts_writes())
+            .map(|e| e.id.clone())
+            .collect();
+        Ok(Flow::Next(
+            d.status.and_then(|s| s.ready_replicas).unwrap_or(0),
         ))
-    })();
-    let (config_map, service, deployment) = match built {
-        Ok(x) => x,
-        Err(e) => {
-            conditions::set(
-                &mut status.conditions,
-                READY,
-                "False",
-                "InvalidSpec",
-                e.to_string(),
-                generation,
-                &now,
-            );
-            ctx.metrics.set_ready(KIND, &ns, &name, false);
-            ctx.event(
-                ing,
-                EventType::Warning,
-                "InvalidSpec",
-                "Validate",
-                e.to_string(),
-            )
-            .await;
-            ctx.apply_status(ing, &status).await?;
-            return Ok(Action::await_change());
+    }
+
+    async fn observe(
+        &self,
+        _: &Context,
+        _: &Vec<StorageElement>,
+        ready_replicas: i32,
+        status: &mut IngesterStatus,
+    ) -> Outcome {
+        status.ready_replicas = Some(ready_replicas);
+        if status.writable_targets.is_empty() {
+            let msg = "no storage element in mode edit or rw is available";
+            Outcome::waiting(Reason::NoWritableTargets, msg)
+        } else if ready_replicas < self.spec.replicas {
+            let msg = format!("{ready_replicas}/{} replicas ready", self.spec.replicas);
+            Outcome::waiting(Reason::Starting, msg)
+        } else {
+            let msg = format!("writing to {}", status.writable_targets.join(", "));
+            Outcome::ready(Reason::Available, msg, Requeue::Resync)
         }
-    };
-    ctx.apply(&ns, &config_map).await?;
-    ctx.apply(&ns, &service).await?;
-    let d: Deployment = ctx.apply(&ns, &deployment).await?;
-    let ready_replicas = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-    status.ready_replicas = Some(ready_replicas);
-    status.writable_targets = reg
-        .elements
-        .iter()
-        .filter(|e| e.mode.accepts_writes())
-        .map(|e| e.id.clone())
-        .collect();
-    let (ready, reason, msg) = if status.writable_targets.is_empty() {
-        (
-            false,
-            "NoWritableTargets",
-            "no storage element in mode edit or rw is available".to_string(),
-        )
-    } else if ready_replicas < ing.spec.replicas {
-        (
-            false,
-            "Starting",
-            format!("{ready_replicas}/{} replicas ready", ing.spec.replicas),
-        )
-    } else {
-        (
-            true,
-            "Available",
-            format!("writing to {}", status.writable_targets.join(", ")),
-        )
-    };
-    conditions::set(
-        &mut status.conditions,
-        READY,
-        if ready { "True" } else { "False" },
-        reason,
-        msg,
-        generation,
-        &now,
-    );
-    ctx.metrics.set_ready(KIND, &ns, &name, ready);
-    ctx.apply_status(ing, &status).await?;
-    Ok(Action::requeue(if ready {
-        ctx.config.resync
-    } else {
-        ctx.config.wait_interval
-    }))
+    }
 }

@@ -1,10 +1,12 @@
-//! One reconciler per kind, and the Controllers that drive them.
+//! One reconcile driver, one pipeline per kind, and the Controllers that run them.
 
 pub mod conditions;
 pub mod context;
+pub mod driver;
 pub mod error;
 pub mod event_stream;
 pub mod ingester;
+pub mod job_gate;
 pub mod query_node;
 pub mod storage_element;
 mod token;
@@ -17,6 +19,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -44,7 +47,7 @@ fn error_policy<K>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action
 where
     K: Resource,
 {
-    tracing::warn!(name = %obj.name_any(), namespace = ?obj.namespace(), error = %err, reason = err.reason(), "reconcile failed");
+    tracing::warn!(name = %obj.name_any(), namespace = ?obj.namespace(), error = %err, reason = %err.reason(), "reconcile failed");
     Action::requeue(ctx.config.wait_interval * 3)
 }
 
@@ -118,6 +121,7 @@ where
         .owns(api::<Service>(&client, &ns), owned.clone())
         .owns(api::<Job>(&client, &ns), owned.clone())
         .owns(api::<CronJob>(&client, &ns), owned.clone())
+        .owns(api::<NetworkPolicy>(&client, &ns), owned.clone())
         .watches(api::<EventStream>(&client, &ns), wc.clone(), move |es| {
             referencing(se_store.state(), &es, |se| {
                 se.spec.event_stream_ref.as_str()

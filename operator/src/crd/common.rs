@@ -68,6 +68,42 @@ pub struct Condition {
     pub observed_generation: Option<i64>,
 }
 
+/// The three values of a condition's `status`, as `metav1.Condition` spells them. The CRD
+/// keeps the field a string (its schema is the upstream shape); code sets and reads it only
+/// through this type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(b: bool) -> Self {
+        if b {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
+    }
+}
+
+impl Condition {
+    pub fn is(&self, status: ConditionStatus) -> bool {
+        self.status == status.as_str()
+    }
+}
+
 /// Phase of a Job the operator started (migration, backfill, rebuild).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum JobPhase {

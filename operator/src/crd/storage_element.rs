@@ -1,6 +1,7 @@
 //! `StorageElement`: one storage node (S3 bucket or local volume, PostgreSQL cache).
 #![allow(clippy::duplicated_attributes)] // each printcolumn(...) repeats `type_`
 
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -76,6 +77,36 @@ pub struct StorageElementSpec {
     /// Container image; the operator's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Who may reach the element's pods (a NetworkPolicy the operator keeps).
+    #[serde(default)]
+    pub network_policy: ElementNetworkPolicy,
+}
+
+/// The element's pods accept traffic only from the namespace's ingesters and query nodes, the
+/// element's own Jobs, query nodes' backfill Jobs, the operator and `allowFrom`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ElementNetworkPolicy {
+    /// `false`: no NetworkPolicy (an existing one of the operator's is deleted).
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// More peers allowed to reach the element's port, e.g. the Prometheus that scrapes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub allow_from: Vec<NetworkPolicyPeer>,
+}
+
+impl Default for ElementNetworkPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_from: Vec::new(),
+        }
+    }
+}
+
+fn enabled() -> bool {
+    true
 }
 
 fn default_cache_ttl_hours() -> u32 {

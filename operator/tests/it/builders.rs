@@ -297,6 +297,32 @@ fn one_cronjob_per_schedule_that_never_overlaps() {
     assert!(se_build::cronjobs(&vol, &es, &cfg()).unwrap().is_empty());
 }
 
+/// Found on a real node: the volume element's migration mounted the StatefulSet's claim and
+/// asked to run next to its pod, neither of which exists before the migration has run.
+#[test]
+fn a_volume_elements_migration_needs_neither_its_claim_nor_its_pod() {
+    let se: StorageElement = fixture("storageelement-volume.yaml");
+    let es: EventStream = fixture("eventstream.yaml");
+    let job = se_build::migration_job(&se, &es, &cfg()).expect("job");
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let volumes = pod.volumes.unwrap_or_default();
+    assert!(
+        volumes.iter().all(|v| v.persistent_volume_claim.is_none()),
+        "{volumes:?}"
+    );
+    let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
+    assert!(
+        mounts
+            .iter()
+            .all(|m| volumes.iter().any(|v| v.name == m.name)),
+        "every mount has its volume: {mounts:?}"
+    );
+    assert!(
+        pod.affinity.is_none(),
+        "no affinity to a pod that does not exist yet"
+    );
+}
+
 #[test]
 fn rebuild_job_is_named_by_its_request_and_runs_next_to_a_volume() {
     let se: StorageElement = fixture("storageelement-volume.yaml");

@@ -3,6 +3,7 @@
 mod apiserver;
 mod builders;
 mod crds;
+mod network_policy;
 mod process;
 mod real_apiserver;
 mod scenarios;

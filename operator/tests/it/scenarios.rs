@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use artstore_operator::build::BuildConfig;
+use artstore_operator::controller::conditions::HasStatus;
 use artstore_operator::controller::{
     Config, Context, event_stream, ingester, query_node, storage_element,
 };
@@ -91,17 +92,10 @@ fn mark_job(server: &ApiServer, name: &str, phase: JobPhase) {
     });
 }
 
-fn ready_reason<T: serde::Serialize>(obj: &T) -> (String, String) {
-    let v = serde_json::to_value(obj).unwrap();
-    let c = v["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    (
-        c["status"].as_str().unwrap_or("").into(),
-        c["reason"].as_str().unwrap_or("").into(),
-    )
+fn ready_reason<K: HasStatus>(obj: &K) -> (String, String) {
+    obj.ready()
+        .map(|c| (c.status.clone(), c.reason.clone()))
+        .unwrap_or_default()
 }
 
 #[tokio::test]

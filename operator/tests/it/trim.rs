@@ -1,7 +1,7 @@
 //! Age trimming against the real Redis: a lagging group's undelivered and unacknowledged
 //! entries survive however old they are (Redis 7's XTRIM MINID would delete them).
 
-use artstore_operator::stream::{self, EntryId};
+use artstore_operator::stream::{self, StreamId};
 use redis::AsyncCommands;
 use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
 
@@ -79,7 +79,7 @@ async fn age_trim_keeps_what_a_lagging_group_has_not_delivered_or_acknowledged()
         outcome.removed, 1,
         "only the entry every group acknowledged may go"
     );
-    assert_eq!(outcome.min_id, old[1].parse::<EntryId>().unwrap());
+    assert_eq!(outcome.min_id, old[1].parse::<StreamId>().unwrap());
     let left = ids(&mut conn, &s).await;
     assert_eq!(left.len(), 12);
     assert_eq!(

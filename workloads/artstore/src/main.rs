@@ -1,8 +1,10 @@
-//! `artstore`: the one binary of every workload role. The operator only knows its command line
-//! and environment (`artstore_contract`), never this code.
+//! `artstore`: the one binary of every workload role, and the archive's command-line client
+//! (`login`, `upload`, `search`, `download`, `info`, `edit`, `rm`). The operator only knows its
+//! command line and environment (`artstore_contract`), never this code.
 
 use clap::{Parser, Subcommand};
 
+mod client;
 mod openapi;
 mod stack;
 
@@ -34,6 +36,8 @@ enum Role {
     Token(TokenArgs),
     /// Write the roles' OpenAPI documents to docs/openapi/ (or check them with `--check`).
     Openapi(openapi::OpenapiArgs),
+    #[command(flatten)]
+    Client(client::Command),
 }
 
 #[derive(clap::Args)]
@@ -52,12 +56,27 @@ struct TokenArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    artstore_common::telemetry::init(&cli.log_format);
+    let log_format = cli.log_format;
+    let init_logs = || artstore_common::telemetry::init(&log_format);
     match cli.role {
-        Role::StorageElement(cmd) => artstore_element::cli::run(cmd).await,
-        Role::QueryNode(cmd) => artstore_query::cli::run(cmd).await,
-        Role::Ingester(cmd) => artstore_ingester::cli::run(cmd).await,
-        Role::DevStack(args) => stack::run(args).await,
+        // Client commands keep stdout for their output and exit with their own status (0, 1, 2).
+        Role::Client(command) => std::process::exit(client::dispatch(command).await),
+        Role::StorageElement(cmd) => {
+            init_logs();
+            artstore_element::cli::run(cmd).await
+        }
+        Role::QueryNode(cmd) => {
+            init_logs();
+            artstore_query::cli::run(cmd).await
+        }
+        Role::Ingester(cmd) => {
+            init_logs();
+            artstore_ingester::cli::run(cmd).await
+        }
+        Role::DevStack(args) => {
+            init_logs();
+            stack::run(args).await
+        }
         Role::Openapi(args) => openapi::run(args),
         Role::Token(args) => {
             let secret = artstore_common::auth::read_secret_file(&args.secret_file)?;

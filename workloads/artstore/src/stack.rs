@@ -233,7 +233,7 @@ pub async fn run(args: StackArgs) -> Result<()> {
     let se_a_db = recreate_database(&admin_url, &format!("{}_se_a", args.name)).await?;
     let se_b_db = recreate_database(&admin_url, &format!("{}_se_b", args.name)).await?;
     let query_db = recreate_database(&admin_url, &format!("{}_query", args.name)).await?;
-    let s3_client = artstore_element::backend::s3_client(&s3).await;
+    let s3_client = artstore_element::backend::s3_client(&s3, Default::default()).await;
     if s3_client
         .head_bucket()
         .bucket(&s3.bucket)

@@ -208,7 +208,7 @@ async fn open_details(c: &Client, name: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn console_flow_in_a_real_browser() {
-    let stack = Stack::start();
+    let stack = Stack::start(&[]);
     let console = stack.get("console_url");
     let work = tempfile::tempdir().expect("tempdir");
     let downloads = work.path().join("downloads");

@@ -185,7 +185,7 @@ fn cases(summary: &str) -> Option<u64> {
 
 #[test]
 fn every_api_conforms_to_its_openapi_document() {
-    let stack = Stack::start();
+    let stack = Stack::start(&[]);
     let apis = [
         ("ingester", stack.get("ingester_url")),
         ("storage-element", stack.element_url("se-a")),

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -79,41 +79,85 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// Verifies tokens. Cheap to clone.
+/// Clock skew tolerated on `exp` and `nbf` unless configured (`ARTSTORE_JWT_LEEWAY_SECONDS`):
+/// enough for hosts kept in step by NTP, short enough that an expired token dies promptly.
+pub const DEFAULT_LEEWAY_SECONDS: u64 = 5;
+
+/// Verifies tokens: signature, `exp` (required), `nbf` (when present), both with a small
+/// leeway, a known role and a non-empty `sub`. Cheap to clone.
 #[derive(Clone)]
 pub struct Verifier {
     key: Arc<DecodingKey>,
     validation: Arc<Validation>,
 }
 
+fn validation(algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.leeway = DEFAULT_LEEWAY_SECONDS;
+    validation
+}
+
 impl Verifier {
     pub fn hs256(secret: &[u8]) -> Self {
         Verifier {
             key: Arc::new(DecodingKey::from_secret(secret)),
-            validation: Arc::new(Validation::new(Algorithm::HS256)),
+            validation: Arc::new(validation(Algorithm::HS256)),
         }
     }
 
     pub fn rs256(public_key_pem: &[u8]) -> Result<Self, jsonwebtoken::errors::Error> {
         Ok(Verifier {
             key: Arc::new(DecodingKey::from_rsa_pem(public_key_pem)?),
-            validation: Arc::new(Validation::new(Algorithm::RS256)),
+            validation: Arc::new(validation(Algorithm::RS256)),
         })
+    }
+
+    /// The same verifier with another clock-skew leeway on `exp` and `nbf`.
+    pub fn with_leeway(mut self, seconds: u64) -> Self {
+        let mut validation = (*self.validation).clone();
+        validation.leeway = seconds;
+        self.validation = Arc::new(validation);
+        self
     }
 
     pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
+            .map_err(|e| token_error(&e))?;
         let role = data
             .claims
             .role
             .parse::<Role>()
             .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
+        if data.claims.sub.trim().is_empty() {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token_subject",
+                "the token's `sub` claim is empty",
+            ));
+        }
         Ok(Caller {
             sub: data.claims.sub,
             role,
         })
     }
+}
+
+/// Expired and not-yet-valid tokens get their own codes, so a client knows to fetch a new one
+/// (or fix its clock) rather than treat the token as forged.
+fn token_error(e: &jsonwebtoken::errors::Error) -> ApiError {
+    use jsonwebtoken::errors::ErrorKind;
+    let code = match e.kind() {
+        ErrorKind::ExpiredSignature => "token_expired",
+        ErrorKind::ImmatureSignature => "token_not_yet_valid",
+        _ => "unauthorized",
+    };
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        code,
+        format!("invalid token: {e}"),
+    )
 }
 
 /// Reads the shared secret file (trailing newline ignored).
@@ -188,5 +232,77 @@ mod tests {
         );
         let wrong = Verifier::hs256(b"other").verify(&token);
         assert_eq!(wrong.map_err(|e| e.status.as_u16()).err(), Some(401));
+    }
+
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .expect("sign")
+    }
+
+    fn now() -> i64 {
+        chrono::Utc::now().timestamp()
+    }
+
+    fn code(result: Result<Caller, ApiError>) -> Option<String> {
+        result.err().map(|e| {
+            assert_eq!(e.status.as_u16(), 401);
+            e.code.into_owned()
+        })
+    }
+
+    #[test]
+    fn expiry_is_enforced_with_a_small_leeway() {
+        let verifier = Verifier::hs256(b"s3cret");
+        // Expired 30 s ago: the library's old 60 s leeway let this through.
+        let stale = signed(serde_json::json!({"sub": "a", "role": "reader", "exp": now() - 30}));
+        assert_eq!(
+            code(verifier.verify(&stale)).as_deref(),
+            Some("token_expired")
+        );
+        // Within the default leeway of 5 s: still accepted.
+        let just = signed(serde_json::json!({"sub": "a", "role": "reader", "exp": now() - 1}));
+        assert!(verifier.verify(&just).is_ok());
+        // The leeway is configurable.
+        assert!(verifier.clone().with_leeway(60).verify(&stale).is_ok());
+        assert_eq!(
+            code(verifier.with_leeway(0).verify(&just)).as_deref(),
+            Some("token_expired")
+        );
+        // A token without `exp` is refused.
+        let forever = signed(serde_json::json!({"sub": "a", "role": "reader"}));
+        assert!(Verifier::hs256(b"s3cret").verify(&forever).is_err());
+    }
+
+    #[test]
+    fn not_before_is_honoured() {
+        let verifier = Verifier::hs256(b"s3cret");
+        let future = signed(serde_json::json!({
+            "sub": "a", "role": "writer", "exp": now() + 600, "nbf": now() + 120
+        }));
+        assert_eq!(
+            code(verifier.verify(&future)).as_deref(),
+            Some("token_not_yet_valid")
+        );
+        let started = signed(serde_json::json!({
+            "sub": "a", "role": "writer", "exp": now() + 600, "nbf": now() - 1
+        }));
+        assert!(verifier.verify(&started).is_ok());
+    }
+
+    #[test]
+    fn an_empty_subject_is_refused() {
+        let verifier = Verifier::hs256(b"s3cret");
+        for sub in ["", "   "] {
+            let token = signed(serde_json::json!({"sub": sub, "role": "admin", "exp": now() + 60}));
+            assert_eq!(
+                code(verifier.verify(&token)).as_deref(),
+                Some("invalid_token_subject"),
+                "sub {sub:?}"
+            );
+        }
     }
 }

@@ -3,7 +3,9 @@
 
 pub mod auth;
 pub mod error;
+pub mod harden;
 pub mod headers;
+mod idle_io;
 pub mod openapi;
 pub mod ops;
 pub mod registry;

@@ -24,11 +24,21 @@ pub const BEARER: &str = "bearer";
 /// Name of the error body's schema in the documents.
 pub const ERROR_SCHEMA: &str = "ErrorBody";
 
-/// Codes any route behind the token check may answer, whatever the role.
-pub const COMMON_CODES: &[&str] = &["unauthorized", "forbidden", "internal"];
+/// Codes any route behind the token check may answer, whatever the role: the token's refusals
+/// (`auth`), the request-head limits of [`crate::harden`], and an internal failure.
+pub const COMMON_CODES: &[&str] = &[
+    "unauthorized",
+    "token_expired",
+    "token_not_yet_valid",
+    "invalid_token_subject",
+    "forbidden",
+    "uri_too_long",
+    "headers_too_large",
+    "internal",
+];
 
 /// Makes a derived document whole: the bearer scheme on every operation, the error body's `code`
-/// limited to `codes` (plus [`COMMON_CODES`]), and a 401 and 403 on every operation.
+/// limited to `codes` (plus [`COMMON_CODES`]), and a 401, 403, 414 and 431 on every operation.
 pub fn finish(mut doc: OpenApi, codes: &[&str]) -> OpenApi {
     let components = doc.components.get_or_insert_with(Default::default);
     components.security_schemes.insert(
@@ -54,19 +64,30 @@ pub fn finish(mut doc: OpenApi, codes: &[&str]) -> OpenApi {
         code.enum_values = Some(all.iter().map(|c| (*c).into()).collect());
     }
     doc.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
-    let error_response = |description: &str| {
-        RefOr::T(
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name(ERROR_SCHEMA)))
-                        .build(),
-                )
-                .build(),
-        )
-    };
+    for (status, description) in [
+        (
+            "401",
+            "Missing, malformed or wrongly signed bearer token (`unauthorized`), expired \
+             (`token_expired`), not yet valid (`token_not_yet_valid`) or with an empty `sub` \
+             (`invalid_token_subject`).",
+        ),
+        ("403", "The token's role may not do this (`forbidden`)."),
+        (
+            "414",
+            "The path and query string are longer than the role's limit (`uri_too_long`).",
+        ),
+        (
+            "431",
+            "Too many header fields, or too many bytes of them (`headers_too_large`).",
+        ),
+    ] {
+        respond_everywhere(&mut doc, status, description);
+    }
+    doc
+}
+
+/// Adds the error answer `status` to every operation that does not describe it already.
+pub fn respond_everywhere(doc: &mut OpenApi, status: &str, description: &str) {
     for item in doc.paths.paths.values_mut() {
         for operation in [
             &mut item.get,
@@ -78,18 +99,27 @@ pub fn finish(mut doc: OpenApi, codes: &[&str]) -> OpenApi {
         .into_iter()
         .flatten()
         {
-            let responses = &mut operation.responses.responses;
-            responses.entry("401".to_string()).or_insert_with(|| {
-                error_response(
-                    "Missing, malformed, expired or wrongly signed bearer token (`unauthorized`).",
-                )
-            });
-            responses.entry("403".to_string()).or_insert_with(|| {
-                error_response("The token's role may not do this (`forbidden`).")
-            });
+            operation
+                .responses
+                .responses
+                .entry(status.to_string())
+                .or_insert_with(|| error_response(description));
         }
     }
-    doc
+}
+
+fn error_response(description: &str) -> RefOr<utoipa::openapi::response::Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(ERROR_SCHEMA)))
+                    .build(),
+            )
+            .build(),
+    )
 }
 
 /// The document as served and committed: pretty JSON with a final newline.

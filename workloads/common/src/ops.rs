@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use artstore_contract::paths;
 use axum::Router;
@@ -39,10 +40,18 @@ impl Ops {
     }
 }
 
+/// How long a readiness check may take: a hung dependency makes the process unready within
+/// this, instead of hanging the probe (whose own timeout is often 1 s) until it gives up.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
-    match (ops.ready)().await {
-        Ok(()) => (StatusCode::OK, "ready".to_string()),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    match tokio::time::timeout(READY_TIMEOUT, (ops.ready)()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready".to_string()),
+        Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, why),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("a dependency did not answer within {READY_TIMEOUT:?}"),
+        ),
     }
 }
 

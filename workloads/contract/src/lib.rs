@@ -1,11 +1,15 @@
 //! The contract between the operator and the `artstore` binary, written down in one place:
 //! subcommands, environment variables, the storage-element registry file, stream entry fields
 //! and the JSON the operator reads from a storage element. No workload code lives here and this
-//! crate depends on nothing but serde, so the operator can use it without importing workloads.
+//! crate depends on nothing but serde, so the operator can use it without importing workloads;
+//! with feature `redis` it also holds the stream primitives both sides share ([`stream`]).
 //!
 //! `docs/CONTRACT.md` is the human-readable version of this file.
 
 use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "redis")]
+pub mod stream;
 
 /// The binary every workload container runs.
 pub const BINARY: &str = "artstore";
@@ -47,6 +51,12 @@ pub mod env {
     pub const REDIS_URL: &str = "ARTSTORE_REDIS_URL";
     pub const STREAM: &str = "ARTSTORE_STREAM";
     pub const REGISTRY_FILE: &str = "ARTSTORE_REGISTRY_FILE";
+    /// Clock skew tolerated on a token's `exp` and `nbf`, in seconds (default 5).
+    pub const JWT_LEEWAY_SECONDS: &str = "ARTSTORE_JWT_LEEWAY_SECONDS";
+    /// Seconds a client has to send a request head (default 10).
+    pub const HEADER_READ_TIMEOUT_SECONDS: &str = "ARTSTORE_HEADER_READ_TIMEOUT_SECONDS";
+    /// Seconds a request body or response may stall (default 30).
+    pub const IDLE_TIMEOUT_SECONDS: &str = "ARTSTORE_IDLE_TIMEOUT_SECONDS";
 
     // Storage element
     pub const ELEMENT_ID: &str = "ARTSTORE_ELEMENT_ID";
@@ -64,6 +74,14 @@ pub mod env {
     pub const S3_REGION: &str = "ARTSTORE_S3_REGION";
     pub const S3_ACCESS_KEY: &str = "AWS_ACCESS_KEY_ID";
     pub const S3_SECRET_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+    /// S3 client timeouts in seconds: connect (3), request to first byte of the answer (10),
+    /// one attempt of an operation (60).
+    pub const S3_CONNECT_TIMEOUT_SECONDS: &str = "ARTSTORE_S3_CONNECT_TIMEOUT_SECONDS";
+    pub const S3_READ_TIMEOUT_SECONDS: &str = "ARTSTORE_S3_READ_TIMEOUT_SECONDS";
+    pub const S3_ATTEMPT_TIMEOUT_SECONDS: &str = "ARTSTORE_S3_ATTEMPT_TIMEOUT_SECONDS";
+    /// PostgreSQL: seconds to get a pooled connection (5) and `statement_timeout` (30).
+    pub const DB_ACQUIRE_TIMEOUT_SECONDS: &str = "ARTSTORE_DB_ACQUIRE_TIMEOUT_SECONDS";
+    pub const DB_STATEMENT_TIMEOUT_SECONDS: &str = "ARTSTORE_DB_STATEMENT_TIMEOUT_SECONDS";
 
     // Query node
     pub const CONSUMER_GROUP: &str = "ARTSTORE_CONSUMER_GROUP";
@@ -86,6 +104,12 @@ pub mod env {
     /// Comma-separated origins (`https://archive.example.org`) whose pages may call the
     /// ingester (CORS); empty: none.
     pub const CORS_ALLOWED_ORIGINS: &str = "ARTSTORE_CORS_ALLOWED_ORIGINS";
+    /// Seconds to open a connection to a storage element (default 3).
+    pub const ELEMENT_CONNECT_TIMEOUT_SECONDS: &str = "ARTSTORE_ELEMENT_CONNECT_TIMEOUT_SECONDS";
+    /// Seconds a storage element may make no progress before the ingester moves on (default 10).
+    pub const ELEMENT_IDLE_TIMEOUT_SECONDS: &str = "ARTSTORE_ELEMENT_IDLE_TIMEOUT_SECONDS";
+    /// Directory large uploads are spooled to (default: in the system's temporary directory).
+    pub const SPOOL_DIR: &str = "ARTSTORE_SPOOL_DIR";
 }
 
 /// Bearer tokens on `/api/` routes: HS256 JWTs over the shared secret

@@ -74,6 +74,21 @@ pub struct ElementArgs {
     /// Approximate maximum length of the stream (XADD MAXLEN ~); 0 = no trimming.
     #[arg(long, env = env::STREAM_MAXLEN, default_value_t = 1_000_000)]
     pub stream_maxlen: u64,
+    /// Seconds to open a connection to S3.
+    #[arg(long, env = env::S3_CONNECT_TIMEOUT_SECONDS, default_value_t = 3)]
+    pub s3_connect_timeout_seconds: u64,
+    /// Seconds from sending an S3 request (a part included) to the first byte of its answer.
+    #[arg(long, env = env::S3_READ_TIMEOUT_SECONDS, default_value_t = 10)]
+    pub s3_read_timeout_seconds: u64,
+    /// Seconds one attempt of an S3 operation may take.
+    #[arg(long, env = env::S3_ATTEMPT_TIMEOUT_SECONDS, default_value_t = 60)]
+    pub s3_attempt_timeout_seconds: u64,
+    /// Seconds to get a database connection from the pool.
+    #[arg(long, env = env::DB_ACQUIRE_TIMEOUT_SECONDS, default_value_t = 5)]
+    pub db_acquire_timeout_seconds: u64,
+    /// Seconds PostgreSQL lets one statement run (`statement_timeout`).
+    #[arg(long, env = env::DB_STATEMENT_TIMEOUT_SECONDS, default_value_t = 30)]
+    pub db_statement_timeout_seconds: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,6 +101,11 @@ pub struct ServeArgs {
     pub jwt_secret_file: Option<PathBuf>,
     #[arg(long, env = env::JWT_PUBLIC_KEY_FILE)]
     pub jwt_public_key_file: Option<PathBuf>,
+    /// Clock skew tolerated on a token's `exp` and `nbf`.
+    #[arg(long, env = env::JWT_LEEWAY_SECONDS, default_value_t = auth::DEFAULT_LEEWAY_SECONDS)]
+    pub jwt_leeway_seconds: u64,
+    #[command(flatten)]
+    pub server: artstore_common::serve::ServerTimeoutArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -138,6 +158,16 @@ fn element_config(args: &ElementArgs, verifier: Verifier) -> anyhow::Result<Elem
     config.cache_ttl_hours = args.cache_ttl_hours;
     config.stream_max_len = (args.stream_maxlen > 0).then_some(args.stream_maxlen);
     config.run_migrations = false;
+    let seconds = |n: u64| Duration::from_secs(n.max(1));
+    config.s3_timeouts = crate::backend::S3Timeouts {
+        connect: seconds(args.s3_connect_timeout_seconds),
+        first_byte: seconds(args.s3_read_timeout_seconds),
+        attempt: seconds(args.s3_attempt_timeout_seconds),
+    };
+    config.database_timeouts = crate::DatabaseTimeouts {
+        acquire: seconds(args.db_acquire_timeout_seconds),
+        statement: seconds(args.db_statement_timeout_seconds),
+    };
     Ok(config)
 }
 
@@ -170,7 +200,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             if args.element.redis_url.is_none() {
                 bail!("{} is required to serve", env::REDIS_URL);
             }
-            let config = element_config(&args.element, verifier(&args)?)?;
+            let verifier = verifier(&args)?.with_leeway(args.jwt_leeway_seconds);
+            let mut config = element_config(&args.element, verifier)?;
+            config.server_timeouts = args.server.timeouts();
             let element = crate::build(config).await?;
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await

@@ -51,6 +51,14 @@ pub struct Core {
     /// Bytes promised to uploads in flight, so concurrent uploads cannot overfill the element.
     reserved: AtomicU64,
     crash_point: Mutex<Option<CrashPoint>>,
+    pause_point: Mutex<Option<(CrashPoint, Arc<PauseGate>)>>,
+}
+
+/// Holds an operation at a point until the test lets it go (tests of cancellation).
+#[derive(Default)]
+pub struct PauseGate {
+    pub reached: Notify,
+    pub release: Notify,
 }
 
 /// What the user supplies with an upload.
@@ -64,6 +72,10 @@ pub struct UploadRequest {
     pub mime_type: Option<String>,
     /// From `Content-Length`, when the client sent one.
     pub content_length: Option<u64>,
+    /// Set by an ingester's upload (`X-Artstore-Upload-Id`): cancelled when the caller stopped
+    /// waiting. The upload then rolls back at its commit point instead of committing a copy the
+    /// caller has already stored elsewhere.
+    pub caller_gone: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// A record as the metadata API shows it.
@@ -241,6 +253,27 @@ impl Core {
             metrics,
             reserved: AtomicU64::new(0),
             crash_point: Mutex::new(None),
+            pause_point: Mutex::new(None),
+        }
+    }
+
+    /// Makes the next operation that passes `point` wait there until `gate.release` is
+    /// notified, after notifying `gate.reached` (tests of a client that goes away mid-change).
+    pub fn set_pause_point(&self, pause: Option<(CrashPoint, Arc<PauseGate>)>) {
+        if let Ok(mut slot) = self.pause_point.lock() {
+            *slot = pause;
+        }
+    }
+
+    async fn pause_at(&self, point: CrashPoint) {
+        let gate = self.pause_point.lock().ok().and_then(|p| {
+            p.as_ref()
+                .filter(|(at, _)| *at == point)
+                .map(|(_, g)| g.clone())
+        });
+        if let Some(gate) = gate {
+            gate.reached.notify_one();
+            gate.release.notified().await;
         }
     }
 
@@ -416,11 +449,16 @@ impl Core {
         }
         self.crash_at(CrashPoint::AfterSidecar)?;
 
+        let caller_gone = request.caller_gone;
         let committed: Result<(), ElementError> = async {
             let mut tx = self.pool.begin().await?;
             store::lock_for_write(&mut tx).await?;
             if store::insert(&mut tx, &record).await? {
                 store::enqueue(&mut tx, EventType::Created, &record).await?;
+            }
+            // The last moment to honour a caller that gave up: after this the copy is visible.
+            if caller_gone.as_ref().is_some_and(|t| t.is_cancelled()) {
+                return Err(ElementError::Abandoned);
             }
             tx.commit().await?;
             Ok(())
@@ -562,6 +600,7 @@ impl Core {
             )
             .await?;
         self.crash_at(CrashPoint::AfterSidecar)?;
+        self.pause_at(CrashPoint::AfterSidecar).await;
         if store::update_if_newer(&mut tx, &record).await? {
             store::enqueue(&mut tx, EventType::Updated, &record).await?;
         }
@@ -597,6 +636,7 @@ impl Core {
         // The sidecar is the truth: once it is gone the file is gone, whatever happens next.
         self.backend.delete(&layout::sidecar_key(&key)).await?;
         self.crash_at(CrashPoint::AfterSidecar)?;
+        self.pause_at(CrashPoint::AfterSidecar).await;
         self.backend.delete(&key).await?;
         self.crash_at(CrashPoint::AfterBlob)?;
         store::delete_and_announce(&mut tx, file_id).await?;

@@ -31,6 +31,9 @@ pub enum ElementError {
     Database(#[from] sqlx::Error),
     #[error("sidecar {key} is unreadable: {reason}")]
     BadSidecar { key: String, reason: String },
+    /// The caller (an ingester) stopped waiting before the upload committed; it was rolled back.
+    #[error("the caller gave up before the upload committed; nothing was stored")]
+    Abandoned,
     /// A fault injected by a test to stop an operation dead between two steps.
     #[error("simulated crash after {0:?}")]
     SimulatedCrash(crate::CrashPoint),
@@ -67,6 +70,9 @@ impl From<ElementError> for ApiError {
                 "range_not_satisfiable",
                 message,
             ),
+            ElementError::Abandoned => {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, "upload_abandoned", message)
+            }
             ElementError::BodyInterrupted(_) => {
                 ApiError::bad_request("upload_interrupted", message)
             }
@@ -75,7 +81,35 @@ impl From<ElementError> for ApiError {
                 ApiError::unavailable("storage_unavailable", "the storage backend failed")
                     .with_retry_after(5)
             }
+            ElementError::Database(ref db) if database_unavailable(db) => {
+                tracing::warn!(error = %message, "database unavailable");
+                ApiError::unavailable("database_unavailable", "the cache database is unavailable")
+                    .with_retry_after(1)
+            }
             _ => ApiError::internal(message),
         }
+    }
+}
+
+/// Errors that mean PostgreSQL cannot be used right now (down, refusing, restarting, out of
+/// connections, cancelled by `statement_timeout`), as opposed to a bug. The same rule as the
+/// query node's (`artstore_query::store::is_unavailable`; the element does not import the query
+/// crate).
+pub fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        // 08 connection, 53 resources, 55 state (e.g. not accepting connections), 57 operator
+        // intervention (shutdown, statement timeout), 3D database missing.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            ["08", "53", "55", "57", "3D"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
     }
 }

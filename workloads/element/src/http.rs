@@ -83,6 +83,10 @@ fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     Ok(out)
 }
 
+/// Sent by the ingester with each internal upload: its identity for the upload, and the promise
+/// that it counts a lost answer as a failure (see `docs/faults.md`).
+pub const UPLOAD_ID_HEADER: &str = "x-artstore-upload-id";
+
 /// Streams the request body into the backend while hashing it, writes the sidecar, then the cache
 /// row and the outbox row in one transaction.
 #[utoipa::path(
@@ -94,6 +98,7 @@ fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
         ("retention" = Option<artstore_events::Retention>, Query),
         ("retention_days" = Option<u32>, Query, description = "Only with `retention=temporary` (default 30).", minimum = 1, maximum = 36500),
         ("mime_type" = Option<String>, Query, description = "Guessed from the name when absent.", pattern = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}/[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$"),
+        ("X-Artstore-Upload-Id" = Option<String>, Header, description = "Sent by the ingester: its id for this upload, and its promise that it counts a lost answer as a failure. With it, an upload whose caller disconnects before the answer rolls back instead of committing."),
     ),
     request_body(content = Option<BinaryBody>, content_type = "application/octet-stream", description = "The file's bytes (none: an empty file). The `Content-Length` the HTTP client sends lets the element refuse a file that is too large before reading it."),
     responses(
@@ -101,7 +106,7 @@ fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
         (status = 400, description = "Bad parameter or an interrupted body.", body = artstore_common::error::ErrorBody),
         (status = 409, description = "The element's mode does not accept writes (`element_not_writable`).", body = artstore_common::error::ErrorBody),
         (status = 413, description = "Larger than the element's limit (`file_too_large`).", body = artstore_common::error::ErrorBody),
-        (status = 503, description = "The storage backend failed (`storage_unavailable`).", body = artstore_common::error::ErrorBody),
+        (status = 408, description = "With `X-Artstore-Upload-Id`: the caller went away before the upload committed; nothing stored (`upload_abandoned`).", body = artstore_common::error::ErrorBody),
         (status = 507, description = "Not enough free capacity (`insufficient_storage`).", body = artstore_common::error::ErrorBody),
     )
 )]
@@ -138,6 +143,19 @@ async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
+    // An ingester's upload: all or nothing as the ingester sees it. If this handler is dropped
+    // (the ingester disconnected after its idle timeout), the guard cancels the token and the
+    // upload rolls back at its commit point.
+    let upload_id = headers
+        .get(UPLOAD_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let gone_guard = upload_id.as_ref().map(|id| {
+        tracing::debug!(upload_id = %id, "upload on behalf of an ingester");
+        let token = tokio_util::sync::CancellationToken::new();
+        request.caller_gone = Some(token.clone());
+        token.drop_guard()
+    });
     let stream = body
         .into_data_stream()
         .map_err(std::io::Error::other)
@@ -147,6 +165,9 @@ async fn upload(
     let created_by = token.sub.clone();
     let task = tokio::spawn(async move { core.upload(&created_by, request, stream).await });
     let record = task.await.map_err(ApiError::internal)??;
+    if let Some(guard) = gone_guard {
+        guard.disarm();
+    }
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
 
@@ -301,16 +322,22 @@ async fn patch(
             "nothing to change: give description and/or tags",
         ));
     }
-    let view = core
-        .patch(
-            &caller(&token),
+    // In its own task: a client that goes away must not stop the change between the sidecar
+    // and the cache row (the sidecar would say one thing, the cache and search another).
+    let caller = caller(&token);
+    let view = tokio::spawn(async move {
+        core.patch(
+            &caller,
             id,
             MetadataPatch {
                 description: body.description,
                 tags: body.tags,
             },
         )
-        .await?;
+        .await
+    })
+    .await
+    .map_err(ApiError::internal)??;
     Ok(Json(view).into_response())
 }
 
@@ -332,7 +359,12 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     token.require(Role::Writer)?;
     let id = parse_id(&id)?;
-    core.delete(&caller(&token), id).await?;
+    // In its own task, for the same reason as a patch: once the sidecar is gone the delete must
+    // reach the cache row and the outbox, whatever the client does.
+    let caller = caller(&token);
+    tokio::spawn(async move { core.delete(&caller, id).await })
+        .await
+        .map_err(ApiError::internal)??;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -580,6 +612,7 @@ const ERROR_CODES: &[&str] = &[
     "element_not_editable",
     "element_not_writable",
     "file_not_found",
+    "database_unavailable",
     "file_too_large",
     "insufficient_storage",
     "invalid_body",
@@ -596,6 +629,7 @@ const ERROR_CODES: &[&str] = &[
     "invalid_tag",
     "range_not_satisfiable",
     "storage_unavailable",
+    "upload_abandoned",
     "upload_interrupted",
 ];
 
@@ -625,7 +659,16 @@ struct ApiDoc;
 
 /// The storage element's OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    artstore_common::openapi::finish(<ApiDoc as utoipa::OpenApi>::openapi(), ERROR_CODES)
+    let mut doc =
+        artstore_common::openapi::finish(<ApiDoc as utoipa::OpenApi>::openapi(), ERROR_CODES);
+    // Every route reads the cache database or the storage backend.
+    artstore_common::openapi::respond_everywhere(
+        &mut doc,
+        "503",
+        "The storage backend (`storage_unavailable`) or the cache database \
+         (`database_unavailable`) is unavailable.",
+    );
+    doc
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{BlobBackend, S3Backend, S3Settings, VolumeBackend};
+use crate::backend::{BlobBackend, S3Backend, S3Settings, S3Timeouts, VolumeBackend};
 use crate::core::{Core, Settings};
 use crate::metrics::Metrics;
 use crate::relay::{Relay, RelayConfig};
@@ -77,6 +77,27 @@ pub struct ElementConfig {
     pub orphan_blob_grace: Duration,
     /// How often the relay looks for outbox rows written by other processes.
     pub relay_poll_interval: Duration,
+    pub server_timeouts: artstore_common::serve::ServerTimeouts,
+    pub s3_timeouts: S3Timeouts,
+    pub database_timeouts: DatabaseTimeouts,
+}
+
+/// How long the element waits on PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatabaseTimeouts {
+    /// To get a connection from the pool (or open one).
+    pub acquire: Duration,
+    /// The server cancels a statement running longer (`statement_timeout`).
+    pub statement: Duration,
+}
+
+impl Default for DatabaseTimeouts {
+    fn default() -> Self {
+        DatabaseTimeouts {
+            acquire: Duration::from_secs(5),
+            statement: Duration::from_secs(30),
+        }
+    }
 }
 
 impl ElementConfig {
@@ -105,6 +126,9 @@ impl ElementConfig {
             run_migrations: true,
             orphan_blob_grace: Duration::from_secs(3600),
             relay_poll_interval: Duration::from_secs(1),
+            server_timeouts: Default::default(),
+            s3_timeouts: Default::default(),
+            database_timeouts: Default::default(),
         }
     }
 }
@@ -114,6 +138,7 @@ pub struct Element {
     core: Arc<Core>,
     router: Router,
     relay: RelayConfig,
+    server_timeouts: artstore_common::serve::ServerTimeouts,
 }
 
 /// An element serving on a listener; [`RunningElement::shutdown`] stops it.
@@ -138,30 +163,42 @@ impl RunningElement {
 }
 
 pub async fn connect_database(url: &str) -> Result<PgPool, sqlx::Error> {
+    connect_database_with(url, DatabaseTimeouts::default()).await
+}
+
+pub async fn connect_database_with(
+    url: &str,
+    timeouts: DatabaseTimeouts,
+) -> Result<PgPool, sqlx::Error> {
+    let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+    let statement_ms = timeouts.statement.as_millis().to_string();
     PgPoolOptions::new()
         .max_connections(16)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .acquire_timeout(timeouts.acquire)
+        .connect_with(options.options([("statement_timeout", statement_ms.as_str())]))
         .await
 }
 
-pub async fn open_backend(config: &BackendConfig) -> Result<Arc<dyn BlobBackend>, ElementError> {
+pub async fn open_backend(
+    config: &BackendConfig,
+    s3_timeouts: S3Timeouts,
+) -> Result<Arc<dyn BlobBackend>, ElementError> {
     Ok(match config {
-        BackendConfig::S3(settings) => Arc::new(S3Backend::connect(settings).await),
+        BackendConfig::S3(settings) => Arc::new(S3Backend::connect(settings, s3_timeouts).await),
         BackendConfig::Volume { path } => Arc::new(VolumeBackend::open(path.clone()).await?),
     })
 }
 
 /// Connects to the database and the backend and builds the router.
 pub async fn build(config: ElementConfig) -> Result<Element, ElementError> {
-    let pool = connect_database(&config.database_url).await?;
+    let pool = connect_database_with(&config.database_url, config.database_timeouts).await?;
     if config.run_migrations {
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| ElementError::Database(e.into()))?;
     }
-    let backend = open_backend(&config.backend).await?;
+    let backend = open_backend(&config.backend, config.s3_timeouts).await?;
     let metrics = Metrics::default();
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
@@ -196,13 +233,17 @@ pub async fn build(config: ElementConfig) -> Result<Element, ElementError> {
             })
         }),
     );
-    let router = http::api_router(core.clone(), config.verifier.clone())
-        .merge(ops.router())
-        .merge(artstore_common::openapi::router(&http::openapi()))
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let router = artstore_common::harden::harden(
+        http::api_router(core.clone(), config.verifier.clone())
+            .merge(ops.router())
+            .merge(artstore_common::openapi::router(&http::openapi())),
+        artstore_common::harden::HeadLimits::ELEMENT,
+    )
+    .layer(tower_http::trace::TraceLayer::new_for_http());
     Ok(Element {
         core,
         router,
+        server_timeouts: config.server_timeouts,
         relay: RelayConfig {
             redis_url: config.redis_url,
             stream: config.stream,
@@ -239,17 +280,12 @@ impl Element {
                 .run(self.core.relay_wake.clone(), cancel.clone()),
         );
         let server_cancel = cancel.clone();
-        let server = tokio::spawn(async move {
-            // Small responses go out at once instead of waiting on Nagle's algorithm.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY not set");
-                }
-            });
-            axum::serve(listener, self.router)
-                .with_graceful_shutdown(async move { server_cancel.cancelled().await })
-                .await
-        });
+        let server = tokio::spawn(artstore_common::serve::serve_listener(
+            listener,
+            self.router,
+            self.server_timeouts,
+            async move { server_cancel.cancelled().await },
+        ));
         Ok(RunningElement {
             addr,
             core: self.core,

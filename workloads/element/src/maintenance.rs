@@ -64,6 +64,10 @@ pub struct RunReport {
     pub refreshed: u64,
     /// Blobs without a sidecar, older than the grace period, deleted.
     pub orphan_blobs_deleted: u64,
+    /// Unfinished uploads (S3 multipart uploads, temporary files) older than the grace period,
+    /// aborted or deleted.
+    #[serde(default)]
+    pub incomplete_uploads_removed: u64,
     pub errors: Vec<String>,
 }
 
@@ -112,10 +116,15 @@ fn maybe_newer(sidecar: &ObjectInfo, row: &RowSummary) -> bool {
     }
 }
 
-fn orphan_blobs<'a>(core: &Core, scan: &'a Scan) -> Vec<&'a ObjectInfo> {
+/// Before this, an unfinished blob or upload is a leftover, not one in flight.
+fn grace_cutoff(core: &Core) -> DateTime<Utc> {
     let grace = chrono::Duration::from_std(core.settings.orphan_blob_grace)
         .unwrap_or(chrono::Duration::hours(1));
-    let cutoff = Utc::now() - grace;
+    Utc::now() - grace
+}
+
+fn orphan_blobs<'a>(core: &Core, scan: &'a Scan) -> Vec<&'a ObjectInfo> {
+    let cutoff = grace_cutoff(core);
     scan.blobs
         .iter()
         .filter(|(id, _)| !scan.sidecars.contains_key(id))
@@ -157,6 +166,7 @@ pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError>
         .into_iter()
         .map(|b| b.key.clone())
         .collect();
+    let incomplete = core.backend.incomplete_uploads(grace_cutoff(core)).await?;
     let problems = orphan_cache.len() + orphan_attr.len() + stale.len();
     let base = scan.sidecars.len().max(rows.len()).max(1);
     let percentage = ((problems as f64 / base as f64) * 10_000.0).round() / 100.0;
@@ -169,7 +179,7 @@ pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError>
         orphan_cache_count: orphan_cache.len() as u64,
         orphan_attr_count: orphan_attr.len() as u64,
         expired_cache_count: expired,
-        is_consistent: problems == 0 && orphan_blobs.is_empty(),
+        is_consistent: problems == 0 && orphan_blobs.is_empty() && incomplete.is_empty(),
         inconsistency_percentage: percentage.min(100.0),
         details: serde_json::json!({
             "orphan_cache_entries": list(&orphan_cache),
@@ -178,6 +188,12 @@ pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError>
             "stale_cache_entries": list(&stale),
             "orphan_blob_count": orphan_blobs.len(),
             "orphan_blobs": orphan_blobs.iter().take(DETAIL_LIMIT).collect::<Vec<_>>(),
+            "incomplete_upload_count": incomplete.len(),
+            "incomplete_uploads": incomplete
+                .iter()
+                .take(DETAIL_LIMIT)
+                .map(|u| u.key.as_str())
+                .collect::<Vec<_>>(),
             "checked_at": Utc::now(),
         }),
     })
@@ -253,6 +269,12 @@ async fn incremental(core: &Core, full: bool, report: &mut RunReport) -> Result<
         match core.backend.delete(&blob.key).await {
             Ok(()) => report.orphan_blobs_deleted += 1,
             Err(e) => report.errors.push(format!("{}: {e}", blob.key)),
+        }
+    }
+    for upload in core.backend.incomplete_uploads(grace_cutoff(core)).await? {
+        match core.backend.remove_incomplete(&upload).await {
+            Ok(()) => report.incomplete_uploads_removed += 1,
+            Err(e) => report.errors.push(format!("{}: {e}", upload.key)),
         }
     }
     Ok(())

@@ -2,13 +2,16 @@
 //! as query parameters), and relaying metadata changes to the element that owns a file. The
 //! caller's own bearer token is forwarded, so the element sees who acts.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use artstore_contract::{Registry, RegistryEntry};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use crate::spool::Spooled;
+use crate::spool::{BodyStream, Spooled};
 use artstore_common::ApiError;
 
 #[derive(Debug, Clone, Default)]
@@ -28,25 +31,90 @@ pub enum Attempt {
     Rejected(ApiError),
 }
 
+/// The ingester's identity for one client upload, sent with every attempt; an element that
+/// sees it rolls the upload back if we stop waiting before it commits.
+const UPLOAD_ID_HEADER: &str = "x-artstore-upload-id";
+
 #[derive(Deserialize)]
 struct ErrorBody {
     code: String,
     message: String,
 }
 
+/// An element's error message, clipped: it is relayed to the client and must stay small.
+fn clip_message(message: &str) -> String {
+    const MAX: usize = 512;
+    if message.len() <= MAX {
+        return message.to_string();
+    }
+    let mut end = MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
+/// How long the ingester waits on a storage element.
+#[derive(Debug, Clone, Copy)]
+pub struct ElementTimeouts {
+    /// To open a TCP connection.
+    pub connect: Duration,
+    /// Without progress: no part of the upload taken, no answer after the last byte, no byte of
+    /// the answer's body; and the whole of a small request (lookup, PATCH, DELETE).
+    pub idle: Duration,
+}
+
 #[derive(Clone)]
 pub struct ElementClient {
     http: reqwest::Client,
+    timeouts: ElementTimeouts,
 }
 
 impl ElementClient {
-    pub fn new() -> Self {
+    pub fn new(timeouts: ElementTimeouts) -> Self {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(timeouts.connect)
             .pool_max_idle_per_host(32)
             .build()
             .unwrap_or_default();
-        ElementClient { http }
+        ElementClient { http, timeouts }
+    }
+
+    /// Sends `request` with `body`, failing when the element takes no part of the body, or sends
+    /// no answer after the last byte, for the idle timeout. A whole-request timeout would not
+    /// do: a large upload to a healthy element may take minutes.
+    async fn send_watched(
+        &self,
+        request: reqwest::RequestBuilder,
+        body: BodyStream,
+    ) -> Result<reqwest::Response, String> {
+        let progress = Arc::new(Mutex::new(Instant::now()));
+        let seen = progress.clone();
+        let watched = body.map(move |chunk| {
+            if let Ok(mut last) = seen.lock() {
+                *last = Instant::now();
+            }
+            chunk
+        });
+        let send = request.body(reqwest::Body::wrap_stream(watched)).send();
+        let idle = self.timeouts.idle;
+        let watchdog = async {
+            loop {
+                let last = progress
+                    .lock()
+                    .map(|last| *last)
+                    .unwrap_or_else(|_| Instant::now());
+                let deadline = last + idle;
+                if Instant::now() >= deadline {
+                    return;
+                }
+                tokio::time::sleep_until(deadline.into()).await;
+            }
+        };
+        tokio::select! {
+            sent = send => sent.map_err(|e| format!("unreachable ({})", e.without_url())),
+            () = watchdog => Err(format!("no progress for {idle:?}; gave up")),
+        }
     }
 
     pub async fn upload(
@@ -55,6 +123,7 @@ impl ElementClient {
         file: &Spooled,
         meta: &UploadMeta,
         auth: &str,
+        upload_id: &str,
     ) -> Attempt {
         let mut query: Vec<(&str, String)> = vec![("filename", file.filename.clone())];
         if let Some(d) = &meta.description {
@@ -80,7 +149,7 @@ impl ElementClient {
             Ok(body) => body,
             Err(e) => return Attempt::Rejected(e),
         };
-        let sent = self
+        let request = self
             .http
             .post(format!(
                 "{}/api/v1/files",
@@ -89,42 +158,54 @@ impl ElementClient {
             .query(&query)
             .header(reqwest::header::AUTHORIZATION, auth)
             .header(reqwest::header::CONTENT_LENGTH, file.size)
-            .body(body)
-            .send()
-            .await;
-        let response = match sent {
+            // The element commits only while we still wait for its answer (docs/faults.md).
+            .header(UPLOAD_ID_HEADER, upload_id);
+        // Errors without the URL: it carries the metadata, which must not be echoed back.
+        let response = match self.send_watched(request, body).await {
             Ok(r) => r,
-            Err(e) => return Attempt::Skip(format!("{}: unreachable ({e})", element.id)),
+            Err(why) => return Attempt::Skip(format!("{}: {why}", element.id)),
         };
         let status = response.status();
+        let idle = self.timeouts.idle;
         if status == reqwest::StatusCode::CREATED || status == reqwest::StatusCode::OK {
-            return match response.json::<serde_json::Value>().await {
-                Ok(record) => Attempt::Stored(record),
-                Err(e) => Attempt::Skip(format!("{}: unreadable answer ({e})", element.id)),
+            return match tokio::time::timeout(idle, response.json::<serde_json::Value>()).await {
+                Ok(Ok(record)) => Attempt::Stored(record),
+                Ok(Err(e)) => Attempt::Skip(format!(
+                    "{}: unreadable answer ({})",
+                    element.id,
+                    e.without_url()
+                )),
+                Err(_) => Attempt::Skip(format!("{}: answer stalled for {idle:?}", element.id)),
             };
         }
-        let error = response.json::<ErrorBody>().await.ok();
+        let error = tokio::time::timeout(idle, response.json::<ErrorBody>())
+            .await
+            .ok()
+            .and_then(Result::ok);
         let describe = |e: &Option<ErrorBody>| {
             e.as_ref()
-                .map(|b| format!("{} {}", b.code, b.message))
+                .map(|b| format!("{} {}", b.code, clip_message(&b.message)))
                 .unwrap_or_default()
         };
         match status.as_u16() {
-            // Full, or its mode no longer takes writes: the next element may.
-            507 | 409 => Attempt::Skip(format!(
+            // Full, its mode no longer takes writes, busy or timed out: the next element may.
+            507 | 409 | 408 | 429 => Attempt::Skip(format!(
                 "{}: {} {}",
                 element.id,
                 status.as_u16(),
                 describe(&error)
             )),
-            // Our token or the file itself is refused: the same anywhere.
-            400 | 401 | 403 | 413 | 415 | 422 => {
-                let (code, message) = error.map(|b| (b.code, b.message)).unwrap_or_else(|| {
-                    (
-                        "rejected_by_storage".into(),
-                        format!("storage element answered {status}"),
-                    )
-                });
+            // Our token or the request itself is refused: the same anywhere, and retrying it
+            // would not help, so it is never turned into a 503.
+            400..=499 => {
+                let (code, message) = error
+                    .map(|b| (b.code, clip_message(&b.message)))
+                    .unwrap_or_else(|| {
+                        (
+                            "rejected_by_storage".into(),
+                            format!("storage element answered {status}"),
+                        )
+                    });
                 Attempt::Rejected(ApiError::new(
                     StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_REQUEST),
                     code,
@@ -140,13 +221,16 @@ impl ElementClient {
         }
     }
 
-    /// The element that holds `file_id`, asked of every element in the registry.
+    /// The element that holds `file_id`, asked of every element in the registry. 404 only when
+    /// every element answered that it does not have it; when some could not answer, the file may
+    /// be on one of them: 503 with `Retry-After`, never a false 404.
     pub async fn find_owner(
         &self,
         registry: &Registry,
         file_id: &str,
         auth: &str,
     ) -> Result<RegistryEntry, ApiError> {
+        let mut unanswered = Vec::new();
         for element in &registry.elements {
             let url = format!(
                 "{}/api/v1/files/{file_id}",
@@ -156,19 +240,41 @@ impl ElementClient {
                 .http
                 .get(url)
                 .header(reqwest::header::AUTHORIZATION, auth)
-                .timeout(Duration::from_secs(10))
+                .timeout(self.timeouts.idle)
                 .send()
                 .await;
-            if let Ok(r) = found
-                && r.status() == reqwest::StatusCode::OK
-            {
-                return Ok(element.clone());
+            match found {
+                Ok(r) if r.status() == reqwest::StatusCode::OK => return Ok(element.clone()),
+                Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {}
+                // The caller's own token refused: the same answer from every element.
+                Ok(r) if matches!(r.status().as_u16(), 401 | 403) => {
+                    let status =
+                        StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::FORBIDDEN);
+                    let error = r.json::<ErrorBody>().await.ok();
+                    return Err(match error {
+                        Some(b) => ApiError::new(status, b.code, clip_message(&b.message)),
+                        None => ApiError::new(status, "forbidden", "refused by storage element"),
+                    });
+                }
+                Ok(r) => unanswered.push(format!("{}: {}", element.id, r.status().as_u16())),
+                Err(e) => unanswered.push(format!("{}: {}", element.id, e.without_url())),
             }
         }
-        Err(ApiError::not_found(
-            "file_not_found",
-            format!("no storage element holds file {file_id}"),
-        ))
+        if unanswered.is_empty() {
+            Err(ApiError::not_found(
+                "file_not_found",
+                format!("no storage element holds file {file_id}"),
+            ))
+        } else {
+            Err(ApiError::unavailable(
+                "storage_unavailable",
+                format!(
+                    "file {file_id} was not found on the storage elements that answered; these did not: {}",
+                    unanswered.join("; ")
+                ),
+            )
+            .with_retry_after(5))
+        }
     }
 
     /// Sends a PATCH or DELETE to the owning element and relays its answer as it is.
@@ -188,19 +294,34 @@ impl ElementClient {
             .http
             .request(method, url)
             .header(reqwest::header::AUTHORIZATION, auth)
-            .timeout(Duration::from_secs(30));
+            .timeout(self.timeouts.idle);
         if let Some(body) = body {
             request = request.json(body);
         }
         let response = request.send().await.map_err(|e| {
             ApiError::unavailable(
                 "storage_unavailable",
-                format!("storage element {} unreachable: {e}", element.id),
+                format!(
+                    "storage element {} unreachable: {}",
+                    element.id,
+                    e.without_url()
+                ),
             )
+            .with_retry_after(5)
         })?;
         let status =
             StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let bytes = response.bytes().await.map_err(ApiError::internal)?;
+        let bytes = response.bytes().await.map_err(|e| {
+            ApiError::unavailable(
+                "storage_unavailable",
+                format!(
+                    "storage element {} stopped answering: {}",
+                    element.id,
+                    e.without_url()
+                ),
+            )
+            .with_retry_after(5)
+        })?;
         let json = serde_json::from_slice(&bytes).ok();
         Ok((status, json))
     }

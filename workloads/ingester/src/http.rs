@@ -1,9 +1,10 @@
 //! The ingester's HTTP API: upload, batch upload, and metadata changes relayed to the owner.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::multipart::{Multipart, MultipartRejection};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -14,12 +15,15 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::IngesterConfig;
-use crate::element_client::{Attempt, ElementClient, UploadMeta};
+use crate::element_client::{Attempt, ElementClient, ElementTimeouts, UploadMeta};
+use crate::form::{FormLimits, FormReader, Part, clip};
 use crate::idempotency::{Claim, Idempotency, parse_key};
+use crate::limits;
 use crate::metrics::{Metrics, Outcome};
 use crate::ratelimit::{Decision, RateLimiter};
 use crate::select;
 use crate::spool::{Content, Spooled, spool};
+use crate::spool_dir::SpoolDir;
 use artstore_common::ApiError;
 use artstore_common::auth::{Caller, Role, Verifier, require_auth};
 use artstore_common::ops::Ops;
@@ -27,6 +31,7 @@ use artstore_common::registry::RegistryHandle;
 
 struct Inner {
     config: IngesterConfig,
+    spool_dir: SpoolDir,
     registry: RegistryHandle,
     elements: ElementClient,
     limiter: RateLimiter,
@@ -49,11 +54,23 @@ pub async fn build(
     verifier: Verifier,
 ) -> anyhow::Result<Ingester> {
     let client = redis::Client::open(config.redis_url.as_str())?;
-    let redis = redis::aio::ConnectionManager::new(client).await?;
+    // Rate limits fail open and idempotency answers 503 when Redis does not answer in time.
+    let redis_config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    let redis = redis::aio::ConnectionManager::new_with_config(client, redis_config).await?;
+    let spool_base = config
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("artstore-ingester-spool"));
+    let (spool_dir, removed) = SpoolDir::open(&spool_base)?;
+    if removed > 0 {
+        tracing::info!(removed, dir = %spool_base.display(), "removed spool files of stopped ingesters");
+    }
     let metrics = Metrics::default();
+    let cors = crate::cors::layer(&config.cors_allowed_origins)?;
     let mut prometheus = prometheus_client::registry::Registry::default();
     metrics.register(&mut prometheus);
-    let cors = crate::cors::layer(&config.cors_allowed_origins)?;
     let state = AppState(Arc::new(Inner {
         limiter: RateLimiter::new(
             redis.clone(),
@@ -65,10 +82,14 @@ pub async fn build(
             &config.redis_key_prefix,
             config.idempotency_ttl_seconds,
         ),
-        elements: ElementClient::new(),
+        elements: ElementClient::new(ElementTimeouts {
+            connect: Duration::from_secs(config.element_connect_timeout_seconds.max(1)),
+            idle: Duration::from_secs(config.element_idle_timeout_seconds.max(1)),
+        }),
         registry,
         metrics,
         config,
+        spool_dir,
     }));
 
     let ready_redis = redis.clone();
@@ -95,9 +116,13 @@ pub async fn build(
         // Size is enforced while spooling (413), not by a blanket body limit.
         .layer(DefaultBodyLimit::disable())
         .with_state(state);
-    let router = api
-        .merge(ops.router())
-        .merge(artstore_common::openapi::router(&openapi()));
+    let router = artstore_common::harden::harden(
+        api.merge(ops.router())
+            .merge(artstore_common::openapi::router(&openapi())),
+        artstore_common::harden::HeadLimits::PUBLIC,
+    );
+    // Outermost, so a preflight (sent without a token) is answered before the token check, and
+    // every answer, errors included, carries the CORS headers the browser needs to read it.
     Ok(Ingester {
         router: match cors {
             Some(cors) => router.layer(cors),
@@ -155,31 +180,47 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn multipart_error(e: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(
-        "invalid_multipart",
-        format!("the request is not valid multipart/form-data: {e}"),
-    )
-}
-
-/// Applies one non-file form field to the metadata; unknown fields are refused.
-async fn read_meta_field(
-    name: &str,
-    field: axum::extract::multipart::Field<'_>,
-    meta: &mut UploadMeta,
-) -> Result<(), ApiError> {
-    let value = field.text().await.map_err(multipart_error)?;
+/// Applies one non-file form field to the metadata; unknown fields are refused. Every field is
+/// read up to its byte cap only, and error messages never carry the value back.
+async fn read_meta_field(name: &str, field: Part, meta: &mut UploadMeta) -> Result<(), ApiError> {
+    let cap = match name {
+        "description" | "tags" | "tag" => limits::MAX_TEXT_FIELD_BYTES,
+        _ => limits::MAX_SMALL_FIELD_BYTES,
+    };
+    let value = match name {
+        "description" | "tags" | "tag" | "retention" | "retention_days" => field.text(cap).await?,
+        _ => String::new(),
+    };
     match name {
-        "description" => meta.description = Some(value),
+        "description" => {
+            if value.chars().count() > limits::MAX_DESCRIPTION_CHARS {
+                return Err(ApiError::bad_request(
+                    "description_too_long",
+                    format!(
+                        "description is longer than {} characters",
+                        limits::MAX_DESCRIPTION_CHARS
+                    ),
+                ));
+            }
+            meta.description = Some(value);
+        }
         "tags" | "tag" => {
             // `tags` may repeat, or carry a comma-separated list.
-            meta.tags.extend(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(String::from),
-            );
+            for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if tag.chars().count() > limits::MAX_TAG_CHARS {
+                    return Err(ApiError::bad_request(
+                        "tag_too_long",
+                        format!("a tag is longer than {} characters", limits::MAX_TAG_CHARS),
+                    ));
+                }
+                if meta.tags.len() >= limits::MAX_TAGS {
+                    return Err(ApiError::bad_request(
+                        "too_many_tags",
+                        format!("at most {} tags", limits::MAX_TAGS),
+                    ));
+                }
+                meta.tags.push(tag.to_string());
+            }
         }
         "retention" => {
             if value != "temporary" && value != "permanent" {
@@ -209,10 +250,23 @@ async fn read_meta_field(
             return Err(ApiError::bad_request(
                 "unknown_field",
                 format!(
-                    "unknown form field {other:?}: expected file, description, tags, retention, retention_days"
+                    "unknown form field {:?}: expected file, description, tags, retention, retention_days",
+                    clip(other)
                 ),
             ));
         }
+    }
+    let metadata_bytes = meta.description.as_deref().map_or(0, str::len)
+        + meta.tags.iter().map(String::len).sum::<usize>();
+    if metadata_bytes > limits::MAX_METADATA_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "metadata_too_large",
+            format!(
+                "description and tags together are longer than {} bytes",
+                limits::MAX_METADATA_BYTES
+            ),
+        ));
     }
     Ok(())
 }
@@ -244,8 +298,13 @@ async fn store(
     let registry = registry(state).await?;
     let candidates = select::candidates(&registry, file.size);
     let mut reasons = Vec::new();
+    let upload_id = uuid::Uuid::new_v4().to_string();
     for element in &candidates {
-        match state.elements.upload(element, file, meta, auth).await {
+        match state
+            .elements
+            .upload(element, file, meta, auth, &upload_id)
+            .await
+        {
             Attempt::Stored(record) => {
                 state.metrics.upload_bytes.inc_by(file.size);
                 return Ok(record);
@@ -285,20 +344,55 @@ async fn store_once(
     let print = fingerprint(file, meta);
     match state.idempotency.claim(&caller.sub, key, &print).await? {
         Claim::Replay(record) => Ok((record, true)),
-        Claim::Owner => match store(state, file, meta, auth).await {
-            Ok(record) => {
-                state
-                    .idempotency
-                    .complete(&caller.sub, key, &print, &record)
-                    .await;
-                Ok((record, false))
+        Claim::Owner(claim) => {
+            // Keep the claim alive while storing: a claim whose owner died expires in seconds,
+            // so a retry is let through instead of waiting out a long TTL.
+            let stored = {
+                let heartbeat = state.idempotency.keep_alive(&caller.sub, key, &claim);
+                tokio::pin!(heartbeat);
+                tokio::select! {
+                    stored = store(state, file, meta, auth) => stored,
+                    () = &mut heartbeat => unreachable!("the heartbeat never ends"),
+                }
+            };
+            match stored {
+                Ok(record) => {
+                    state
+                        .idempotency
+                        .complete(&caller.sub, key, &print, &record)
+                        .await;
+                    Ok((record, false))
+                }
+                Err(e) => {
+                    state.idempotency.release(&caller.sub, key, &claim).await;
+                    Err(e)
+                }
             }
-            Err(e) => {
-                state.idempotency.release(&caller.sub, key).await;
-                Err(e)
-            }
-        },
+        }
     }
+}
+
+/// [`store_once`] in its own task: once the file is spooled, a client that disconnects (or
+/// times out) no longer cancels the store half-way. The task always finishes, recording the
+/// result under the key (a retry replays it) or releasing the key (a retry stores it), so a cut
+/// request never leaves a claim behind that answers 409 until it expires.
+async fn store_detached(
+    state: &AppState,
+    caller: &Caller,
+    key: Option<String>,
+    file: Spooled,
+    meta: UploadMeta,
+    auth: String,
+) -> Result<(serde_json::Value, bool), ApiError> {
+    let state = state.clone();
+    let caller = caller.clone();
+    tokio::spawn(async move {
+        let result = store_once(&state.0, &caller, key.as_deref(), &file, &meta, &auth).await;
+        count(&state.0, &result);
+        result
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
 
 fn count(state: &Inner, result: &Result<(serde_json::Value, bool), ApiError>) {
@@ -323,27 +417,27 @@ fn count(state: &Inner, result: &Result<(serde_json::Value, bool), ApiError>) {
     responses(
         (status = 201, description = "Stored.", body = artstore_events::FileRecord),
         (status = 200, description = "Replayed: the record stored under the same `Idempotency-Key`.", body = artstore_events::FileRecord, headers(("Idempotent-Replayed" = String, description = "`true`"))),
-        (status = 400, description = "Bad form, field or key.", body = artstore_common::error::ErrorBody),
+        (status = 400, description = "Bad form, field or key (`invalid_multipart`, `missing_file`, `too_many_files`, `missing_filename`, `filename_too_long`, `unknown_field`, `description_too_long`, `tag_too_long`, `too_many_tags`, `invalid_retention`, `invalid_retention_days`, `invalid_idempotency_key`, or the element's `invalid_filename`, `invalid_tag`, …).", body = artstore_common::error::ErrorBody),
         (status = 409, description = "The same key is being used by a request in flight (`idempotency_in_progress`).", body = artstore_common::error::ErrorBody),
-        (status = 413, description = "Larger than the limit (`file_too_large`).", body = artstore_common::error::ErrorBody),
+        (status = 413, description = "Over a limit: the file (`file_too_large`), one text field as sent (`field_too_large`), description and tags together (`metadata_too_large`), parts in the form (`too_many_parts`), or part headers and preamble (`multipart_overhead_too_large`).", body = artstore_common::error::ErrorBody),
         (status = 422, description = "The same key with different content (`idempotency_key_reused`).", body = artstore_common::error::ErrorBody),
         (status = 429, description = "Over the rate limit (`rate_limited`).", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
-        (status = 503, description = "No storage element could take the file, or Redis is unavailable.", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
+        (status = 503, description = "No storage element could take the file (`no_storage_available`), or the registry (`registry_unavailable`) or Redis (`redis_unavailable`) is unavailable.", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
     )
 )]
 async fn upload(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Writer)?;
     let key = idempotency_key(&headers)?;
-    let mut multipart = multipart.map_err(multipart_error)?;
+    let mut multipart = FormReader::new(&headers, body, FormLimits::UPLOAD)?;
     let mut meta = UploadMeta::default();
     let mut file = None;
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or_default().to_string();
+    while let Some(field) = multipart.next_part().await? {
+        let name = field.name().to_string();
         if name == "file" {
             if file.is_some() {
                 return Err(ApiError::bad_request(
@@ -356,6 +450,7 @@ async fn upload(
                     field,
                     state.0.config.max_upload_bytes,
                     state.0.config.memory_spool_bytes,
+                    &state.0.spool_dir,
                 )
                 .await?,
             );
@@ -365,17 +460,8 @@ async fn upload(
     }
     let file =
         file.ok_or_else(|| ApiError::bad_request("missing_file", "the form has no `file` part"))?;
-    let result = store_once(
-        &state.0,
-        &caller,
-        key.as_deref(),
-        &file,
-        &meta,
-        &bearer(&headers),
-    )
-    .await;
-    count(&state.0, &result);
-    let (record, replayed) = result?;
+    let (record, replayed) =
+        store_detached(&state, &caller, key, file, meta, bearer(&headers)).await?;
     let mut response = if replayed {
         (StatusCode::OK, Json(record)).into_response()
     } else {
@@ -430,8 +516,8 @@ impl BatchItem {
 }
 
 /// Several `file` parts, each stored or refused on its own: 207 with one result per part.
-/// The metadata fields apply to every file; a bad field refuses the whole batch (400) before
-/// anything is stored. With an `Idempotency-Key`, item `i` uses the key `<key>:<i>`.
+/// The metadata fields apply to every file; a bad field refuses the whole batch before anything
+/// is stored. With an `Idempotency-Key`, item `i` uses the key `<key>:<i>`.
 #[utoipa::path(
     post, path = "/api/v1/files/batch", tag = "files", operation_id = "batch_upload",
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; item `i` uses the key `<key>:<i>`.", min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
@@ -439,6 +525,7 @@ impl BatchItem {
     responses(
         (status = 207, description = "One result per `file` part.", body = BatchReport),
         (status = 400, description = "Bad form, key or metadata field, or no `file` part; nothing stored.", body = artstore_common::error::ErrorBody),
+        (status = 413, description = "Over a limit, nothing stored: the files together (`batch_too_large`; one file over the limit is a rejected item, `file_too_large`), one text field as sent (`field_too_large`), description and tags together (`metadata_too_large`), parts in the form (`too_many_parts`), or part headers and preamble (`multipart_overhead_too_large`).", body = artstore_common::error::ErrorBody),
         (status = 429, description = "Over the rate limit (`rate_limited`).", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
     )
 )]
@@ -446,32 +533,43 @@ async fn batch(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Writer)?;
     let key = idempotency_key(&headers)?;
-    let mut multipart = multipart.map_err(multipart_error)?;
+    let mut multipart = FormReader::new(&headers, body, FormLimits::BATCH)?;
     let auth = bearer(&headers);
     // The whole form is read before anything is stored, so a bad form or metadata field refuses
-    // the batch (400) with nothing stored, and the metadata applies to every file. The files'
-    // bytes share one in-memory budget; the rest is spooled to disk.
+    // the batch with nothing stored, and the metadata applies to every file. The files share one
+    // in-memory budget and, together, the single upload's size limit: a batch never holds more
+    // than one upload's worth in memory, nor (while its last file is checked) twice on disk.
+    let max_bytes = state.0.config.max_upload_bytes;
     let mut meta = UploadMeta::default();
     let mut parts = Vec::new();
     let mut memory_left = state.0.config.memory_spool_bytes;
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or_default().to_string();
+    let mut bytes_left = max_bytes;
+    while let Some(field) = multipart.next_part().await? {
+        let name = field.name().to_string();
         if name != "file" {
             read_meta_field(&name, field, &mut meta).await?;
             continue;
         }
-        let filename = field.file_name().map(String::from);
-        let file = spool(field, state.0.config.max_upload_bytes, memory_left).await;
-        if let Ok(Spooled {
-            content: Content::Memory(bytes),
-            ..
-        }) = &file
-        {
-            memory_left = memory_left.saturating_sub(bytes.len());
+        let filename = field.file_name().map(clip);
+        let file = spool(field, max_bytes, memory_left, &state.0.spool_dir).await;
+        if let Ok(spooled) = &file {
+            if spooled.size > bytes_left {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "batch_too_large",
+                    format!(
+                        "the files of a batch are together larger than the limit of {max_bytes} bytes"
+                    ),
+                ));
+            }
+            bytes_left -= spooled.size;
+            if let Content::Memory(bytes) = &spooled.content {
+                memory_left = memory_left.saturating_sub(bytes.len());
+            }
         }
         parts.push((filename, file));
     }
@@ -481,7 +579,7 @@ async fn batch(
             "the form has no `file` part",
         ));
     }
-    let mut items = Vec::with_capacity(parts.len());
+    let mut items: Vec<BatchItem> = Vec::with_capacity(parts.len());
     for (index, (filename, file)) in parts.into_iter().enumerate() {
         let file = match file {
             Ok(file) => file,
@@ -492,11 +590,11 @@ async fn batch(
             }
         };
         let item_key = key.as_ref().map(|k| format!("{k}:{index}"));
-        let result = store_once(&state.0, &caller, item_key.as_deref(), &file, &meta, &auth).await;
-        count(&state.0, &result);
+        let result =
+            store_detached(&state, &caller, item_key, file, meta.clone(), auth.clone()).await;
         if let Err(e) = &result
             && METADATA_CODES.contains(&e.code.as_ref())
-            && items.iter().all(|i: &BatchItem| i.status == "rejected")
+            && items.iter().all(|i| i.status == "rejected")
         {
             // Every file carries the same metadata, so the element would refuse them all: the
             // request is bad, and nothing has been stored yet.
@@ -556,7 +654,7 @@ fn relayed(status: StatusCode, body: Option<serde_json::Value>) -> Response {
         (status = 404, description = "No storage element holds the file (`file_not_found`).", body = artstore_common::error::ErrorBody),
         (status = 409, description = "The element is not in mode `edit` (`element_not_editable`).", body = artstore_common::error::ErrorBody),
         (status = 429, description = "Over the rate limit (`rate_limited`).", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
-        (status = 503, description = "The registry or the element is unavailable.", body = artstore_common::error::ErrorBody),
+        (status = 503, description = "The registry (`registry_unavailable`) or the element that holds the file (`storage_unavailable`, `database_unavailable`) is unavailable.", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
     )
 )]
 async fn update(
@@ -593,7 +691,7 @@ async fn update(
         (status = 404, description = "No storage element holds the file (`file_not_found`).", body = artstore_common::error::ErrorBody),
         (status = 409, description = "The element is not in mode `edit` (`element_not_editable`).", body = artstore_common::error::ErrorBody),
         (status = 429, description = "Over the rate limit (`rate_limited`).", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
-        (status = 503, description = "The registry or the element is unavailable.", body = artstore_common::error::ErrorBody),
+        (status = 503, description = "The registry (`registry_unavailable`) or the element that holds the file (`storage_unavailable`, `database_unavailable`) is unavailable.", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
     )
 )]
 async fn remove(
@@ -712,6 +810,11 @@ const ERROR_CODES: &[&str] = &[
     "idempotency_in_progress",
     "idempotency_key_reused",
     "insufficient_storage",
+    "batch_too_large",
+    "database_unavailable",
+    "description_too_long",
+    "field_too_large",
+    "filename_too_long",
     "invalid_body",
     "invalid_description",
     "invalid_file_id",
@@ -723,15 +826,20 @@ const ERROR_CODES: &[&str] = &[
     "invalid_retention",
     "invalid_retention_days",
     "invalid_tag",
+    "metadata_too_large",
     "missing_file",
     "missing_filename",
+    "multipart_overhead_too_large",
     "no_storage_available",
     "rate_limited",
     "redis_unavailable",
     "registry_unavailable",
     "rejected_by_storage",
     "storage_unavailable",
+    "tag_too_long",
     "too_many_files",
+    "too_many_parts",
+    "too_many_tags",
     "unknown_field",
     "upload_interrupted",
 ];

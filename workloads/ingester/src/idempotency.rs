@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use artstore_common::ApiError;
 
-/// How long a claim survives an ingester that dies mid-upload.
-const PENDING_TTL_SECONDS: u64 = 300;
+/// How long a claim survives an ingester that dies mid-upload: its owner renews it every
+/// [`HEARTBEAT`] while storing, so a claim left by a dead ingester is gone within seconds.
+const PENDING_TTL_SECONDS: u64 = 15;
+const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long a second request waits for the first one with the same key.
 const WAIT_FOR_FIRST: Duration = Duration::from_secs(120);
 
@@ -22,11 +24,34 @@ struct Entry {
     fingerprint: String,
     /// `None` while the first request is still storing the file.
     record: Option<serde_json::Value>,
+    /// Which request holds a pending claim (renewals and releases touch only their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
+
+/// A pending claim held by this request.
+pub struct ClaimToken {
+    /// The pending entry exactly as stored.
+    pending: String,
+}
+
+/// Renews the TTL of a pending entry only if it is still this request's.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 0";
+
+/// Deletes a pending entry only if it is still this request's.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
 
 pub enum Claim {
     /// This request owns the key: store the file, then `complete` or `release`.
-    Owner,
+    Owner(ClaimToken),
     /// The key was used with the same content: here is the first result.
     Replay(serde_json::Value),
 }
@@ -83,6 +108,7 @@ impl Idempotency {
         let pending = serde_json::to_string(&Entry {
             fingerprint: fingerprint.to_string(),
             record: None,
+            owner: Some(uuid::Uuid::new_v4().to_string()),
         })
         .map_err(ApiError::internal)?;
         let deadline = Instant::now() + WAIT_FOR_FIRST;
@@ -97,7 +123,7 @@ impl Idempotency {
                 .await
                 .map_err(redis_error)?;
             if claimed.is_some() {
-                return Ok(Claim::Owner);
+                return Ok(Claim::Owner(ClaimToken { pending }));
             }
             let existing: Option<String> = conn.get(&redis_key).await.map_err(redis_error)?;
             if let Some(text) = existing {
@@ -134,6 +160,7 @@ impl Idempotency {
         let entry = Entry {
             fingerprint: fingerprint.to_string(),
             record: Some(record.clone()),
+            owner: None,
         };
         let Ok(text) = serde_json::to_string(&entry) else {
             return;
@@ -149,11 +176,34 @@ impl Idempotency {
     }
 
     /// Forgets a claim whose request failed, so the client can retry with the same key.
-    pub async fn release(&self, client: &str, key: &str) {
+    pub async fn release(&self, client: &str, key: &str, claim: &ClaimToken) {
         let mut conn = self.redis.clone();
-        let deleted: redis::RedisResult<()> = conn.del(self.redis_key(client, key)).await;
+        let deleted: redis::RedisResult<i64> = redis::Script::new(RELEASE)
+            .key(self.redis_key(client, key))
+            .arg(&claim.pending)
+            .invoke_async(&mut conn)
+            .await;
         if let Err(e) = deleted {
+            // The claim then expires on its own within PENDING_TTL_SECONDS.
             tracing::warn!(error = %e, key, "could not release idempotency key");
+        }
+    }
+
+    /// Renews the claim every few seconds; never returns (drop it when the store is done).
+    pub async fn keep_alive(&self, client: &str, key: &str, claim: &ClaimToken) {
+        let redis_key = self.redis_key(client, key);
+        let mut conn = self.redis.clone();
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            let renewed: redis::RedisResult<i64> = redis::Script::new(RENEW)
+                .key(&redis_key)
+                .arg(&claim.pending)
+                .arg(PENDING_TTL_SECONDS)
+                .invoke_async(&mut conn)
+                .await;
+            if let Err(e) = renewed {
+                tracing::warn!(error = %e, key, "could not renew idempotency claim");
+            }
         }
     }
 }

@@ -7,12 +7,15 @@ pub mod cli;
 pub mod config;
 mod cors;
 mod element_client;
+mod form;
 mod http;
 mod idempotency;
+pub mod limits;
 mod metrics;
 mod ratelimit;
 pub mod select;
 mod spool;
+mod spool_dir;
 
 pub use config::IngesterConfig;
 pub use http::{Ingester, build, openapi};

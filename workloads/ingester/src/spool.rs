@@ -2,12 +2,20 @@
 //! when small and in a temporary file otherwise, so it can be offered to several storage elements
 //! in turn without ever holding a large file in memory.
 
-use axum::extract::multipart::Field;
+use crate::form::{Part, clip};
+use crate::limits::MAX_FILENAME_BYTES;
+use crate::spool_dir::SpoolDir;
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use artstore_common::ApiError;
+
+/// Size of the pieces a spooled file is sent in.
+const CHUNK: usize = 256 * 1024;
+
+pub type BodyStream = futures::stream::BoxStream<'static, std::io::Result<Bytes>>;
 
 pub enum Content {
     Memory(Bytes),
@@ -23,17 +31,21 @@ pub struct Spooled {
 }
 
 impl Spooled {
-    /// The body to send to a storage element (re-readable for every attempt).
-    pub async fn body(&self) -> Result<reqwest::Body, ApiError> {
+    /// The body to send to a storage element (re-readable for every attempt), in pieces of
+    /// at most [`CHUNK`] bytes so a stalled receiver shows as no progress.
+    pub async fn body(&self) -> Result<BodyStream, ApiError> {
         match &self.content {
-            Content::Memory(bytes) => Ok(reqwest::Body::from(bytes.clone())),
+            Content::Memory(bytes) => {
+                let bytes = bytes.clone();
+                let pieces = (0..bytes.len().div_ceil(CHUNK))
+                    .map(move |i| Ok(bytes.slice(i * CHUNK..((i + 1) * CHUNK).min(bytes.len()))));
+                Ok(futures::stream::iter(pieces.collect::<Vec<_>>()).boxed())
+            }
             Content::File(path) => {
                 let file = tokio::fs::File::open(path)
                     .await
                     .map_err(ApiError::internal)?;
-                Ok(reqwest::Body::wrap_stream(
-                    tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
-                ))
+                Ok(tokio_util::io::ReaderStream::with_capacity(file, CHUNK).boxed())
             }
         }
     }
@@ -49,9 +61,10 @@ fn too_large(max: u64) -> ApiError {
 
 /// Reads a multipart `file` field to its end.
 pub async fn spool(
-    mut field: Field<'_>,
+    mut field: Part,
     max_bytes: u64,
     memory_limit: usize,
+    dir: &SpoolDir,
 ) -> Result<Spooled, ApiError> {
     let filename = field
         .file_name()
@@ -60,26 +73,32 @@ pub async fn spool(
         .ok_or_else(|| {
             ApiError::bad_request("missing_filename", "the file part has no filename")
         })?;
-    let content_type = field.content_type().map(str::to_string);
+    // Checked before a byte of the file is read.
+    if filename.len() > MAX_FILENAME_BYTES {
+        return Err(ApiError::bad_request(
+            "filename_too_long",
+            format!(
+                "the file name {:?} is longer than {MAX_FILENAME_BYTES} bytes",
+                clip(&filename)
+            ),
+        ));
+    }
+    let content_type = field.content_type();
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut memory = BytesMut::new();
     let mut file: Option<(tokio::fs::File, tempfile::TempPath)> = None;
 
-    while let Some(chunk) = field.chunk().await.map_err(|e| {
-        ApiError::bad_request(
-            "invalid_multipart",
-            format!("reading the file part failed: {e}"),
-        )
-    })? {
+    while let Some(chunk) = field.chunk().await? {
         size += chunk.len() as u64;
         if size > max_bytes {
             return Err(too_large(max_bytes));
         }
         hasher.update(&chunk);
         if file.is_none() && memory.len() + chunk.len() > memory_limit {
-            let path = tokio::task::spawn_blocking(|| {
-                tempfile::NamedTempFile::new().map(|f| f.into_temp_path())
+            let dir = dir.path().to_path_buf();
+            let path = tokio::task::spawn_blocking(move || {
+                tempfile::NamedTempFile::new_in(dir).map(|f| f.into_temp_path())
             })
             .await
             .map_err(ApiError::internal)?

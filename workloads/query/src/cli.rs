@@ -97,6 +97,11 @@ pub struct ServeArgs {
     /// The ingester's base URL as browsers reach it; the console uploads and edits through it.
     #[arg(long, env = env::CONSOLE_INGESTER_URL, default_value = "")]
     pub console_ingester_url: String,
+    /// Clock skew tolerated on a token's `exp` and `nbf`.
+    #[arg(long, env = env::JWT_LEEWAY_SECONDS, default_value_t = artstore_common::auth::DEFAULT_LEEWAY_SECONDS)]
+    pub jwt_leeway_seconds: u64,
+    #[command(flatten)]
+    pub server: artstore_common::serve::ServerTimeoutArgs,
 }
 
 async fn consumer_name(explicit: Option<String>) -> String {
@@ -198,7 +203,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &consumer_name(args.consumer_name).await,
         b"",
     );
-    config.verifier = verifier;
+    config.verifier = verifier.with_leeway(args.jwt_leeway_seconds);
+    config.server_timeouts = args.server.timeouts();
     config.element_secret = secret;
     config.batch_size = args.batch_size.max(1);
     config.max_deliveries = args.max_deliveries.max(1);

@@ -81,6 +81,9 @@ impl ElementClient {
     pub fn new(secret: Option<Vec<u8>>, subject: &str) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
+            // Until the answer's head, then between two pieces of its body: a frozen element
+            // fails a listing or a download within this instead of holding it open.
+            .read_timeout(std::time::Duration::from_secs(10))
             .build()
             .unwrap_or_default();
         ElementClient {

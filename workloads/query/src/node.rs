@@ -45,6 +45,7 @@ pub struct NodeConfig {
     pub consume: bool,
     /// Serve the web console at `/console/` (None: off).
     pub console: Option<crate::console::ConsoleConfig>,
+    pub server_timeouts: artstore_common::serve::ServerTimeouts,
 }
 
 impl NodeConfig {
@@ -75,6 +76,7 @@ impl NodeConfig {
             max_db_connections: 10,
             consume: true,
             console: None,
+            server_timeouts: Default::default(),
         }
     }
 
@@ -107,6 +109,8 @@ pub enum NodeError {
 /// A lazily connecting pool: the node starts (and answers /healthz) while PostgreSQL is down.
 pub fn lazy_pool(database_url: &str, max_connections: u32) -> Result<PgPool, NodeError> {
     let options: PgConnectOptions = database_url.parse().map_err(NodeError::DatabaseUrl)?;
+    // A runaway search is cancelled by the server rather than holding a connection.
+    let options = options.options([("statement_timeout", "30000")]);
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
@@ -172,20 +176,27 @@ impl QueryNode {
             elements,
             metrics: metrics.clone(),
         };
-        let app = api_router(state, config.verifier.clone())
-            .merge(Ops::new(registry, ready).router())
-            .merge(artstore_common::openapi::router(&crate::http::openapi()))
-            .merge(match &config.console {
-                Some(console) => crate::console::router(console.clone()),
-                None => axum::Router::new(),
-            });
+        let app = artstore_common::harden::harden(
+            api_router(state, config.verifier.clone())
+                .merge(Ops::new(registry, ready).router())
+                .merge(artstore_common::openapi::router(&crate::http::openapi()))
+                .merge(match &config.console {
+                    Some(console) => crate::console::router(console.clone()),
+                    None => axum::Router::new(),
+                }),
+            artstore_common::harden::HeadLimits::PUBLIC,
+        );
         let mut server_shutdown = shutdown_rx;
         let server = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
+            let served = artstore_common::serve::serve_listener(
+                listener,
+                app,
+                config.server_timeouts,
+                async move {
                     let _ = server_shutdown.wait_for(|stop| *stop).await;
-                })
-                .await;
+                },
+            )
+            .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "HTTP server failed");
             }

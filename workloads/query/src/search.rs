@@ -160,6 +160,28 @@ struct Plan {
     fingerprint: String,
 }
 
+/// Longest cursor text accepted (hex of a small JSON object; file names are at most 255 bytes).
+const MAX_CURSOR_CHARS: usize = 4096;
+
+/// Refuses sort positions no real row can have: text PostgreSQL cannot hold (NUL), times outside
+/// its range, scores that are not numbers.
+fn check_sort_key(key: &SortKey) -> Result<(), ApiError> {
+    let valid = match key {
+        SortKey::Relevance(bits) => f64::from_bits(*bits).is_finite(),
+        SortKey::CreatedAt(t) => (1..=9999).contains(&chrono::Datelike::year(t)),
+        SortKey::Size(size) => *size >= 0,
+        SortKey::Name(name) => name.len() <= 1024 && !name.contains('\0'),
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(bad(
+            "invalid_cursor",
+            "cursor is not one this service issued",
+        ))
+    }
+}
+
 fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::bad_request(code, message)
 }
@@ -281,6 +303,12 @@ fn plan(request: SearchRequest) -> Result<Plan, ApiError> {
     };
     let after = match request.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
+        Some(text) if text.len() > MAX_CURSOR_CHARS => {
+            return Err(bad(
+                "invalid_cursor",
+                "cursor is not one this service issued",
+            ));
+        }
         Some(text) => {
             let cursor: Cursor = hex::decode(text)
                 .ok()
@@ -302,6 +330,9 @@ fn plan(request: SearchRequest) -> Result<Plan, ApiError> {
             if !matches_field {
                 return Err(bad("invalid_cursor", "cursor belongs to a different sort"));
             }
+            // A cursor is plain JSON, so a client can forge one: its values must be ones the
+            // database can compare, or the search would fail with a server error.
+            check_sort_key(&cursor.k)?;
             Some((cursor.k, cursor.id))
         }
     };
@@ -581,6 +612,66 @@ mod tests {
         assert_eq!(code(serde_json::json!({"cursor": "zz"})), "invalid_cursor");
         assert!(request(serde_json::json!({"query": "x".repeat(257)})).is_err());
         assert!(request(serde_json::json!({"query": "  "})).is_ok_and(|p| p.query.is_none()));
+    }
+
+    #[test]
+    fn forged_cursors_are_refused_not_sent_to_the_database() {
+        let fingerprint = |json: serde_json::Value| request(json).expect("plan").fingerprint;
+        let forged = |base: serde_json::Value, key: serde_json::Value| {
+            let f = fingerprint(base.clone());
+            let cursor = serde_json::json!({"f": f, "k": key, "id": uuid::Uuid::nil()});
+            let mut with = base;
+            with["cursor"] = serde_json::Value::String(hex::encode(cursor.to_string()));
+            request(with).err().map(|e| e.code).unwrap_or_default()
+        };
+        let by_name = serde_json::json!({"sort": {"field": "name", "order": "asc"}});
+        let by_date = serde_json::json!({});
+        let by_size = serde_json::json!({"sort": {"field": "size", "order": "asc"}});
+        assert_eq!(
+            forged(
+                by_name.clone(),
+                serde_json::json!({"t": "name", "v": "a\u{0}b"})
+            ),
+            "invalid_cursor"
+        );
+        assert_eq!(
+            forged(
+                by_name.clone(),
+                serde_json::json!({"t": "name", "v": "x".repeat(2000)})
+            ),
+            "invalid_cursor"
+        );
+        assert_eq!(
+            forged(
+                by_date.clone(),
+                serde_json::json!({"t": "created_at", "v": "-200000-01-01T00:00:00Z"})
+            ),
+            "invalid_cursor"
+        );
+        assert_eq!(
+            forged(by_size.clone(), serde_json::json!({"t": "size", "v": -1})),
+            "invalid_cursor"
+        );
+        assert_eq!(
+            code_of(serde_json::json!({"cursor": "ab".repeat(3000)})),
+            "invalid_cursor"
+        );
+        // A well-formed position is accepted.
+        assert_eq!(
+            forged(by_name, serde_json::json!({"t": "name", "v": "report.pdf"})),
+            ""
+        );
+        assert_eq!(
+            forged(
+                by_date,
+                serde_json::json!({"t": "created_at", "v": "2026-01-01T00:00:00Z"})
+            ),
+            ""
+        );
+    }
+
+    fn code_of(json: serde_json::Value) -> std::borrow::Cow<'static, str> {
+        request(json).err().map(|e| e.code).unwrap_or_default()
     }
 
     #[test]

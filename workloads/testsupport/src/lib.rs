@@ -254,10 +254,35 @@ impl RedisServer {
 
     /// Kills the server (data is lost: no persistence), as a crash would.
     pub fn stop(&mut self) {
+        let _ = self.thaw();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes the server with SIGSTOP, as a hung process: connections are still accepted by
+    /// the kernel, nothing answers.
+    pub fn freeze(&self) -> Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) -> Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> Result<()> {
+        let child = self.child.as_ref().context("redis-server is not running")?;
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill {signal} {} failed", child.id());
+        }
+        Ok(())
     }
 
     /// Starts it again on the same port.

@@ -1,26 +1,32 @@
-//! The local stack (`artstore dev-stack`) for the API-conformance and browser tests: the real
-//! binary runs two storage elements, a query node and an ingester against the real services.
+//! The local stack (`artstore dev-stack`: the real binary runs two storage elements, a query
+//! node and an ingester against the real services) as a test fixture, and a TCP proxy that
+//! breaks connections on purpose.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use artstore_testsupport as ts;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// `artstore dev-stack` as a child process, stopped on drop.
 pub struct Stack {
     child: Child,
     pub info: Value,
-    pub dir: tempfile::TempDir,
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
 }
 
 impl Stack {
-    pub fn start() -> Stack {
-        let dir = tempfile::tempdir().expect("tempdir");
+    pub fn start(extra_args: &[&str]) -> Stack {
+        let tmp = tempfile::tempdir().expect("tempdir");
         let env = ts::services();
-        let services_env = dir.path().join("services.env");
+        let services_env = tmp.path().join("services.env");
         std::fs::write(
             &services_env,
             format!(
@@ -30,15 +36,16 @@ impl Stack {
             ),
         )
         .expect("services env");
-        let name = ts::unique_name("stack").replace('-', "_");
-        let stack_dir = dir.path().join("stack");
+        let name = ts::unique_name("client").replace('-', "_");
+        let dir = tmp.path().join("stack");
         let child = Command::new(env!("CARGO_BIN_EXE_artstore"))
             .arg("dev-stack")
             .arg("--services-env")
             .arg(&services_env)
             .arg("--dir")
-            .arg(&stack_dir)
+            .arg(&dir)
             .args(["--name", &name])
+            .args(extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -46,24 +53,29 @@ impl Stack {
         let mut stack = Stack {
             child,
             info: Value::Null,
-            dir,
+            dir: dir.clone(),
+            _tmp: tmp,
         };
-        let file = stack_dir.join("stack.json");
+        let file = dir.join("stack.json");
         let deadline = Instant::now() + Duration::from_secs(120);
         while !file.exists() {
             if let Ok(Some(status)) = stack.child.try_wait() {
-                panic!("dev-stack exited with {status}: {}", logs(&stack_dir));
+                panic!("dev-stack exited with {status}: {}", stack.logs());
             }
             assert!(
                 Instant::now() < deadline,
                 "stack not up after 120 s: {}",
-                logs(&stack_dir)
+                stack.logs()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
         stack.info =
             serde_json::from_slice(&std::fs::read(&file).expect("stack.json")).expect("json");
         stack
+    }
+
+    pub fn stack_json(&self) -> PathBuf {
+        self.dir.join("stack.json")
     }
 
     pub fn get(&self, key: &str) -> String {
@@ -80,6 +92,15 @@ impl Stack {
             .to_string()
     }
 
+    pub fn element_urls(&self) -> Vec<String> {
+        self.info["storage_elements"]
+            .as_array()
+            .expect("elements")
+            .iter()
+            .filter_map(|e| e["url"].as_str().map(String::from))
+            .collect()
+    }
+
     pub fn element_url(&self, id: &str) -> String {
         self.info["storage_elements"]
             .as_array()
@@ -91,8 +112,22 @@ impl Stack {
             .to_string()
     }
 
+    pub fn secret(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("jwt-secret")).expect("jwt secret")
+    }
+
     pub fn logs(&self) -> String {
-        logs(&self.dir.path().join("stack"))
+        let mut out = String::new();
+        for name in ["se-a", "se-b", "query-node", "ingester"] {
+            let text = std::fs::read_to_string(self.dir.join("logs").join(format!("{name}.log")))
+                .unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!(
+                "\n--- {name}\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        out
     }
 }
 
@@ -112,18 +147,101 @@ impl Drop for Stack {
     }
 }
 
-fn logs(dir: &Path) -> String {
-    let mut out = String::new();
-    for name in ["se-a", "se-b", "query-node", "ingester"] {
-        let text = std::fs::read_to_string(dir.join("logs").join(format!("{name}.log")))
-            .unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(30).collect();
-        out.push_str(&format!(
-            "\n--- {name}\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        ));
+/// What a proxy does to the first connection it accepts; later connections pass untouched.
+#[derive(Clone, Copy)]
+pub enum Fault {
+    /// Forward the request, wait for the first byte of the answer, then drop the connection:
+    /// the server did the work, the client never hears of it.
+    LoseFirstAnswer,
+    /// Forward this many bytes of the answer, then drop the connection.
+    CutFirstAnswerAfter(u64),
+}
+
+/// A loopback TCP proxy in front of `upstream` (`http://host:port`).
+pub struct Proxy {
+    pub url: String,
+    /// Answer bytes passed to clients over all connections.
+    pub answered: Arc<AtomicU64>,
+    pub connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
     }
-    out
+}
+
+impl Proxy {
+    pub async fn start(upstream: &str, fault: Fault) -> Proxy {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let answered = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (a, c) = (answered.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let index = c.fetch_add(1, Ordering::SeqCst);
+                let upstream = upstream.clone();
+                let a = a.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    });
+                    let limit = match (index, fault) {
+                        (0, Fault::LoseFirstAnswer) => Some(0),
+                        (0, Fault::CutFirstAnswerAfter(n)) => Some(n),
+                        _ => None,
+                    };
+                    let mut sent = 0u64;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let allowed = match limit {
+                            Some(l) => (l.saturating_sub(sent) as usize).min(n),
+                            None => n,
+                        };
+                        if allowed > 0 && cw.write_all(&buf[..allowed]).await.is_err() {
+                            break;
+                        }
+                        sent += allowed as u64;
+                        a.fetch_add(allowed as u64, Ordering::SeqCst);
+                        if limit.is_some_and(|l| sent >= l) {
+                            break;
+                        }
+                    }
+                    up.abort();
+                    // Dropping both halves closes the client's connection mid-answer.
+                });
+            }
+        });
+        Proxy {
+            url,
+            answered,
+            connections,
+            task,
+        }
+    }
+}
+
+/// Writes `size` bytes of deterministic, incompressible-looking content.
+pub fn write_content(path: &Path, size: usize, seed: u32) -> Vec<u8> {
+    let data: Vec<u8> = (0..size as u32)
+        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(path, &data).expect("write content");
+    data
 }
 
 /// The workspace's `target/` directory (screenshots and reports go there).

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
-pub use s3::{S3Backend, S3Settings, client as s3_client};
+pub use s3::{S3Backend, S3Settings, S3Timeouts, client as s3_client};
 pub use volume::VolumeBackend;
 
 /// A stream of body chunks.
@@ -38,6 +38,17 @@ pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
     pub modified: Option<DateTime<Utc>>,
+}
+
+/// An upload that was started and never finished: an S3 multipart upload never completed or
+/// aborted, or a volume's temporary file. Left by a process killed mid-upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncompleteUpload {
+    /// The key it was meant for (S3), or the temporary file's name (volume).
+    pub key: String,
+    /// The S3 multipart upload id.
+    pub upload_id: Option<String>,
+    pub started: Option<DateTime<Utc>>,
 }
 
 /// A byte range `start..=end` (inclusive), already checked against the object's size.
@@ -76,4 +87,16 @@ pub trait BlobBackend: Send + Sync {
 
     /// Whether the backend answers (readiness).
     fn check(&self) -> BoxFuture<'_, Result<(), BackendError>>;
+
+    /// Unfinished uploads started before `before` (younger ones may still be in flight).
+    fn incomplete_uploads(
+        &self,
+        before: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<IncompleteUpload>, BackendError>>;
+
+    /// Removes an unfinished upload (aborts it, deletes its temporary file); gone is success.
+    fn remove_incomplete<'a>(
+        &'a self,
+        upload: &'a IncompleteUpload,
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
 }

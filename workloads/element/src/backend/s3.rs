@@ -2,6 +2,8 @@
 //! Fully async; bodies larger than one part go up as a multipart upload with a few parts in
 //! flight, so memory stays at a few parts whatever the file size.
 
+use std::time::Duration;
+
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
@@ -11,7 +13,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 
-use super::{BackendError, BlobBackend, ByteChunks, ByteRange, ObjectInfo};
+use super::{BackendError, BlobBackend, ByteChunks, ByteRange, IncompleteUpload, ObjectInfo};
 
 /// Part size of multipart uploads (S3's minimum is 5 MiB).
 const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -29,14 +31,36 @@ pub struct S3Settings {
     pub secret_key: String,
 }
 
+/// How long the element waits on S3. Defaults and why: `docs/faults.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct S3Timeouts {
+    pub connect: Duration,
+    /// From sending a request to the first byte of its answer (includes sending a part).
+    pub first_byte: Duration,
+    /// One attempt of an operation, retries not included.
+    pub attempt: Duration,
+}
+
+impl Default for S3Timeouts {
+    fn default() -> Self {
+        S3Timeouts {
+            connect: Duration::from_secs(3),
+            first_byte: Duration::from_secs(10),
+            attempt: Duration::from_secs(60),
+        }
+    }
+}
+
 pub struct S3Backend {
     client: Client,
+    /// Longest wait for the next piece of an object being read.
+    body_idle: Duration,
     bucket: String,
     prefix: String,
 }
 
 /// Builds an S3 client on the ring TLS provider (see DESIGN's note on crypto providers).
-pub async fn client(settings: &S3Settings) -> Client {
+pub async fn client(settings: &S3Settings, timeouts: S3Timeouts) -> Client {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
             aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
@@ -52,6 +76,13 @@ pub async fn client(settings: &S3Settings) -> Client {
         .region(aws_config::Region::new(settings.region.clone()))
         .credentials_provider(creds)
         .endpoint_url(settings.endpoint.clone())
+        .timeout_config(
+            aws_smithy_types::timeout::TimeoutConfig::builder()
+                .connect_timeout(timeouts.connect)
+                .read_timeout(timeouts.first_byte)
+                .operation_attempt_timeout(timeouts.attempt)
+                .build(),
+        )
         .load()
         .await;
     let conf = aws_sdk_s3::config::Builder::from(&shared)
@@ -77,9 +108,10 @@ async fn fill(body: &mut ByteChunks, buf: &mut BytesMut) -> Result<bool, Backend
 }
 
 impl S3Backend {
-    pub async fn connect(settings: &S3Settings) -> Self {
+    pub async fn connect(settings: &S3Settings, timeouts: S3Timeouts) -> Self {
         S3Backend {
-            client: client(settings).await,
+            client: client(settings, timeouts).await,
+            body_idle: timeouts.first_byte,
             bucket: settings.bucket.clone(),
             prefix: settings.prefix.trim_matches('/').to_string(),
         }
@@ -275,10 +307,22 @@ impl BlobBackend for S3Backend {
                         BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e))
                     }
                 })?;
-            let stream = futures::stream::unfold(output.body, |mut body| async move {
-                body.next()
-                    .await
-                    .map(|chunk| (chunk.map_err(std::io::Error::other), body))
+            // The SDK's timeouts end at the first byte; a body that stalls after it fails here.
+            let idle = self.body_idle;
+            let stream = futures::stream::unfold(Some(output.body), move |body| async move {
+                let mut body = body?;
+                match tokio::time::timeout(idle, body.next()).await {
+                    Ok(next) => {
+                        next.map(|chunk| (chunk.map_err(std::io::Error::other), Some(body)))
+                    }
+                    Err(_) => Some((
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("S3 sent nothing for {idle:?}"),
+                        )),
+                        None,
+                    )),
+                }
             });
             Ok(stream.boxed())
         })
@@ -337,6 +381,87 @@ impl BlobBackend for S3Backend {
                 }
             }
             Ok(found)
+        })
+    }
+
+    fn incomplete_uploads(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'_, Result<Vec<IncompleteUpload>, BackendError>> {
+        Box::pin(async move {
+            let prefix = if self.prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", self.prefix)
+            };
+            let mut found = Vec::new();
+            let mut key_marker: Option<String> = None;
+            let mut upload_id_marker: Option<String> = None;
+            loop {
+                let page = self
+                    .client
+                    .list_multipart_uploads()
+                    .bucket(&self.bucket)
+                    .prefix(&prefix)
+                    .set_key_marker(key_marker.take())
+                    .set_upload_id_marker(upload_id_marker.take())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e))
+                    })?;
+                for upload in page.uploads() {
+                    let Some(key) = upload.key().and_then(|k| k.strip_prefix(&prefix)) else {
+                        continue;
+                    };
+                    let started = upload
+                        .initiated()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
+                    if started.is_some_and(|s| s >= before) {
+                        continue;
+                    }
+                    found.push(IncompleteUpload {
+                        key: key.to_string(),
+                        upload_id: upload.upload_id().map(str::to_string),
+                        started,
+                    });
+                }
+                if page.is_truncated() != Some(true) {
+                    break;
+                }
+                key_marker = page.next_key_marker().map(str::to_string);
+                upload_id_marker = page.next_upload_id_marker().map(str::to_string);
+                if key_marker.is_none() && upload_id_marker.is_none() {
+                    break;
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn remove_incomplete<'a>(
+        &'a self,
+        upload: &'a IncompleteUpload,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let Some(upload_id) = &upload.upload_id else {
+                return Err(BackendError::storage("an S3 multipart upload needs its id"));
+            };
+            let aborted = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(self.full_key(&upload.key))
+                .upload_id(upload_id)
+                .send()
+                .await;
+            match aborted {
+                Ok(_) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) => Err(BackendError::storage(
+                    aws_sdk_s3::error::DisplayErrorContext(e),
+                )),
+            }
         })
     }
 

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
-use super::{BackendError, BlobBackend, ByteChunks, ByteRange, ObjectInfo};
+use super::{BackendError, BlobBackend, ByteChunks, ByteRange, IncompleteUpload, ObjectInfo};
 
 const TMP_DIR: &str = ".tmp";
 /// Temporary files older than this at start-up are left by a crashed process (an upload in
@@ -198,6 +198,64 @@ impl BlobBackend for VolumeBackend {
         Box::pin(async move {
             let path = self.path_of(&key)?;
             match tokio::fs::remove_file(&path).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(BackendError::storage(e)),
+            }
+        })
+    }
+
+    fn incomplete_uploads(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'_, Result<Vec<IncompleteUpload>, BackendError>> {
+        Box::pin(async move {
+            let mut entries = match tokio::fs::read_dir(self.root.join(TMP_DIR)).await {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(BackendError::storage(e)),
+            };
+            let mut found = Vec::new();
+            while let Some(entry) = entries.next_entry().await.map_err(BackendError::storage)? {
+                let Ok(meta) = entry.metadata().await else {
+                    continue;
+                };
+                if !meta.is_file() {
+                    continue;
+                }
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .map(chrono::DateTime::<chrono::Utc>::from);
+                if modified.is_some_and(|m| m >= before) {
+                    continue;
+                }
+                found.push(IncompleteUpload {
+                    key: entry.file_name().to_string_lossy().into_owned(),
+                    upload_id: None,
+                    started: modified,
+                });
+            }
+            Ok(found)
+        })
+    }
+
+    fn remove_incomplete<'a>(
+        &'a self,
+        upload: &'a IncompleteUpload,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            // Only a plain name inside the temporary directory.
+            if upload.key.is_empty()
+                || upload.key.contains(['/', '\\'])
+                || upload.key.starts_with('.')
+            {
+                return Err(BackendError::Storage(format!(
+                    "refusing temporary file name {:?}",
+                    upload.key
+                )));
+            }
+            match tokio::fs::remove_file(self.root.join(TMP_DIR).join(&upload.key)).await {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(BackendError::storage(e)),

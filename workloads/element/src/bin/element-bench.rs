@@ -66,7 +66,7 @@ async fn main() -> Result<()> {
         access_key: get("ARTSTORE_TEST_S3_ACCESS_KEY")?,
         secret_key: get("ARTSTORE_TEST_S3_SECRET_KEY")?,
     };
-    let s3 = artstore_element::backend::s3_client(&settings).await;
+    let s3 = artstore_element::backend::s3_client(&settings, Default::default()).await;
     s3.create_bucket().bucket(&settings.bucket).send().await?;
 
     let admin_url = get("ARTSTORE_TEST_DATABASE_URL")?;

@@ -611,3 +611,179 @@ async fn interrupted_upload_leaves_nothing_s3() {
 async fn interrupted_upload_leaves_nothing_volume() {
     interrupted_upload_leaves_nothing(Kind::Volume).await;
 }
+
+/// PostgreSQL refusing the element's connections is a 503 `database_unavailable` with
+/// `Retry-After`, not a 500; the element recovers when the database is back.
+#[tokio::test]
+async fn a_database_that_refuses_connections_is_503_not_500() {
+    let h = Harness::start(Kind::Volume).await;
+    let record = h.upload("kept.txt", b"kept".to_vec()).await;
+    let id = record["file_id"].as_str().expect("id").to_string();
+    let admin = sqlx::PgPool::connect(&artstore_testsupport::services().database_url)
+        .await
+        .expect("admin connection");
+    let set_connections = |allow: bool| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS {allow}",
+            h.db.name
+        )))
+    };
+    set_connections(false)
+        .execute(&admin)
+        .await
+        .expect("refuse");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&h.db.name)
+        .execute(&admin)
+        .await
+        .expect("terminate");
+
+    let response = h
+        .http
+        .get(h.url(&format!("/api/v1/files/{id}")))
+        .bearer_auth(reader())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.expect("JSON error");
+    assert_eq!(body["code"], "database_unavailable", "{body}");
+
+    set_connections(true).execute(&admin).await.expect("allow");
+    artstore_testsupport::eventually(
+        std::time::Duration::from_secs(30),
+        "the element reads again",
+        || async {
+            let (status, _) = h.get_json(&reader(), &format!("/api/v1/files/{id}")).await;
+            (status == 200).then_some(())
+        },
+    )
+    .await;
+    h.finish().await;
+}
+
+/// An ingester's upload (`X-Artstore-Upload-Id`) whose caller stops waiting before the commit
+/// is rolled back: no row, no blob, no sidecar, no event. A plain upload cut off the same way
+/// still commits (the element finishes what it started for other clients).
+#[tokio::test]
+async fn an_abandoned_ingester_upload_rolls_back_at_its_commit() {
+    let h = Harness::start(Kind::Volume).await;
+    for (with_id, expected_rows) in [(true, 0), (false, 1)] {
+        // Hold the maintenance lock so the upload waits at its commit point.
+        let mut holder = h.db.pool.begin().await.expect("tx");
+        artstore_element::store::lock_for_maintenance(&mut holder)
+            .await
+            .expect("lock");
+        let mut request = h
+            .http
+            .post(h.url("/api/v1/files"))
+            .bearer_auth(writer())
+            .query(&[("filename", "late.txt")])
+            .body(b"late".to_vec());
+        if with_id {
+            request = request.header("x-artstore-upload-id", "upload-1");
+        }
+        let sent = tokio::spawn(request.send());
+        // Wait until the upload is at its commit, waiting for the lock.
+        artstore_testsupport::eventually(
+            std::time::Duration::from_secs(30),
+            "the upload waits at its commit",
+            || async {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                )
+                .fetch_one(&h.db.pool)
+                .await
+                .expect("pg_locks");
+                (waiting > 0).then_some(())
+            },
+        )
+        .await;
+        // The caller gives up: its connection closes.
+        sent.abort();
+        let _ = sent.await;
+        // Let the element see the closed connection before the commit can go on.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        holder.rollback().await.expect("release");
+        // Rolled back: no row and no objects; committed: one row, its blob and sidecar.
+        artstore_testsupport::eventually(
+            std::time::Duration::from_secs(30),
+            "the upload rolled back (with an upload id) or committed (without)",
+            || async {
+                let rows = h.row_count().await;
+                let objects = h.object_keys().await.len() as i64;
+                (rows == expected_rows && objects == 2 * expected_rows).then_some(())
+            },
+        )
+        .await;
+    }
+    h.finish().await;
+}
+
+/// A PATCH or DELETE whose client goes away after the sidecar changed still reaches the cache
+/// row (and the outbox): never a sidecar saying one thing and the cache another.
+#[tokio::test]
+async fn a_change_whose_client_goes_away_is_finished_not_half_applied() {
+    use artstore_element::CrashPoint;
+    use artstore_element::core::PauseGate;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let h = Harness::start(Kind::Volume).await;
+    let record = h.upload("changed.txt", b"v1".to_vec()).await;
+    let id = record["file_id"].as_str().expect("id").to_string();
+    let core = h.element.core.clone();
+
+    for method in ["PATCH", "DELETE"] {
+        let gate = Arc::new(PauseGate::default());
+        core.set_pause_point(Some((CrashPoint::AfterSidecar, gate.clone())));
+        let mut request = h
+            .http
+            .request(
+                method.parse().expect("method"),
+                h.url(&format!("/api/v1/files/{id}")),
+            )
+            .bearer_auth(writer());
+        if method == "PATCH" {
+            request = request.json(&serde_json::json!({"description": "edited"}));
+        }
+        let sent = tokio::spawn(request.send());
+        tokio::time::timeout(Duration::from_secs(30), gate.reached.notified())
+            .await
+            .expect("the change reached the point after the sidecar");
+        // The client goes away while the change is between sidecar and cache row.
+        sent.abort();
+        let _ = sent.await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        core.set_pause_point(None);
+        gate.release.notify_one();
+
+        artstore_testsupport::eventually(
+            Duration::from_secs(30),
+            "the change finished in the cache too",
+            || async {
+                let row: Option<(i64, Option<String>)> = sqlx::query_as(
+                    "SELECT version, record->>'description' FROM files WHERE file_id = $1::uuid",
+                )
+                .bind(&id)
+                .fetch_optional(&h.db.pool)
+                .await
+                .expect("row");
+                let done = match method {
+                    "PATCH" => row.is_some_and(|(v, d)| v == 2 && d.as_deref() == Some("edited")),
+                    _ => row.is_none() && h.object_keys().await.is_empty(),
+                };
+                done.then_some(())
+            },
+        )
+        .await;
+    }
+    let events = h.wait_events(3).await;
+    let kinds: Vec<_> = events.iter().map(|e| e.event_type).collect();
+    assert_eq!(
+        kinds,
+        vec![EventType::Created, EventType::Updated, EventType::Deleted]
+    );
+    h.finish().await;
+}

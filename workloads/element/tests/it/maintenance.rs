@@ -514,3 +514,74 @@ async fn rebuild_subcommand_repairs_and_publishes() {
     );
     h.finish().await;
 }
+
+/// What a process killed mid-upload leaves in the backend: an S3 multipart upload never
+/// completed, or a volume's temporary file. The check reports it past the grace period and the
+/// incremental rebuild removes it.
+async fn incomplete_uploads_are_reported_and_removed(kind: Kind) {
+    let h = Harness::start_with(kind, None, |c| c.orphan_blob_grace = Duration::ZERO).await;
+    h.upload("kept.txt", b"kept".to_vec()).await;
+    assert!(consistency(&h).await.is_consistent);
+
+    // The leftover, made the way a killed upload leaves it.
+    match &h.bucket {
+        Some(bucket) => {
+            let s3 = ts::s3_client().await;
+            let created = s3
+                .create_multipart_upload()
+                .bucket(bucket)
+                .key("se-test/ab/cd/killed-upload.bin")
+                .send()
+                .await
+                .expect("create multipart upload");
+            s3.upload_part()
+                .bucket(bucket)
+                .key("se-test/ab/cd/killed-upload.bin")
+                .upload_id(created.upload_id().expect("id"))
+                .part_number(1)
+                .body(b"half a file".to_vec().into())
+                .send()
+                .await
+                .expect("upload part");
+        }
+        None => {
+            let tmp = std::path::Path::new(&h.volume_path().expect("volume")).join(".tmp");
+            std::fs::write(tmp.join("killed-upload"), b"half a file").expect("temp file");
+        }
+    }
+    // The grace is zero, but "older than" is strict: let a second pass.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let report = consistency(&h).await;
+    assert!(!report.is_consistent, "{report:?}");
+    assert_eq!(report.details["incomplete_upload_count"], 1, "{report:?}");
+
+    let run = incremental(&h).await;
+    assert_eq!(run["incomplete_uploads_removed"], 1, "{run}");
+    let report = consistency(&h).await;
+    assert!(report.is_consistent, "{report:?}");
+    assert_eq!(report.details["incomplete_upload_count"], 0);
+    if let Some(bucket) = &h.bucket {
+        let left = ts::s3_client()
+            .await
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("list uploads");
+        assert!(left.uploads().is_empty(), "{left:?}");
+    } else {
+        assert_eq!(h.temp_files(), 0);
+    }
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn incomplete_uploads_are_reported_and_removed_s3() {
+    incomplete_uploads_are_reported_and_removed(Kind::S3).await;
+}
+
+#[tokio::test]
+async fn incomplete_uploads_are_reported_and_removed_volume() {
+    incomplete_uploads_are_reported_and_removed(Kind::Volume).await;
+}

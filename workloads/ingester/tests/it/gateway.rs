@@ -211,3 +211,151 @@ async fn no_writable_element_is_a_503_with_reason() {
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(error_code(r).await, (503, "no_storage_available".into()));
 }
+
+#[tokio::test]
+async fn every_answer_has_security_headers_and_a_json_error_body() {
+    let url = start_without_elements(1000, 1 << 20).await;
+    let client = reqwest::Client::new();
+    let auth = token(Role::Writer, "headers-client");
+    // An unknown route, a wrong method and a handler's own error: all JSON, all with nosniff.
+    let unknown = client
+        .get(format!("{url}/api/v1/nowhere"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(unknown.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(error_code(unknown).await, (404, "not_found".to_string()));
+    let wrong_method = client
+        .get(format!("{url}/api/v1/files/upload"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        error_code(wrong_method).await,
+        (405, "method_not_allowed".to_string())
+    );
+    let long_uri = client
+        .delete(format!("{url}/api/v1/files/{}", "a".repeat(10_000)))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        error_code(long_uri).await,
+        (414, "uri_too_long".to_string())
+    );
+    let health = client
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(health.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(health.headers()["x-frame-options"], "DENY");
+}
+
+#[tokio::test]
+async fn expired_future_and_subjectless_tokens_are_refused() {
+    let url = start_without_elements(1000, 1 << 20).await;
+    let client = reqwest::Client::new();
+    let now = chrono::Utc::now().timestamp();
+    let sign = |claims: serde_json::Value| {
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET);
+        let token =
+            jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("sign");
+        format!("Bearer {token}")
+    };
+    let cases = [
+        (
+            serde_json::json!({"sub": "a", "role": "writer", "exp": now - 30}),
+            "token_expired",
+        ),
+        (
+            serde_json::json!({"sub": "a", "role": "writer", "exp": now + 600, "nbf": now + 300}),
+            "token_not_yet_valid",
+        ),
+        (
+            serde_json::json!({"sub": "", "role": "writer", "exp": now + 600}),
+            "invalid_token_subject",
+        ),
+    ];
+    for (claims, expected) in cases {
+        let r = client
+            .delete(format!("{url}/api/v1/files/not-a-uuid"))
+            .header("authorization", sign(claims.clone()))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(error_code(r).await, (401, expected.to_string()), "{claims}");
+    }
+    // A valid token gets past auth to the handler's own check.
+    let ok = client
+        .delete(format!("{url}/api/v1/files/not-a-uuid"))
+        .header(
+            "authorization",
+            sign(serde_json::json!({"sub": "a", "role": "writer", "exp": now + 600})),
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(error_code(ok).await, (400, "invalid_file_id".to_string()));
+}
+
+/// Redis frozen by SIGSTOP: readiness turns 503 instead of hanging, a keyed upload gets a 503
+/// with a code instead of waiting forever, and both recover when Redis runs again.
+#[tokio::test]
+async fn a_frozen_redis_makes_the_ingester_unready_not_hung() {
+    let redis = artstore_testsupport::RedisServer::start().expect("private redis");
+    let mut config = config(1000, 1 << 20);
+    config.redis_url = redis.url();
+    let url = start(
+        config,
+        artstore_common::registry::RegistryHandle::fixed(Default::default()),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let ready = |client: reqwest::Client, url: String| async move {
+        client
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .expect("readyz answers")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready(client.clone(), url.clone()).await, 200);
+
+    redis.freeze().expect("SIGSTOP");
+    // The outer bound only keeps a hang from stalling the suite; the ingester's own timeouts
+    // are what answer.
+    let guard = std::time::Duration::from_secs(60);
+    let status = tokio::time::timeout(guard, ready(client.clone(), url.clone()))
+        .await
+        .expect("readyz answered while Redis is frozen");
+    assert_eq!(status, 503);
+    let keyed = tokio::time::timeout(
+        guard,
+        client
+            .post(format!("{url}/api/v1/files/upload"))
+            .header("authorization", token(Role::Writer, "frozen-redis"))
+            .header("idempotency-key", "k-1")
+            .multipart(file_form("a.txt", b"hello".to_vec()))
+            .send(),
+    )
+    .await
+    .expect("the upload answered while Redis is frozen")
+    .expect("request");
+    assert_eq!(
+        error_code(keyed).await,
+        (503, "redis_unavailable".to_string())
+    );
+
+    redis.thaw().expect("SIGCONT");
+    artstore_testsupport::eventually(guard, "ready again after SIGCONT", || {
+        let (client, url) = (client.clone(), url.clone());
+        async move { (ready(client, url).await == 200).then_some(()) }
+    })
+    .await;
+}

@@ -2,5 +2,6 @@
 //! elements on PostgreSQL, SeaweedFS and a local directory).
 
 mod gateway;
+mod limits;
 mod storing;
 mod support;

@@ -431,6 +431,33 @@ async fn idempotency_keys_expire_after_their_ttl() {
     element.stop().await;
 }
 
+/// The files of a batch share the single upload's limit: over it, nothing is stored (the form
+/// is read whole before anything is), so a batch never costs more spool space than an upload.
+#[tokio::test]
+async fn a_batch_over_the_upload_limit_in_all_stores_nothing() {
+    let element = TestElement::start("se-batch-total", 1 << 30, ElementMode::Edit).await;
+    let registry = RegistryHandle::fixed(Registry {
+        elements: vec![element.entry("se-batch-total", 1, ElementMode::Edit, 1 << 30)],
+    });
+    let url = start(config(1000, 50_000), registry).await;
+    let part =
+        |name: &str| reqwest::multipart::Part::bytes(vec![1u8; 30_000]).file_name(name.to_string());
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/v1/files/batch"))
+        .header("authorization", token(Role::Writer, "batcher"))
+        .multipart(
+            reqwest::multipart::Form::new()
+                .part("file", part("a.bin"))
+                .part("file", part("b.bin")),
+        )
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(error_code(response).await, (413, "batch_too_large".into()));
+    assert_eq!(element.file_count().await, 0);
+    element.stop().await;
+}
+
 #[tokio::test]
 async fn a_batch_with_a_bad_metadata_field_stores_nothing() {
     let element = TestElement::start("se-batch-meta", 1 << 30, ElementMode::Edit).await;
@@ -473,4 +500,155 @@ async fn a_batch_with_a_bad_metadata_field_stores_nothing() {
     }
     assert_eq!(element.file_count().await, 0);
     element.stop().await;
+}
+
+/// A storage element that has frozen (as a process stopped by SIGSTOP looks from outside: the
+/// kernel still completes connections into the listen backlog and buffers what fits, nothing
+/// answers) costs an upload one idle timeout, then the next element takes it.
+#[tokio::test]
+async fn a_frozen_element_is_given_up_after_the_idle_timeout() {
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let frozen_url = format!("http://{}", frozen.local_addr().expect("addr"));
+    let healthy = TestElement::start("se-healthy", 1 << 30, ElementMode::Edit).await;
+    let registry = Registry {
+        elements: vec![
+            RegistryEntry {
+                id: "se-frozen".into(),
+                url: frozen_url,
+                mode: ElementMode::Edit,
+                priority: 100,
+                capacity_bytes: 1 << 30,
+                used_bytes: 0,
+            },
+            healthy.entry("se-healthy", 1, ElementMode::Edit, 1 << 30),
+        ],
+    };
+    let mut config = config(1000, 16 << 20);
+    config.element_idle_timeout_seconds = 1;
+    let url = start(config, RegistryHandle::fixed(registry)).await;
+    let auth = token(Role::Writer, "frozen-client");
+
+    // Larger than the socket buffers, so the frozen element stops taking data mid-body.
+    let big = (0..8 << 20)
+        .map(|i: u32| (i % 251) as u8)
+        .collect::<Vec<_>>();
+    for (name, bytes) in [("small.bin", vec![7u8; 1000]), ("big.bin", big)] {
+        let response = upload(&url, &auth, name, bytes, None).await;
+        assert_eq!(response.status().as_u16(), 201, "{name}");
+        let record: Value = response.json().await.expect("json");
+        assert_eq!(record["storage_element_id"], "se-healthy", "{record}");
+    }
+    assert_eq!(healthy.file_count().await, 2);
+    drop(frozen);
+    healthy.stop().await;
+}
+
+/// While the element that holds a file is down, PATCH and DELETE say so (503, Retry-After)
+/// instead of claiming the file does not exist; once it is back they reach it.
+#[tokio::test]
+async fn changes_while_the_owner_is_down_are_503_not_404() {
+    let owner = TestElement::start("se-owner", 1 << 30, ElementMode::Edit).await;
+    let other = TestElement::start("se-other", 1 << 30, ElementMode::Edit).await;
+    let registry = RegistryHandle::fixed(Registry {
+        elements: vec![
+            owner.entry("se-owner", 2, ElementMode::Edit, 1 << 30),
+            other.entry("se-other", 1, ElementMode::Edit, 1 << 30),
+        ],
+    });
+    let url = start(config(1000, 1 << 20), registry.clone()).await;
+    let auth = token(Role::Writer, "editor");
+    let record: Value = upload(&url, &auth, "kept.txt", b"v1".to_vec(), None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(record["storage_element_id"], "se-owner");
+    let id = record["file_id"].as_str().expect("id").to_string();
+
+    // The owner goes away: its address now refuses connections.
+    owner.stop().await;
+    let http = reqwest::Client::new();
+    let patched = http
+        .patch(format!("{url}/api/v1/files/{id}"))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({"description": "edited"}))
+        .send()
+        .await
+        .expect("patch");
+    assert!(patched.headers().contains_key("retry-after"));
+    assert_eq!(
+        error_code(patched).await,
+        (503, "storage_unavailable".into())
+    );
+    let deleted = http
+        .delete(format!("{url}/api/v1/files/{id}"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(
+        error_code(deleted).await,
+        (503, "storage_unavailable".into())
+    );
+
+    // When every element answers and none has it, it is a 404.
+    registry.set(Registry {
+        elements: vec![other.entry("se-other", 1, ElementMode::Edit, 1 << 30)],
+    });
+    let missing = http
+        .delete(format!("{url}/api/v1/files/{id}"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(error_code(missing).await, (404, "file_not_found".into()));
+    other.stop().await;
+}
+
+/// A keyed upload whose client gives up while the ingester is still storing: the store finishes
+/// anyway and the retry with the same key replays its record — no 409 loop, one copy.
+#[tokio::test]
+async fn a_cut_off_keyed_upload_is_replayed_not_409_and_stored_once() {
+    // The frozen first element guarantees the store outlives the client's patience.
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let healthy = TestElement::start("se-after", 1 << 30, ElementMode::Edit).await;
+    let registry = Registry {
+        elements: vec![
+            RegistryEntry {
+                id: "se-frozen".into(),
+                url: format!("http://{}", frozen.local_addr().expect("addr")),
+                mode: ElementMode::Edit,
+                priority: 100,
+                capacity_bytes: 1 << 30,
+                used_bytes: 0,
+            },
+            healthy.entry("se-after", 1, ElementMode::Edit, 1 << 30),
+        ],
+    };
+    let mut config = config(1000, 1 << 20);
+    config.element_idle_timeout_seconds = 1;
+    let url = start(config, RegistryHandle::fixed(registry)).await;
+    let auth = token(Role::Writer, "impatient");
+
+    let cut = reqwest::Client::new()
+        .post(format!("{url}/api/v1/files/upload"))
+        .header("authorization", &auth)
+        .header("idempotency-key", "cut-1")
+        .multipart(file_form("cut.txt", b"cut off".to_vec()))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(
+        cut.as_ref().is_err_and(|e| e.is_timeout()),
+        "the first attempt is cut off by the client"
+    );
+
+    let retry = upload(&url, &auth, "cut.txt", b"cut off".to_vec(), Some("cut-1")).await;
+    assert_eq!(retry.status().as_u16(), 200, "replayed, not 409");
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let record: Value = retry.json().await.expect("json");
+    assert_eq!(record["storage_element_id"], "se-after");
+    assert_eq!(healthy.file_count().await, 1, "one copy");
+    drop(frozen);
+    healthy.stop().await;
 }

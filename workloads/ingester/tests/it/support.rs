@@ -18,12 +18,20 @@ pub fn config(rate_limit_per_minute: u32, max_upload_bytes: u64) -> IngesterConf
         redis_url: artstore_testsupport::services().redis_url.clone(),
         jwt_secret_file: PathBuf::from("unused"),
         jwt_public_key_file: None,
+        jwt_leeway_seconds: 5,
+        server: artstore_common::serve::ServerTimeoutArgs {
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 30,
+        },
         max_upload_bytes,
         rate_limit_per_minute,
         idempotency_ttl_seconds: 60,
         redis_key_prefix: artstore_testsupport::unique_prefix("ingester"),
         memory_spool_bytes: 64 * 1024,
         cors_allowed_origins: Vec::new(),
+        element_connect_timeout_seconds: 3,
+        element_idle_timeout_seconds: 10,
+        spool_dir: None,
     }
 }
 
@@ -36,7 +44,12 @@ pub async fn start(config: IngesterConfig, registry: RegistryHandle) -> String {
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, ingester.router).await });
+    tokio::spawn(artstore_common::serve::serve_listener(
+        listener,
+        ingester.router,
+        Default::default(),
+        std::future::pending(),
+    ));
     url
 }
 

@@ -423,3 +423,50 @@ async fn only_a_real_loss_triggers_a_resync() {
     .await;
     node.shutdown().await;
 }
+
+/// An owning element that has frozen (as a SIGSTOPped process looks from outside: connections
+/// complete into the backlog, nothing answers) fails the download with a 502 instead of holding
+/// the reader's request open.
+#[tokio::test]
+async fn a_frozen_element_fails_a_download_instead_of_hanging_it() {
+    let env = Env::new("frozen-download").await;
+    let rec = on("se-frozen", "stuck.txt");
+    upsert_committed(
+        &env.db.pool,
+        &[CacheRow::from_record(&rec, 1, false, None).expect("row")],
+    )
+    .await
+    .expect("seed");
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("registry.json");
+    write_registry(
+        &path,
+        vec![entry(
+            "se-frozen",
+            &format!("http://{}", frozen.local_addr().expect("addr")),
+        )],
+    );
+    let mut config = env.config("pod-0");
+    config.registry_file = Some(path);
+    config.consume = false;
+    let node = start(config).await;
+    let request = http()
+        .get(format!(
+            "{}/api/v1/files/{}/download",
+            node.url(),
+            rec.file_id
+        ))
+        .bearer_auth(token(Role::Reader))
+        .send();
+    // The outer bound only keeps a hang from stalling the suite; the node's own timeout answers.
+    let r = tokio::time::timeout(std::time::Duration::from_secs(60), request)
+        .await
+        .expect("the node answered")
+        .expect("download");
+    assert_eq!(r.status().as_u16(), 502);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["code"], "element_unreachable");
+    drop(frozen);
+    node.shutdown().await;
+}

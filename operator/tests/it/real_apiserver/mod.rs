@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use artstore_operator::build::BuildConfig;
 use artstore_operator::controller::Config;
+use artstore_operator::controller::conditions::{HasStatus, ObjectStatus};
 use artstore_operator::crd::{EventStream, Ingester, QueryNode, StorageElement};
 use artstore_operator::process::{OperatorConfig, RunError};
 use artstore_testsupport::eventually;
 use artstore_testsupport::kube::KubeControlPlane;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -23,13 +24,18 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
+mod lease;
+mod network_policy;
+mod sample_archive;
+
 /// Field manager of what the tests write (the user's `kubectl apply`, the kubelet's part).
 const TESTER: &str = "artstore-tests";
+/// The namespace the in-process operator says it runs in (its NetworkPolicy peer).
+const OPERATOR_NAMESPACE: &str = "artstore-system";
 /// How long anything the operator or the control plane does may take on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(60);
 /// How long a negative check (nothing happens to a paused object) keeps looking; longer than
@@ -269,6 +275,7 @@ impl Operator {
         let config = OperatorConfig::new(Config {
             build: BuildConfig {
                 image: "registry.example/artstore:test".into(),
+                operator_namespace: Some(OPERATOR_NAMESPACE.into()),
                 ..Default::default()
             },
             namespace: Some(ns.to_string()),
@@ -300,20 +307,6 @@ impl Operator {
             .expect("join");
         assert!(result.is_ok(), "{result:?}");
     }
-}
-
-fn ready_condition<S: Serialize>(status: &S) -> Option<(String, String, Option<i64>)> {
-    let v = serde_json::to_value(status).ok()?;
-    let c = v["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")?
-        .clone();
-    Some((
-        c["status"].as_str()?.to_string(),
-        c["reason"].as_str()?.to_string(),
-        c["observedGeneration"].as_i64(),
-    ))
 }
 
 /// The message of an API error, or a panic saying the server accepted what it should not.
@@ -478,41 +471,17 @@ fn assert_owned_by<C: Resource, O: Resource>(child: &C, owner: &O) {
     );
 }
 
-fn reason_is<K>(reason: &'static str) -> impl Fn(&K) -> bool
-where
-    K: Resource + HasStatus,
-{
-    move |o: &K| {
-        o.status_json()
-            .and_then(|s| ready_condition(&s))
-            .is_some_and(|(_, r, _)| r == reason)
-    }
+fn reason_is<K: HasStatus>(reason: &'static str) -> impl Fn(&K) -> bool {
+    move |o: &K| o.ready().is_some_and(|c| c.reason == reason)
 }
-
-/// Status as JSON for the generic checks (conditions, observedGeneration).
-trait HasStatus {
-    fn status_json(&self) -> Option<Value>;
-}
-
-macro_rules! has_status {
-    ($($k:ty),*) => {$(
-        impl HasStatus for $k {
-            fn status_json(&self) -> Option<Value> {
-                self.status.as_ref().and_then(|s| serde_json::to_value(s).ok())
-            }
-        }
-    )*};
-}
-has_status!(EventStream, StorageElement, QueryNode, Ingester);
 
 /// Status and Ready condition both observed the object's current generation.
 fn observed_current<K: Resource + HasStatus>(o: &K) -> bool {
     let generation = o.meta().generation;
-    let Some(status) = o.status_json() else {
-        return false;
-    };
-    status["observedGeneration"].as_i64() == generation
-        && ready_condition(&status).is_some_and(|(_, _, g)| g == generation)
+    o.status()
+        .is_some_and(|s| s.observed_generation() == generation)
+        && o.ready()
+            .is_some_and(|c| c.observed_generation == generation)
 }
 
 async fn groups_of(stream: &str) -> Vec<String> {
@@ -545,479 +514,6 @@ fn without_annotations(mut obj: Value) -> Value {
 fn paused(mut obj: Value) -> Value {
     obj["metadata"]["annotations"] = json!({"artstore.io/reconcile": "paused"});
     obj
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operator_builds_the_sample_archive_and_starts_consumers_only_after_their_stream() {
-    let cluster = Cluster::start(false).await;
-    let ns = cluster.namespace("archive").await;
-    let stream = artstore_testsupport::unique_prefix("real-apiserver");
-    cluster
-        .secret(
-            &ns,
-            "redis",
-            "url",
-            &artstore_testsupport::services().redis_url,
-        )
-        .await;
-    let operator = Operator::start(&cluster.client, &ns);
-
-    // The node first, and its stream paused: the node must wait, whatever the order.
-    let qn_obj = sample("querynode.yaml");
-    cluster
-        .apply::<QueryNode>(&ns, &qn_obj)
-        .await
-        .expect("apply query node");
-    let es_obj = set(sample("eventstream.yaml"), "/spec/stream", json!(stream));
-    cluster
-        .apply::<EventStream>(&ns, &paused(es_obj.clone()))
-        .await
-        .expect("apply paused stream");
-    let qn: QueryNode = cluster
-        .wait_for(
-            &ns,
-            "search",
-            "QueryNode WaitingForStream",
-            reason_is("WaitingForStream"),
-        )
-        .await;
-    assert!(observed_current(&qn), "{:?}", qn.status);
-    assert!(cluster.get::<Deployment>(&ns, "search").await.is_none());
-    assert!(
-        cluster
-            .api::<Job>(&ns)
-            .list(&Default::default())
-            .await
-            .expect("jobs")
-            .items
-            .is_empty(),
-        "no backfill before the stream is ready"
-    );
-    assert!(
-        groups_of(&stream).await.is_empty(),
-        "a paused stream is not touched"
-    );
-
-    // The storage elements: migrations first, then the workloads.
-    for file in ["storageelement-s3.yaml", "storageelement-volume.yaml"] {
-        cluster
-            .apply::<StorageElement>(&ns, &sample(file))
-            .await
-            .unwrap_or_else(|e| panic!("apply {file}: {e}"));
-    }
-    for (name, volume) in [("se-a", false), ("se-archive", true)] {
-        let se: StorageElement = cluster
-            .wait_for(
-                &ns,
-                name,
-                "StorageElement Migrating",
-                reason_is("Migrating"),
-            )
-            .await;
-        let job_name = se
-            .status
-            .as_ref()
-            .and_then(|s| s.migration.clone())
-            .expect("migration")
-            .job_name;
-        let job: Job = cluster.get(&ns, &job_name).await.expect("migration Job");
-        assert_owned_by(&job, &se);
-        assert!(
-            cluster.get::<Deployment>(&ns, name).await.is_none(),
-            "{name}: no workload before migrating"
-        );
-        assert!(
-            cluster.get::<StatefulSet>(&ns, name).await.is_none(),
-            "{name}: no workload before migrating"
-        );
-        cluster.complete_job(&ns, &job_name).await;
-        let se: StorageElement = cluster
-            .wait_for(
-                &ns,
-                name,
-                "StorageElement migrated",
-                |se: &StorageElement| {
-                    se.status.as_ref().is_some_and(|s| s.endpoint.is_some()) && observed_current(se)
-                },
-            )
-            .await;
-        if volume {
-            let sts: StatefulSet = cluster.get(&ns, name).await.expect("StatefulSet");
-            assert_owned_by(&sts, &se);
-            let claims = sts
-                .spec
-                .as_ref()
-                .and_then(|s| s.volume_claim_templates.clone())
-                .unwrap_or_default();
-            assert_eq!(claims.len(), 1, "one data claim");
-            assert!(cluster.get::<Deployment>(&ns, name).await.is_none());
-        } else {
-            let d: Deployment = cluster.get(&ns, name).await.expect("Deployment");
-            assert_owned_by(&d, &se);
-            let cronjobs = cluster
-                .api::<CronJob>(&ns)
-                .list(
-                    &kube::api::ListParams::default()
-                        .labels(&format!("app.kubernetes.io/instance={name}")),
-                )
-                .await
-                .expect("cronjobs");
-            assert_eq!(
-                cronjobs.items.len(),
-                3,
-                "one CronJob per schedule of the sample"
-            );
-            for c in &cronjobs.items {
-                assert_owned_by(c, &se);
-            }
-        }
-        let svc: Service = cluster.get(&ns, name).await.expect("Service");
-        assert_owned_by(&svc, &se);
-    }
-
-    // Unpausing the stream makes it Ready; the node's gate opens: group, then the backfill.
-    cluster
-        .apply::<EventStream>(&ns, &without_annotations(es_obj.clone()))
-        .await
-        .expect("unpause stream");
-    let es: EventStream = cluster
-        .wait_for(&ns, "files", "EventStream Ready", |es: &EventStream| {
-            observed_current(es) && reason_is("StreamReady")(es)
-        })
-        .await;
-    // The node's own group may already be there too: it races the stream's status write.
-    assert!(
-        es.status
-            .as_ref()
-            .is_some_and(|s| s.groups.iter().any(|g| g.name == "audit")),
-        "{:?}",
-        es.status
-    );
-    let qn: QueryNode = cluster
-        .wait_for(
-            &ns,
-            "search",
-            "QueryNode Backfilling",
-            reason_is("Backfilling"),
-        )
-        .await;
-    let groups = groups_of(&stream).await;
-    assert!(
-        groups.contains(&"audit".to_string()) && groups.contains(&"query-search".to_string()),
-        "{groups:?}"
-    );
-    let backfill = qn
-        .status
-        .as_ref()
-        .and_then(|s| s.backfill.clone())
-        .expect("backfill")
-        .job_name;
-    let job: Job = cluster.get(&ns, &backfill).await.expect("backfill Job");
-    assert_owned_by(&job, &qn);
-    assert!(
-        cluster.get::<Deployment>(&ns, "search").await.is_none(),
-        "no consumer before the backfill"
-    );
-
-    cluster.complete_job(&ns, &backfill).await;
-    let d: Deployment = cluster
-        .wait_for(
-            &ns,
-            "search",
-            "query Deployment after the backfill",
-            |_: &Deployment| true,
-        )
-        .await;
-    assert_owned_by(&d, &qn);
-    assert_eq!(d.spec.as_ref().and_then(|s| s.replicas), Some(3));
-    let svc: Service = cluster.get(&ns, "search").await.expect("query Service");
-    assert_owned_by(&svc, &qn);
-    let cm: ConfigMap = cluster
-        .wait_for(
-            &ns,
-            "search-registry",
-            "registry with both elements",
-            |cm: &ConfigMap| {
-                let text = cm
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get("registry.json"))
-                    .cloned()
-                    .unwrap_or_default();
-                text.contains("\"se-a\"") && text.contains("\"archive-1\"")
-            },
-        )
-        .await;
-    assert_owned_by(&cm, &qn);
-    let qn: QueryNode = cluster
-        .wait_for(&ns, "search", "QueryNode Starting", reason_is("Starting"))
-        .await;
-    assert!(observed_current(&qn), "{:?}", qn.status);
-    assert_eq!(
-        qn.status
-            .as_ref()
-            .and_then(|s| s.consumer_group.clone())
-            .as_deref(),
-        Some("query-search")
-    );
-
-    // A spec change: a new generation, observed by status and condition, and applied.
-    let generation = qn.metadata.generation.expect("generation");
-    cluster
-        .apply::<QueryNode>(&ns, &set(qn_obj.clone(), "/spec/replicas", json!(2)))
-        .await
-        .expect("scale query node");
-    let qn: QueryNode = cluster
-        .wait_for(
-            &ns,
-            "search",
-            "QueryNode observed generation 2",
-            |q: &QueryNode| q.metadata.generation > Some(generation) && observed_current(q),
-        )
-        .await;
-    assert_eq!(
-        ready_condition(&qn.status_json().expect("status"))
-            .map(|c| c.1)
-            .as_deref(),
-        Some("Starting")
-    );
-    cluster
-        .wait_for(&ns, "search", "Deployment scaled to 2", |d: &Deployment| {
-            d.spec.as_ref().and_then(|s| s.replicas) == Some(2)
-        })
-        .await;
-
-    // The ingester: its registry holds only the elements it names, writable ones counted.
-    cluster
-        .secret(&ns, "artstore-jwt", "secret", "a-test-signing-secret")
-        .await;
-    cluster
-        .apply::<Ingester>(&ns, &sample("ingester.yaml"))
-        .await
-        .expect("apply ingester");
-    let ing: Ingester = cluster
-        .wait_for(&ns, "upload", "Ingester status", |i: &Ingester| {
-            observed_current(i)
-        })
-        .await;
-    assert_eq!(
-        ing.status.as_ref().map(|s| s.writable_targets.clone()),
-        Some(vec!["se-a".to_string()]),
-        "{:?}",
-        ing.status
-    );
-    for name in ["upload"] {
-        let d: Deployment = cluster.get(&ns, name).await.expect("ingester Deployment");
-        assert_owned_by(&d, &ing);
-        let s: Service = cluster.get(&ns, name).await.expect("ingester Service");
-        assert_owned_by(&s, &ing);
-    }
-    let cm: ConfigMap = cluster
-        .get(&ns, "upload-registry")
-        .await
-        .expect("ingester registry");
-    let text = cm
-        .data
-        .and_then(|d| d.get("registry.json").cloned())
-        .unwrap_or_default();
-    assert!(
-        text.contains("\"se-a\"") && !text.contains("archive-1"),
-        "{text}"
-    );
-
-    // Pause: a paused element's spec change is not acted on...
-    let se_a = sample("storageelement-s3.yaml");
-    let before: StorageElement = cluster.get(&ns, "se-a").await.expect("se-a");
-    cluster
-        .apply::<StorageElement>(&ns, &paused(set(se_a.clone(), "/spec/priority", json!(50))))
-        .await
-        .expect("pause se-a");
-    // ...while its unpaused sibling's change is (the sync point: both are on one watch).
-    let archive = sample("storageelement-volume.yaml");
-    cluster
-        .apply::<StorageElement>(&ns, &set(archive, "/spec/priority", json!(20)))
-        .await
-        .expect("change se-archive");
-    cluster
-        .wait_for(
-            &ns,
-            "se-archive",
-            "se-archive priority 20",
-            |se: &StorageElement| {
-                observed_current(se) && se.status.as_ref().and_then(|s| s.priority) == Some(20)
-            },
-        )
-        .await;
-    // A reconcile of se-a may still be in flight at the sync point: hold the check a while.
-    let deadline = tokio::time::Instant::now() + HOLD;
-    while tokio::time::Instant::now() < deadline {
-        let held: StorageElement = cluster.get(&ns, "se-a").await.expect("se-a");
-        assert!(held.metadata.generation > before.metadata.generation);
-        assert_eq!(
-            held.status, before.status,
-            "a paused element is not reconciled"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // Unpaused, it catches up.
-    cluster
-        .apply::<StorageElement>(&ns, &set(se_a, "/spec/priority", json!(50)))
-        .await
-        .expect("unpause se-a");
-    cluster
-        .wait_for(
-            &ns,
-            "se-a",
-            "se-a priority 50 once unpaused",
-            |se: &StorageElement| {
-                observed_current(se) && se.status.as_ref().and_then(|s| s.priority) == Some(50)
-            },
-        )
-        .await;
-
-    // The rebuild annotation on the volume element: one Job (with its pod affinity and claim,
-    // as the server validates them), recorded in status, run once.
-    let archive = set(
-        sample("storageelement-volume.yaml"),
-        "/spec/priority",
-        json!(20),
-    );
-    let mut rebuild = archive.clone();
-    rebuild["metadata"]["annotations"] = json!({"artstore.io/rebuild": "full@first"});
-    cluster
-        .apply::<StorageElement>(&ns, &rebuild)
-        .await
-        .expect("request rebuild");
-    let se: StorageElement = cluster
-        .wait_for(
-            &ns,
-            "se-archive",
-            "rebuild started",
-            |se: &StorageElement| {
-                se.status
-                    .as_ref()
-                    .and_then(|s| s.last_rebuild.as_ref())
-                    .is_some_and(|r| r.request == "full@first")
-            },
-        )
-        .await;
-    let rebuild_job = se
-        .status
-        .as_ref()
-        .and_then(|s| s.last_rebuild.clone())
-        .expect("rebuild record")
-        .job_name;
-    let job: Job = cluster.get(&ns, &rebuild_job).await.expect("rebuild Job");
-    assert_owned_by(&job, &se);
-    cluster.complete_job(&ns, &rebuild_job).await;
-    cluster
-        .wait_for(
-            &ns,
-            "se-archive",
-            "rebuild succeeded",
-            |se: &StorageElement| {
-                se.status
-                    .as_ref()
-                    .and_then(|s| s.last_rebuild.as_ref())
-                    .is_some_and(|r| r.phase == artstore_operator::crd::JobPhase::Succeeded)
-            },
-        )
-        .await;
-
-    // The Events the reconcilers published are on the server, each once: a reconcile that
-    // starts from a cache older than the operator's own last status write must not report a
-    // finished step again (or a started one as started).
-    let events: Api<k8s_openapi::api::events::v1::Event> = cluster.api(&ns);
-    let expected = [
-        ("WaitingForStream", 1),
-        ("Migrated", 2),
-        ("Backfilling", 1),
-        ("BackfillComplete", 1),
-        ("RebuildStarted", 1),
-        ("RebuildSucceeded", 1),
-    ];
-    let counts = eventually(PATIENCE, "Events published", || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&Default::default()).await.ok()?;
-            let mut counts = std::collections::BTreeMap::<String, i32>::new();
-            for e in list.items {
-                let n = e.series.as_ref().map_or(1, |s| s.count);
-                *counts.entry(e.reason.unwrap_or_default()).or_default() += n;
-            }
-            expected
-                .iter()
-                .all(|(r, _)| counts.contains_key(*r))
-                .then_some(counts)
-        }
-    })
-    .await;
-    for (reason, n) in expected {
-        assert_eq!(counts.get(reason), Some(&n), "{reason}: {counts:?}");
-    }
-
-    // A child the server refuses: a Deployment of the element's name already exists with
-    // another selector (selectors are immutable). The element says so, at its generation.
-    cluster
-        .apply::<Deployment>(
-            &ns,
-            &json!({
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "se-b"},
-                "spec": {
-                    "selector": {"matchLabels": {"app": "legacy"}},
-                    "template": {
-                        "metadata": {"labels": {"app": "legacy"}},
-                        "spec": {"containers": [{"name": "legacy", "image": "legacy:1"}]},
-                    },
-                },
-            }),
-        )
-        .await
-        .expect("a leftover Deployment");
-    let se_b = set(
-        set(
-            sample("storageelement-s3.yaml"),
-            "/metadata/name",
-            json!("se-b"),
-        ),
-        "/spec/maintenance",
-        json!({}),
-    );
-    cluster
-        .apply::<StorageElement>(&ns, &se_b)
-        .await
-        .expect("apply se-b");
-    let se: StorageElement = cluster
-        .wait_for(&ns, "se-b", "se-b Migrating", reason_is("Migrating"))
-        .await;
-    let job = se
-        .status
-        .as_ref()
-        .and_then(|s| s.migration.clone())
-        .expect("migration")
-        .job_name;
-    cluster.complete_job(&ns, &job).await;
-    let se: StorageElement = cluster
-        .wait_for(&ns, "se-b", "ChildRejected", |se: &StorageElement| {
-            observed_current(se) && reason_is("ChildRejected")(se)
-        })
-        .await;
-    let message = se
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
-    assert!(message.contains("immutable"), "{message}");
-
-    operator.stop().await;
-    let mut redis = artstore_testsupport::redis_connection()
-        .await
-        .expect("redis");
-    let _: () = redis::AsyncCommands::del(&mut redis, &stream)
-        .await
-        .expect("del");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
