@@ -318,6 +318,15 @@ async fn console_flow_in_a_real_browser() {
     let tag = format!("edited{run}");
     set_value(&c, "#edit-tags", &tag).await;
     css(&c, "#save").await.click().await.expect("save");
+    // The dialog shows the changed record the ingester relays once the change is made.
+    eventually("the details show the new tag", || async {
+        let tags = c
+            .find(Locator::Css("#details-fields dd[data-field='Tags']"))
+            .await
+            .ok()?;
+        tags.text().await.ok().filter(|t| t.contains(&tag))
+    })
+    .await;
     css(&c, "#details-close")
         .await
         .click()
@@ -336,6 +345,11 @@ async fn console_flow_in_a_real_browser() {
         .click()
         .await
         .expect("confirm delete");
+    // The page closes the dialog once the ingester has answered the DELETE.
+    eventually("the details close after the delete", || async {
+        (!displayed(&c, "#details").await).then_some(())
+    })
+    .await;
     eventually("the deleted file leaves search", || async {
         (!search(&c, "", &tag).await.contains(&first)).then_some(())
     })
@@ -375,6 +389,11 @@ async fn console_flow_in_a_real_browser() {
 
     // An admin sees the storage elements from the registry with their consistency check.
     sign_in(&c, &console, &stack.token("admin")).await;
+    // The link appears once the sign-in's first search has answered.
+    eventually("the admin's navigation shows", || async {
+        displayed(&c, "#nav-admin").await.then_some(())
+    })
+    .await;
     css(&c, "#nav-admin")
         .await
         .click()

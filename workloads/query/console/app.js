@@ -5,6 +5,8 @@
 const TOKEN_KEY = "artstore.token";
 const $ = (id) => document.getElementById(id);
 const state = { config: { ingester_url: "" }, token: null, role: null, sub: null, request: null, cursor: null, current: null };
+/// Settles once config.json is read (or failed: the defaults stay); sign-in waits for it.
+let configLoaded = Promise.resolve();
 
 // ---- small helpers -------------------------------------------------------------------------
 
@@ -79,6 +81,7 @@ const ingester = (method, path, body) => api(state.config.ingester_url, method, 
 // ---- sign in -------------------------------------------------------------------------------
 
 async function signIn(token) {
+  await configLoaded;
   const c = claims(token);
   state.token = token;
   state.role = c && c.role;
@@ -157,7 +160,11 @@ async function runSearch(cursor) {
 // ---- details, download, edit, delete -------------------------------------------------------
 
 async function openDetails(id) {
-  const f = await query("GET", "/api/v1/files/" + encodeURIComponent(id));
+  showDetails(await query("GET", "/api/v1/files/" + encodeURIComponent(id)));
+}
+
+/// Fills the details dialog with a file record (the query node's, or the one a change answered).
+function showDetails(f) {
   state.current = f;
   showError("details-error", null);
   $("details-title").textContent = f.original_filename;
@@ -189,8 +196,10 @@ async function saveEdit(event) {
   event.preventDefault();
   const f = state.current;
   const description = $("edit-description").value;
-  await ingester("PATCH", "/api/v1/files/" + encodeURIComponent(f.file_id), { description: description.trim() ? description : null, tags: list($("edit-tags").value) });
-  await openDetails(f.file_id);
+  const changed = await ingester("PATCH", "/api/v1/files/" + encodeURIComponent(f.file_id), { description: description.trim() ? description : null, tags: list($("edit-tags").value) });
+  // The element's answer is the changed record (the query node's index follows a moment later).
+  // Shown only while the dialog is still open: one closed during the save stays closed.
+  if ($("details").open && state.current && state.current.file_id === f.file_id) showDetails(changed);
   await runSearch(null);
 }
 
@@ -280,11 +289,13 @@ function guard(fn, target) {
   return (...args) => Promise.resolve().then(() => fn(...args)).catch((e) => showError(target || "error", e));
 }
 
-document.addEventListener("DOMContentLoaded", async () => {
-  try {
-    const r = await fetch("config.json");
-    if (r.ok) state.config = await r.json();
-  } catch (_) { /* the defaults stay */ }
+document.addEventListener("DOMContentLoaded", () => {
+  // The listeners go on before anything is awaited: a sign-in clicked while config.json loads
+  // must reach the page's handler, not submit the form natively (a reload that loses it).
+  configLoaded = fetch("config.json")
+    .then((r) => (r.ok ? r.json() : null))
+    .then((c) => { if (c) state.config = c; })
+    .catch(() => { /* the defaults stay */ });
   $("sign-in-form").addEventListener("submit", (e) => { e.preventDefault(); guard(() => signIn($("token").value.trim()))(); });
   $("sign-out").addEventListener("click", signOut);
   $("nav-search").addEventListener("click", () => show("search"));
