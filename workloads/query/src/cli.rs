@@ -18,7 +18,7 @@ pub const DEFAULT_GROUP: &str = artstore_contract::DEFAULT_CONSUMER_GROUP;
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Consume events into the search cache and serve search and download.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply migrations/query-node and exit.
     Migrate(DatabaseArgs),
     /// Create the stream and this node's consumer group (idempotent). Run before any consumer.
@@ -171,7 +171,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             anyhow::ensure!(report.ok(), "backfill of some storage elements failed");
             Ok(())
         }
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
     }
 }
 
