@@ -200,52 +200,48 @@ impl Cluster {
         .await
     }
 
-    /// `POST /api/v1/files/upload` through the ingester Service.
-    pub async fn upload(
+    /// `POST /api/v1/files/upload` through the ingester Service with an Idempotency-Key; `None`
+    /// when the connection is refused or cut (a Service has no endpoint while its only pod is not
+    /// ready).
+    async fn try_upload(
         &self,
         filename: &str,
         body: Vec<u8>,
         description: &str,
-        key: Option<&str>,
-    ) -> reqwest::Response {
-        let form = reqwest::multipart::Form::new()
-            .part(
-                "file",
-                reqwest::multipart::Part::bytes(body)
-                    .file_name(filename.to_string())
-                    .mime_str("application/octet-stream")
-                    .unwrap(),
-            )
-            .text("description", description.to_string())
-            .text("tags", "e2e");
-        let mut request = self
+        key: &str,
+    ) -> Option<(u16, Value)> {
+        let form = upload_form(filename, body, description);
+        let response = self
             .http
             .post(format!("{}/api/v1/files/upload", self.stack.ingester_url))
             .bearer_auth(&self.stack.tokens.writer)
-            .multipart(form);
-        if let Some(key) = key {
-            request = request.header("Idempotency-Key", key);
-        }
-        request.send().await.expect("the ingester answers")
+            .header("Idempotency-Key", key)
+            .multipart(form)
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.json().await.unwrap_or(Value::Null)))
     }
 
-    /// Uploads and returns the stored record. A 5xx is retried with the same key for up to two
-    /// minutes: the registry reaches the ingester's pod through a ConfigMap volume, which the
-    /// kubelet refreshes on its own period, so a change of elements shows there with a delay.
+    /// Uploads and returns the stored record. A 5xx or a failed connection is retried with the
+    /// same key for up to two minutes, as a client would: the registry reaches the ingester's pod
+    /// through a ConfigMap volume, which the kubelet refreshes on its own period, so a change of
+    /// elements shows there with a delay; and the Service refuses connections while its pod is
+    /// not ready.
     pub async fn upload_ok(&self, filename: &str, body: &[u8], description: &str) -> Value {
         let key = format!("e2e-{}", uuid::Uuid::new_v4().simple());
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let response = self
-                .upload(filename, body.to_vec(), description, Some(&key))
+            let answer = self
+                .try_upload(filename, body.to_vec(), description, &key)
                 .await;
-            let status = response.status().as_u16();
-            let record: Value = response.json().await.unwrap_or(Value::Null);
+            let (status, record) = answer.unwrap_or((0, Value::Null));
             if status == 201 || status == 200 {
                 return record;
             }
             assert!(
-                status >= 500 && Instant::now() < deadline,
+                (status == 0 || status >= 500) && Instant::now() < deadline,
                 "upload {filename}: {status} {record}"
             );
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -481,4 +477,18 @@ fn with_stdin(mut command: Command, stdin: Option<&str>) -> Output {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The multipart form of one upload, tagged `e2e`.
+fn upload_form(filename: &str, body: Vec<u8>, description: &str) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(body)
+                .file_name(filename.to_string())
+                .mime_str("application/octet-stream")
+                .unwrap(),
+        )
+        .text("description", description.to_string())
+        .text("tags", "e2e")
 }

@@ -315,6 +315,10 @@ pub fn command(role: &str, action: &str, extra: &[&str]) -> (Vec<String>, Vec<St
     (cmd, args)
 }
 
+/// Seconds a probe waits for an answer: the process's own readiness budget plus a second, so a
+/// busy node's slow but healthy answer does not take the pod out of its Service.
+const PROBE_TIMEOUT_SECONDS: i32 = paths::READY_BUDGET_SECONDS as i32 + 1;
+
 fn http_probe(path: &str, period: i32, failure: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -324,6 +328,7 @@ fn http_probe(path: &str, period: i32, failure: i32) -> Probe {
         }),
         period_seconds: Some(period),
         failure_threshold: Some(failure),
+        timeout_seconds: Some(PROBE_TIMEOUT_SECONDS),
         ..Default::default()
     }
 }

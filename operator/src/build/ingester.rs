@@ -33,6 +33,12 @@ pub fn deployment(ing: &Ingester, cfg: &BuildConfig) -> Result<Deployment, Build
     if let Some(ttl) = limits.idempotency_ttl_seconds {
         e.push(env_value(env::IDEMPOTENCY_TTL_SECONDS, ttl.to_string()));
     }
+    if !ing.spec.cors.allowed_origins.is_empty() {
+        e.push(env_value(
+            env::CORS_ALLOWED_ORIGINS,
+            ing.spec.cors.allowed_origins.join(","),
+        ));
+    }
     let (jwt_volume, jwt_mount, jwt_env) = jwt_secret(&ing.spec.auth);
     let (reg_volume, reg_mount, reg_env) = registry_volume(&registry::config_map_name(&name));
     e.push(jwt_env);

@@ -51,6 +51,18 @@ fn runtime(qn: &QueryNode, es: &EventStream) -> Result<Runtime, BuildError> {
     })
 }
 
+/// The server's console settings: always explicit, so the pod says whether it serves one.
+fn console_env(qn: &QueryNode) -> Vec<EnvVar> {
+    let console = &qn.spec.console;
+    let mut e = vec![env_value(env::CONSOLE, console.enabled.to_string())];
+    if console.enabled
+        && let Some(url) = &console.ingester_url
+    {
+        e.push(env_value(env::CONSOLE_INGESTER_URL, url.clone()));
+    }
+    e
+}
+
 /// Base URL of the node's API inside the cluster (its Service).
 pub fn endpoint(qn: &QueryNode) -> Result<String, BuildError> {
     let (name, ns) = name_ns(qn)?;
@@ -92,7 +104,7 @@ pub fn deployment(
         image,
         "query-node",
         command(cmd::QUERY_NODE, cmd::SERVE, &[]),
-        rt.env.clone(),
+        rt.env.iter().cloned().chain(console_env(qn)).collect(),
         rt.mounts.clone(),
     ));
     Ok(Deployment {

@@ -50,8 +50,23 @@ pub struct IngesterSpec {
     pub redis: RedisRef,
     #[serde(default)]
     pub limits: UploadLimits,
+    /// Browser pages (the query nodes' web console) allowed to call the API.
+    #[serde(default)]
+    pub cors: CorsSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+}
+
+/// CORS: which origins' pages may call the ingester from a browser.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, kube::KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsSpec {
+    /// Origins such as `https://archive.example.org` (scheme, host and port; no path), or `*`
+    /// for any. Empty (default): no CORS headers, browsers on other origins cannot call it.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self.all(o, o == '*' || o.matches('^https?://[^\\\\s/?#,]+$'))").message("cors.allowedOrigins entries must be `*` or an origin like https://host[:port]"))]
+    #[schemars(length(max = 32), inner(length(max = 253)))]
+    pub allowed_origins: Vec<String>,
 }
 
 fn default_replicas() -> i32 {

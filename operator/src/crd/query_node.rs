@@ -62,8 +62,40 @@ pub struct QueryNodeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 10000").message("batchSize must be between 1 and 10000"))]
     pub batch_size: Option<u32>,
+    /// The web console the node serves at `/console/`.
+    #[serde(default)]
+    pub console: ConsoleSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+}
+
+/// The web console of a query node (`/console/` on its Service).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, kube::KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleSpec {
+    /// Serve the console (default true); false turns it off.
+    #[serde(default = "default_console_enabled")]
+    pub enabled: bool,
+    /// The ingester's base URL as browsers reach it (for uploads, edits and deletes); that
+    /// Ingester must list the console's origin in `spec.cors.allowedOrigins`. Without it the
+    /// console only searches and downloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^\\\\s/?#]+(/[^\\\\s?#]*)?$')").message("console.ingesterUrl must be an http(s) URL without query or fragment"))]
+    #[schemars(length(max = 2048))]
+    pub ingester_url: Option<String>,
+}
+
+impl Default for ConsoleSpec {
+    fn default() -> Self {
+        ConsoleSpec {
+            enabled: true,
+            ingester_url: None,
+        }
+    }
+}
+
+fn default_console_enabled() -> bool {
+    true
 }
 
 fn default_replicas() -> i32 {

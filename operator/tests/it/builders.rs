@@ -111,6 +111,12 @@ fn s3_element_runs_as_a_recreate_deployment_with_the_contract_env() {
         .as_ref()
         .unwrap();
     assert_eq!(ready.path.as_deref(), Some("/readyz"));
+    // The probe outwaits the process's own readiness budget (the kubelet's default is 1 s).
+    let ready_timeout = c.readiness_probe.as_ref().unwrap().timeout_seconds.unwrap();
+    assert!(
+        u64::try_from(ready_timeout).unwrap() > artstore_contract::paths::READY_BUDGET_SECONDS,
+        "{ready_timeout}"
+    );
     let live = c
         .liveness_probe
         .as_ref()
@@ -450,8 +456,59 @@ fn ingester_gets_limits_redis_and_its_registry() {
     assert_eq!(value(c, env::RATE_LIMIT_PER_MINUTE), "120");
     assert_eq!(value(c, env::IDEMPOTENCY_TTL_SECONDS), "86400");
     assert_eq!(secret(c, env::REDIS_URL), ("redis".into(), "url".into()));
+    assert_eq!(
+        value(c, env::CORS_ALLOWED_ORIGINS),
+        "https://archive.example.org,http://localhost:8081"
+    );
     let svc = ing_build::service(&ing).unwrap();
     assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, 8080);
+}
+
+#[test]
+fn ingester_without_origins_sends_no_cors_setting() {
+    let mut ing: Ingester = fixture("ingester.yaml");
+    ing.spec.cors.allowed_origins.clear();
+    let d = ing_build::deployment(&ing, &cfg()).expect("deployment");
+    let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+    assert!(env_of(c, env::CORS_ALLOWED_ORIGINS).is_none());
+}
+
+#[test]
+fn query_node_console_is_on_by_default_and_knows_the_ingester() {
+    let qn: QueryNode = fixture("querynode.yaml");
+    let es: EventStream = fixture("eventstream.yaml");
+    let d = qn_build::deployment(&qn, &es, &cfg()).expect("deployment");
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let server = &pod.containers[0];
+    assert_eq!(value(server, env::CONSOLE), "true");
+    assert_eq!(
+        value(server, env::CONSOLE_INGESTER_URL),
+        "https://upload.example.org"
+    );
+    // Only the server serves the console.
+    for init in pod.init_containers.as_ref().unwrap() {
+        assert!(env_of(init, env::CONSOLE).is_none(), "{}", init.name);
+    }
+
+    // A spec without `console` gets the default: on, reads only.
+    let mut tree = crate::fixture_json("querynode.yaml");
+    tree["spec"].as_object_mut().unwrap().remove("console");
+    let bare: QueryNode = serde_json::from_value(tree).unwrap();
+    let d = qn_build::deployment(&bare, &es, &cfg()).expect("deployment");
+    let server = &d.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(value(server, env::CONSOLE), "true");
+    assert!(env_of(server, env::CONSOLE_INGESTER_URL).is_none());
+}
+
+#[test]
+fn query_node_console_can_be_turned_off() {
+    let mut qn: QueryNode = fixture("querynode.yaml");
+    qn.spec.console.enabled = false;
+    let es: EventStream = fixture("eventstream.yaml");
+    let d = qn_build::deployment(&qn, &es, &cfg()).expect("deployment");
+    let server = &d.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(value(server, env::CONSOLE), "false");
+    assert!(env_of(server, env::CONSOLE_INGESTER_URL).is_none());
 }
 
 fn with_status(mut se: StorageElement, mode: Mode, used: u64) -> StorageElement {

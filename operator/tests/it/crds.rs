@@ -322,6 +322,58 @@ fn query_node_and_ingester_bounds() {
 }
 
 #[test]
+fn console_url_and_cors_origins_are_checked() {
+    let qn = fixture_json("querynode.yaml");
+    for bad in [
+        "ftp://upload.example.org",
+        "upload.example.org",
+        "https://a b",
+        "https://x/?q=1",
+    ] {
+        assert_rejects::<QueryNode>(
+            &with(qn.clone(), "/spec/console/ingesterUrl", json!(bad)),
+            None,
+            "console.ingesterUrl",
+        );
+    }
+    for good in [
+        "http://localhost:8081",
+        "https://upload.example.org/archive/",
+    ] {
+        let obj = with(qn.clone(), "/spec/console/ingesterUrl", json!(good));
+        assert_eq!(
+            violations::<QueryNode>(&obj, None),
+            Vec::<String>::new(),
+            "{good}"
+        );
+    }
+    let ing = fixture_json("ingester.yaml");
+    for bad in [
+        json!(["https://archive.example.org/console/"]),
+        json!(["archive.example.org"]),
+        json!(["https://a.example.org,https://b.example.org"]),
+        json!([""]),
+    ] {
+        assert_rejects::<Ingester>(
+            &with(ing.clone(), "/spec/cors/allowedOrigins", bad),
+            None,
+            "cors.allowedOrigins",
+        );
+    }
+    for good in [
+        json!(["*"]),
+        json!(["http://127.0.0.1:8081", "https://archive.example.org"]),
+    ] {
+        let obj = with(ing.clone(), "/spec/cors/allowedOrigins", good.clone());
+        assert_eq!(
+            violations::<Ingester>(&obj, None),
+            Vec::<String>::new(),
+            "{good}"
+        );
+    }
+}
+
+#[test]
 fn modes_and_deletion_policy_are_openapi_enums() {
     let se = schema::<StorageElement>();
     assert_eq!(

@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 mod client;
+mod openapi;
 mod stack;
 
 #[derive(Parser)]
@@ -33,6 +34,8 @@ enum Role {
     DevStack(stack::StackArgs),
     /// Print a signed token for the shared secret.
     Token(TokenArgs),
+    /// Write the roles' OpenAPI documents to docs/openapi/ (or check them with `--check`).
+    Openapi(openapi::OpenapiArgs),
     #[command(flatten)]
     Client(client::Command),
 }
@@ -74,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
             init_logs();
             stack::run(args).await
         }
+        Role::Openapi(args) => openapi::run(args),
         Role::Token(args) => {
             let secret = artstore_common::auth::read_secret_file(&args.secret_file)?;
             println!(

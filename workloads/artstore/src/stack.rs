@@ -58,6 +58,8 @@ struct Tokens {
 struct StackFile {
     ingester_url: String,
     query_url: String,
+    /// The web console (served by the query node).
+    console_url: String,
     storage_elements: Vec<StackElement>,
     redis_url: String,
     stream: String,
@@ -341,6 +343,7 @@ pub async fn run(args: StackArgs) -> Result<()> {
         (env::CONSUMER_NAME, "query-1".to_string()),
         // A local stack has no slow batches; reclaim quickly after a crash.
         (env::CLAIM_MIN_IDLE_MS, "5000".to_string()),
+        (env::CONSOLE_INGESTER_URL, url(ports[3])),
     ]);
     let mut ingester_env = common(ports[3]);
     ingester_env.extend([
@@ -349,6 +352,8 @@ pub async fn run(args: StackArgs) -> Result<()> {
             env::RATE_LIMIT_PER_MINUTE,
             args.rate_limit_per_minute.to_string(),
         ),
+        // The query node's console uploads and edits through the ingester.
+        (env::CORS_ALLOWED_ORIGINS, url(ports[2])),
     ]);
 
     // The same order the operator enforces: migrations, then stream and group, then consumers.
@@ -392,6 +397,7 @@ pub async fn run(args: StackArgs) -> Result<()> {
     let stack = StackFile {
         ingester_url: url(ports[3]),
         query_url: url(ports[2]),
+        console_url: format!("{}/console/", url(ports[2])),
         storage_elements: elements.into_iter().collect(),
         redis_url: redis_url.clone(),
         stream: stream.clone(),
@@ -434,6 +440,7 @@ fn print_summary(stack: &StackFile, stack_file: &Path, logs: &Path) {
     println!("ArtStore is running:");
     println!("  ingester    {}", stack.ingester_url);
     println!("  query node  {}", stack.query_url);
+    println!("  console     {}", stack.console_url);
     for e in &stack.storage_elements {
         println!(
             "  {:<11} {}  ({}, priority {})",

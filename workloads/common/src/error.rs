@@ -17,10 +17,13 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: &'a str,
+/// The JSON body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// Stable, machine-readable; the document lists the role's values.
+    pub code: &'a str,
+    /// For people; may change between releases.
+    pub message: &'a str,
 }
 
 impl ApiError {
@@ -87,7 +90,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (
             self.status,
-            Json(Body {
+            Json(ErrorBody {
                 code: &self.code,
                 message: &self.message,
             }),

@@ -6,6 +6,7 @@ pub mod error;
 pub mod harden;
 pub mod headers;
 mod idle_io;
+pub mod openapi;
 pub mod ops;
 pub mod registry;
 pub mod serve;

@@ -42,7 +42,7 @@ impl Ops {
 
 /// How long a readiness check may take: a hung dependency makes the process unready within
 /// this, instead of hanging the probe (whose own timeout is often 1 s) until it gives up.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+pub const READY_TIMEOUT: Duration = Duration::from_secs(paths::READY_BUDGET_SECONDS);
 
 async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
     match tokio::time::timeout(READY_TIMEOUT, (ops.ready)()).await {

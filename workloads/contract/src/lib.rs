@@ -98,11 +98,18 @@ pub mod env {
     pub const MAX_DELIVERIES: &str = "ARTSTORE_MAX_DELIVERIES";
     pub const DEAD_LETTER_STREAM: &str = "ARTSTORE_DEAD_LETTER_STREAM";
     pub const CLAIM_MIN_IDLE_MS: &str = "ARTSTORE_CLAIM_MIN_IDLE_MS";
+    /// `true` (default) or `false`: the web console at `/console/`.
+    pub const CONSOLE: &str = "ARTSTORE_CONSOLE";
+    /// The ingester's base URL as browsers reach it (the console's writes).
+    pub const CONSOLE_INGESTER_URL: &str = "ARTSTORE_CONSOLE_INGESTER_URL";
 
     // Ingester
     pub const MAX_UPLOAD_BYTES: &str = "ARTSTORE_MAX_UPLOAD_BYTES";
     pub const RATE_LIMIT_PER_MINUTE: &str = "ARTSTORE_RATE_LIMIT_PER_MINUTE";
     pub const IDEMPOTENCY_TTL_SECONDS: &str = "ARTSTORE_IDEMPOTENCY_TTL_SECONDS";
+    /// Comma-separated origins (`https://archive.example.org`) whose pages may call the
+    /// ingester (CORS); empty: none.
+    pub const CORS_ALLOWED_ORIGINS: &str = "ARTSTORE_CORS_ALLOWED_ORIGINS";
     /// Seconds to open a connection to a storage element (default 3).
     pub const ELEMENT_CONNECT_TIMEOUT_SECONDS: &str = "ARTSTORE_ELEMENT_CONNECT_TIMEOUT_SECONDS";
     /// Seconds a storage element may make no progress before the ingester moves on (default 10).
@@ -145,6 +152,9 @@ pub mod paths {
     pub const METRICS: &str = "/metrics";
     pub const STATUS: &str = "/api/v1/status";
     pub const CONSISTENCY: &str = "/api/v1/cache/consistency";
+    /// How long `/readyz` waits for a process's dependencies before answering 503. A probe must
+    /// wait longer than this, or a slow but healthy check reads as a failure.
+    pub const READY_BUDGET_SECONDS: u64 = 2;
 }
 
 /// The stream every role uses unless told otherwise (`ARTSTORE_STREAM`).
@@ -180,6 +190,7 @@ pub mod event_types {
 
 /// Storage element modes: `edit` (read, write, change, delete), `rw` (read, write),
 /// `ro` (read only), `ar` (archive: read only, cold).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ElementMode {
@@ -230,6 +241,7 @@ pub struct Registry {
 pub const REGISTRY_FILE_NAME: &str = "registry.json";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegistryEntry {
     pub id: String,
     /// Base URL of the element's HTTP API, e.g. `http://se-a.archive.svc:8080`.
@@ -243,6 +255,7 @@ pub struct RegistryEntry {
 
 /// `GET /api/v1/status` of a storage element.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ElementStatus {
     pub id: String,
     pub mode: ElementMode,
@@ -255,6 +268,7 @@ pub struct ElementStatus {
 
 /// `GET /api/v1/status` of a query node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueryNodeStatus {
     /// Live files in the node's search cache.
     pub indexed_files: u64,
@@ -264,6 +278,7 @@ pub struct QueryNodeStatus {
 
 /// `GET /api/v1/cache/consistency` of a storage element.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsistencyReport {
     pub total_attr_files: u64,
     pub total_cache_entries: u64,
@@ -273,6 +288,7 @@ pub struct ConsistencyReport {
     pub is_consistent: bool,
     pub inconsistency_percentage: f64,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: serde_json::Value,
 }
 

@@ -97,7 +97,7 @@ pub struct Uploaded {
 }
 
 /// A record as the metadata API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FileView {
     #[serde(flatten)]
     pub record: FileRecord,
@@ -106,7 +106,7 @@ pub struct FileView {
     pub cache_expired: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FileList {
     pub total: i64,
     pub files: Vec<FileView>,

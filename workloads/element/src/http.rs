@@ -89,6 +89,29 @@ fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
 /// that it counts a lost answer as a failure (see `docs/faults.md`).
 pub const UPLOAD_ID_HEADER: &str = "x-artstore-upload-id";
 
+/// Streams the request body into the backend while hashing it, writes the sidecar, then the cache
+/// row and the outbox row in one transaction.
+#[utoipa::path(
+    post, path = "/api/v1/files", tag = "files", operation_id = "upload",
+    params(
+        ("filename" = String, Query, description = "The file's name: no `/` or `\\`, no control characters, at most 255 bytes.", min_length = 1, max_length = 255, pattern = r"^[^/\\\u0000-\u001f\u007f-\u009f]*[^/\\\s\u0000-\u001f\u007f-\u009f][^/\\\u0000-\u001f\u007f-\u009f]*$"),
+        ("description" = Option<String>, Query, max_length = 4000, pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"),
+        ("tag" = Option<Vec<Tag>>, Query, description = "Repeatable; `tags` is accepted too.", max_items = 50),
+        ("retention" = Option<artstore_events::Retention>, Query),
+        ("retention_days" = Option<u32>, Query, description = "Only with `retention=temporary` (default 30).", minimum = 1, maximum = 36500),
+        ("mime_type" = Option<String>, Query, description = "Guessed from the name when absent.", pattern = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}/[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$"),
+        ("X-Artstore-Upload-Id" = Option<String>, Header, description = "Sent by the ingester: its id for this upload, and its promise that it counts a lost answer as a failure. With it, an upload whose caller disconnects before the answer rolls back instead of committing."),
+    ),
+    request_body(content = Option<BinaryBody>, content_type = "application/octet-stream", description = "The file's bytes (none: an empty file). The `Content-Length` the HTTP client sends lets the element refuse a file that is too large before reading it."),
+    responses(
+        (status = 201, description = "Stored.", body = artstore_events::FileRecord),
+        (status = 400, description = "Bad parameter or an interrupted body.", body = artstore_common::error::ErrorBody),
+        (status = 409, description = "The element's mode does not accept writes (`element_not_writable`).", body = artstore_common::error::ErrorBody),
+        (status = 413, description = "Larger than the element's limit (`file_too_large`).", body = artstore_common::error::ErrorBody),
+        (status = 408, description = "With `X-Artstore-Upload-Id`: the caller went away before the upload committed; nothing stored (`upload_abandoned`).", body = artstore_common::error::ErrorBody),
+        (status = 507, description = "Not enough free capacity (`insufficient_storage`).", body = artstore_common::error::ErrorBody),
+    )
+)]
 async fn upload(
     State(core): State<AppState>,
     token: TokenCaller,
@@ -203,6 +226,18 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
+/// A page of the element's files, oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/files", tag = "files", operation_id = "list_files",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Default 100."),
+        ("cursor" = Option<uuid::Uuid>, Query, description = "`next_cursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "One page.", body = crate::core::FileList),
+        (status = 400, description = "Bad `limit` or `cursor`.", body = artstore_common::error::ErrorBody),
+    )
+)]
 async fn list(
     State(core): State<AppState>,
     token: TokenCaller,
@@ -216,7 +251,8 @@ async fn list(
     for (key, value) in query_pairs(query.as_deref())? {
         match key.as_str() {
             "limit" => q.limit = Some(value),
-            "cursor" => q.cursor = Some(value).filter(|c| !c.is_empty()),
+            // An empty cursor is refused like any other that is not a file id.
+            "cursor" => q.cursor = Some(value),
             other => {
                 return Err(ApiError::bad_request(
                     "invalid_query",
@@ -247,6 +283,16 @@ async fn list(
     Ok(Json(core.list(limit, cursor).await?).into_response())
 }
 
+/// The record plus the cache's view of it.
+#[utoipa::path(
+    get, path = "/api/v1/files/{id}", tag = "files", operation_id = "get_file",
+    params(("id" = uuid::Uuid, Path, description = "The file id.")),
+    responses(
+        (status = 200, description = "The record.", body = crate::core::FileView),
+        (status = 400, description = "Not a file id (`invalid_file_id`).", body = artstore_common::error::ErrorBody),
+        (status = 404, description = "No such file here (`file_not_found`).", body = artstore_common::error::ErrorBody),
+    )
+)]
 async fn metadata(
     State(core): State<AppState>,
     token: TokenCaller,
@@ -257,20 +303,53 @@ async fn metadata(
     Ok(Json(core.get(id).await?).into_response())
 }
 
-#[derive(Deserialize)]
+/// A change of metadata: at least one field; `description: null` clears the description.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 struct PatchBody {
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 4000, pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$")]
     description: Option<Option<String>>,
+    /// Replaces every tag.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Tag>>, max_items = 50)]
     tags: Option<Vec<String>>,
 }
+
+/// A tag: 1 to 100 characters (after trimming), no control characters.
+#[derive(utoipa::ToSchema)]
+#[schema(
+    min_length = 1,
+    max_length = 100,
+    pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+)]
+#[allow(dead_code)]
+struct Tag(String);
+
+/// Any bytes.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+#[allow(dead_code)]
+struct BinaryBody(Vec<u8>);
 
 /// Tells a missing field (`None`) from an explicit `null` (`Some(None)`).
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(d).map(Some)
 }
 
+/// Changes description and/or tags; owners and admins only, in mode `edit`.
+#[utoipa::path(
+    patch, path = "/api/v1/files/{id}", tag = "files", operation_id = "update_file",
+    params(("id" = uuid::Uuid, Path, description = "The file id.")),
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "The changed record.", body = crate::core::FileView),
+        (status = 400, description = "Bad id or body.", body = artstore_common::error::ErrorBody),
+        (status = 404, description = "No such file here (`file_not_found`).", body = artstore_common::error::ErrorBody),
+        (status = 409, description = "The element is not in mode `edit` (`element_not_editable`).", body = artstore_common::error::ErrorBody),
+    )
+)]
 async fn patch(
     State(core): State<AppState>,
     token: TokenCaller,
@@ -279,8 +358,13 @@ async fn patch(
 ) -> Result<Response, ApiError> {
     token.require_internal(Role::Writer)?;
     let id = parse_id(&id)?;
-    let body: PatchBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid JSON body: {e}")))?;
+    // Through a map first: serde would also read a struct from a JSON array (`[null, null]`).
+    let body: PatchBody =
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+            .and_then(|map| serde_json::from_value(serde_json::Value::Object(map)))
+            .map_err(|e| {
+                ApiError::bad_request("invalid_body", format!("invalid JSON body: {e}"))
+            })?;
     if body.description.is_none() && body.tags.is_none() {
         return Err(ApiError::bad_request(
             "invalid_body",
@@ -306,6 +390,17 @@ async fn patch(
     Ok(Json(view).into_response())
 }
 
+/// Deletes the file; owners and admins only, in mode `edit`.
+#[utoipa::path(
+    delete, path = "/api/v1/files/{id}", tag = "files", operation_id = "delete_file",
+    params(("id" = uuid::Uuid, Path, description = "The file id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "Not a file id (`invalid_file_id`).", body = artstore_common::error::ErrorBody),
+        (status = 404, description = "No such file here (`file_not_found`).", body = artstore_common::error::ErrorBody),
+        (status = 409, description = "The element is not in mode `edit` (`element_not_editable`).", body = artstore_common::error::ErrorBody),
+    )
+)]
 async fn delete(
     State(core): State<AppState>,
     token: TokenCaller,
@@ -373,6 +468,32 @@ pub fn parse_range(header: &str, size: u64) -> Result<Option<ByteRange>, Element
     Ok(Some(range))
 }
 
+/// Streams the file: `Range` (one range) gives 206, `If-None-Match` with the ETag gives 304.
+#[utoipa::path(
+    get, path = "/api/v1/files/{id}/download", tag = "files", operation_id = "download_file",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The file id."),
+        ("Range" = Option<String>, Header, description = "`bytes=<first>-<last>`, `bytes=<first>-` or `bytes=-<suffix>`; several ranges give the whole file."),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag seen before (or `*`)."),
+    ),
+    responses(
+        (status = 200, description = "The whole file, in its own media type.", content_type = "*/*", body = inline(BinaryBody), headers(
+            ("ETag" = String, description = "The SHA-256 of the content, quoted."),
+            ("Content-Length" = u64),
+            ("Accept-Ranges" = String, description = "`bytes`"),
+            ("Content-Disposition" = String, description = "`attachment` with the original name (RFC 6266/5987)."),
+        )),
+        (status = 206, description = "The requested range.", content_type = "*/*", body = inline(BinaryBody), headers(
+            ("Content-Range" = String, description = "`bytes <first>-<last>/<size>`"),
+            ("ETag" = String),
+            ("Content-Length" = u64),
+        )),
+        (status = 304, description = "Not modified (the ETag matched).", headers(("ETag" = String))),
+        (status = 400, description = "Not a file id (`invalid_file_id`).", body = artstore_common::error::ErrorBody),
+        (status = 404, description = "No such file here (`file_not_found`, `blob_missing`).", body = artstore_common::error::ErrorBody),
+        (status = 416, description = "The range is outside the file (`range_not_satisfiable`).", body = artstore_common::error::ErrorBody, headers(("Content-Range" = String, description = "`bytes */<size>`"))),
+    )
+)]
 async fn download(
     State(core): State<AppState>,
     token: TokenCaller,
@@ -451,11 +572,21 @@ async fn download(
         .map_err(ApiError::internal)
 }
 
+/// Mode, priority, capacity, used bytes and file count.
+#[utoipa::path(
+    get, path = "/api/v1/status", tag = "element", operation_id = "element_status",
+    responses((status = 200, description = "The element's status.", body = artstore_contract::ElementStatus))
+)]
 async fn status(State(core): State<AppState>, token: TokenCaller) -> Result<Response, ApiError> {
     token.require(Role::Reader)?;
     Ok(Json(core.status().await?).into_response())
 }
 
+/// Compares sidecars with the cache (read-only).
+#[utoipa::path(
+    get, path = "/api/v1/cache/consistency", tag = "cache", operation_id = "consistency",
+    responses((status = 200, description = "The report.", body = artstore_contract::ConsistencyReport))
+)]
 async fn consistency(
     State(core): State<AppState>,
     token: TokenCaller,
@@ -476,6 +607,11 @@ async fn run_maintenance(
     Ok(Json(report).into_response())
 }
 
+/// Rebuilds the whole cache from the sidecars; admins only. Waits for a run in progress.
+#[utoipa::path(
+    post, path = "/api/v1/cache/rebuild", tag = "cache", operation_id = "rebuild_full",
+    responses((status = 200, description = "What was done and how long it took.", body = crate::maintenance::RunReport))
+)]
 async fn rebuild_full(
     State(core): State<AppState>,
     token: TokenCaller,
@@ -483,6 +619,11 @@ async fn rebuild_full(
     run_maintenance(core, token, MaintenanceKind::Full).await
 }
 
+/// Adds orphan sidecars and drops rows whose sidecar is gone; admins only. Waits for a run in progress.
+#[utoipa::path(
+    post, path = "/api/v1/cache/rebuild/incremental", tag = "cache", operation_id = "rebuild_incremental",
+    responses((status = 200, description = "What was done and how long it took.", body = crate::maintenance::RunReport))
+)]
 async fn rebuild_incremental(
     State(core): State<AppState>,
     token: TokenCaller,
@@ -490,6 +631,11 @@ async fn rebuild_incremental(
     run_maintenance(core, token, MaintenanceKind::Incremental).await
 }
 
+/// Re-reads the rows whose TTL expired; admins only. Waits for a run in progress.
+#[utoipa::path(
+    post, path = "/api/v1/cache/cleanup-expired", tag = "cache", operation_id = "cleanup_expired",
+    responses((status = 200, description = "What was done and how long it took.", body = crate::maintenance::RunReport))
+)]
 async fn cleanup_expired(
     State(core): State<AppState>,
     token: TokenCaller,
@@ -497,11 +643,81 @@ async fn cleanup_expired(
     run_maintenance(core, token, MaintenanceKind::CleanupExpired).await
 }
 
+/// Deletes temporary files past their retention; admins only. Waits for a run in progress.
+#[utoipa::path(
+    post, path = "/api/v1/cache/retention", tag = "cache", operation_id = "retention_sweep",
+    responses((status = 200, description = "What was done and how long it took.", body = crate::maintenance::RunReport))
+)]
 async fn retention_sweep(
     State(core): State<AppState>,
     token: TokenCaller,
 ) -> Result<Response, ApiError> {
     run_maintenance(core, token, MaintenanceKind::Retention).await
+}
+
+/// Error codes this API answers with, besides the ones every role has.
+const ERROR_CODES: &[&str] = &[
+    "blob_missing",
+    "element_not_editable",
+    "element_not_writable",
+    "file_not_found",
+    "database_unavailable",
+    "file_too_large",
+    "insufficient_storage",
+    "invalid_body",
+    "invalid_cursor",
+    "invalid_description",
+    "invalid_file_id",
+    "invalid_filename",
+    "invalid_limit",
+    "invalid_mime_type",
+    "invalid_query",
+    "invalid_record",
+    "invalid_retention",
+    "invalid_retention_days",
+    "invalid_tag",
+    "range_not_satisfiable",
+    "storage_unavailable",
+    "upload_abandoned",
+    "upload_interrupted",
+];
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "ArtStore storage element",
+        description = "Stores files, their sidecars and its metadata cache; serves them to query nodes and the ingester."
+    ),
+    paths(
+        upload,
+        list,
+        metadata,
+        patch,
+        delete,
+        download,
+        status,
+        consistency,
+        rebuild_full,
+        rebuild_incremental,
+        cleanup_expired,
+        retention_sweep
+    ),
+    components(schemas(artstore_common::error::ErrorBody))
+)]
+struct ApiDoc;
+
+/// The storage element's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc =
+        artstore_common::openapi::finish(<ApiDoc as utoipa::OpenApi>::openapi(), ERROR_CODES);
+    // Every route reads the cache database or the storage backend.
+    artstore_common::openapi::respond_everywhere(
+        &mut doc,
+        "503",
+        "The storage backend (`storage_unavailable`) or the cache database \
+         (`database_unavailable`) is unavailable.",
+    );
+    doc
 }
 
 #[cfg(test)]

@@ -235,7 +235,8 @@ pub async fn build(config: ElementConfig) -> Result<Element, ElementError> {
     );
     let router = artstore_common::harden::harden(
         http::api_router(core.clone(), config.verifier.clone().accepting_internal())
-            .merge(ops.router()),
+            .merge(ops.router())
+            .merge(artstore_common::openapi::router(&http::openapi())),
         artstore_common::harden::HeadLimits::ELEMENT,
     )
     .layer(tower_http::trace::TraceLayer::new_for_http());

@@ -46,7 +46,7 @@ impl MaintenanceKind {
 }
 
 /// What a rebuild, cleanup or sweep did.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RunReport {
     pub kind: String,
     pub started_at: Option<DateTime<Utc>>,

@@ -37,6 +37,10 @@ pub struct IngesterConfig {
     /// Prefix of every Redis key this ingester writes.
     #[arg(long, default_value = "artstore:ingester")]
     pub redis_key_prefix: String,
+    /// Origins whose pages may call this API from a browser (CORS), comma-separated, e.g. the
+    /// query node's console at `https://archive.example.org`; `*` allows any. Empty: none.
+    #[arg(long, env = env::CORS_ALLOWED_ORIGINS, value_delimiter = ',', default_value = "")]
+    pub cors_allowed_origins: Vec<String>,
     /// Seconds to open a connection to a storage element.
     #[arg(long, env = env::ELEMENT_CONNECT_TIMEOUT_SECONDS, default_value_t = 3)]
     pub element_connect_timeout_seconds: u64,

@@ -22,7 +22,7 @@ use crate::limits;
 use crate::metrics::{Metrics, Outcome};
 use crate::ratelimit::{Decision, RateLimiter};
 use crate::select;
-use crate::spool::{Spooled, spool};
+use crate::spool::{Content, Spooled, spool};
 use crate::spool_dir::SpoolDir;
 use artstore_common::ApiError;
 use artstore_common::auth::{Caller, Role, Signer, Verifier, require_auth};
@@ -79,6 +79,7 @@ pub async fn build(
         tracing::info!(removed, dir = %spool_base.display(), "removed spool files of stopped ingesters");
     }
     let metrics = Metrics::default();
+    let cors = crate::cors::layer(&config.cors_allowed_origins)?;
     let mut prometheus = prometheus_client::registry::Registry::default();
     metrics.register(&mut prometheus);
     let state = AppState(Arc::new(Inner {
@@ -127,11 +128,18 @@ pub async fn build(
         // Size is enforced while spooling (413), not by a blanket body limit.
         .layer(DefaultBodyLimit::disable())
         .with_state(state);
+    let router = artstore_common::harden::harden(
+        api.merge(ops.router())
+            .merge(artstore_common::openapi::router(&openapi())),
+        artstore_common::harden::HeadLimits::PUBLIC,
+    );
+    // Outermost, so a preflight (sent without a token) is answered before the token check, and
+    // every answer, errors included, carries the CORS headers the browser needs to read it.
     Ok(Ingester {
-        router: artstore_common::harden::harden(
-            api.merge(ops.router()),
-            artstore_common::harden::HeadLimits::PUBLIC,
-        ),
+        router: match cors {
+            Some(cors) => router.layer(cors),
+            None => router,
+        },
     })
 }
 
@@ -429,6 +437,22 @@ fn count(state: &Inner, result: &Result<(serde_json::Value, bool), ApiError>) {
         .inc();
 }
 
+/// Stores one file in the first storage element that can take it.
+#[utoipa::path(
+    post, path = "/api/v1/files/upload", tag = "files", operation_id = "upload",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; the same key with the same content replays the first answer.", min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Stored.", body = artstore_events::FileRecord),
+        (status = 200, description = "Replayed: the record stored under the same `Idempotency-Key`.", body = artstore_events::FileRecord, headers(("Idempotent-Replayed" = String, description = "`true`"))),
+        (status = 400, description = "Bad form, field or key (`invalid_multipart`, `missing_file`, `too_many_files`, `missing_filename`, `filename_too_long`, `unknown_field`, `description_too_long`, `tag_too_long`, `too_many_tags`, `invalid_retention`, `invalid_retention_days`, `invalid_idempotency_key`, or the element's `invalid_filename`, `invalid_tag`, …).", body = artstore_common::error::ErrorBody),
+        (status = 409, description = "The same key is being used by a request in flight (`idempotency_in_progress`).", body = artstore_common::error::ErrorBody),
+        (status = 413, description = "Over a limit: the file (`file_too_large`), one text field as sent (`field_too_large`), description and tags together (`metadata_too_large`), parts in the form (`too_many_parts`), or part headers and preamble (`multipart_overhead_too_large`).", body = artstore_common::error::ErrorBody),
+        (status = 422, description = "The same key with different content (`idempotency_key_reused`).", body = artstore_common::error::ErrorBody),
+        (status = 429, description = "Over the rate limit (`rate_limited`).", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
+        (status = 503, description = "No storage element could take the file (`no_storage_available`), or the registry (`registry_unavailable`) or Redis (`redis_unavailable`) is unavailable.", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
+    )
+)]
 async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -486,7 +510,7 @@ async fn upload(
     Ok(response)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct BatchItem {
     index: usize,
     filename: Option<String>,
@@ -494,14 +518,16 @@ struct BatchItem {
     status: &'static str,
     http_status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<uuid::Uuid>)]
     file_id: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<artstore_events::FileRecord>)]
     record: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<BatchError>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct BatchError {
     code: String,
     message: String,
@@ -525,8 +551,19 @@ impl BatchItem {
 }
 
 /// Several `file` parts, each stored or refused on its own: 207 with one result per part.
-/// Metadata fields apply to the file parts that follow them; with an `Idempotency-Key`, item
-/// `i` uses the key `<key>:<i>`.
+/// The metadata fields apply to every file; a bad field refuses the whole batch before anything
+/// is stored. With an `Idempotency-Key`, item `i` uses the key `<key>:<i>`.
+#[utoipa::path(
+    post, path = "/api/v1/files/batch", tag = "files", operation_id = "batch_upload",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; item `i` uses the key `<key>:<i>`.", min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
+    request_body(content = BatchForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 207, description = "One result per `file` part.", body = BatchReport),
+        (status = 400, description = "Bad form, key or metadata field, or no `file` part; nothing stored.", body = artstore_common::error::ErrorBody),
+        (status = 413, description = "Over a limit, nothing stored: the files together (`batch_too_large`; one file over the limit is a rejected item, `file_too_large`), one text field as sent (`field_too_large`), description and tags together (`metadata_too_large`), parts in the form (`too_many_parts`), or part headers and preamble (`multipart_overhead_too_large`).", body = artstore_common::error::ErrorBody),
+        (status = 429, description = "Over the rate limit (`rate_limited`).", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
+    )
+)]
 async fn batch(
     State(state): State<AppState>,
     caller: Caller,
@@ -536,35 +573,49 @@ async fn batch(
     caller.require(Role::Writer)?;
     let key = idempotency_key(&headers)?;
     let mut multipart = FormReader::new(&headers, body, FormLimits::BATCH)?;
+    // The whole form is read before anything is stored, so a bad form or metadata field refuses
+    // the batch with nothing stored, and the metadata applies to every file. The files share one
+    // in-memory budget and, together, the single upload's size limit: a batch never holds more
+    // than one upload's worth in memory, nor (while its last file is checked) twice on disk.
+    let max_bytes = state.0.config.max_upload_bytes;
     let mut meta = UploadMeta::default();
-    let mut items = Vec::new();
-    loop {
-        let field = match multipart.next_part().await {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(e) => {
-                // The rest of the body is unreadable; what was stored stays stored and is reported.
-                items.push(BatchItem::rejected(items.len(), None, e));
-                break;
-            }
-        };
+    let mut parts = Vec::new();
+    let mut memory_left = state.0.config.memory_spool_bytes;
+    let mut bytes_left = max_bytes;
+    while let Some(field) = multipart.next_part().await? {
         let name = field.name().to_string();
         if name != "file" {
-            if let Err(e) = read_meta_field(&name, field, &mut meta).await {
-                items.push(BatchItem::rejected(items.len(), None, e));
-            }
+            read_meta_field(&name, field, &mut meta).await?;
             continue;
         }
-        let index = items.len();
         let filename = field.file_name().map(clip);
-        let file = match spool(
-            field,
-            state.0.config.max_upload_bytes,
-            state.0.config.memory_spool_bytes,
-            &state.0.spool_dir,
-        )
-        .await
-        {
+        let file = spool(field, max_bytes, memory_left, &state.0.spool_dir).await;
+        if let Ok(spooled) = &file {
+            if spooled.size > bytes_left {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "batch_too_large",
+                    format!(
+                        "the files of a batch are together larger than the limit of {max_bytes} bytes"
+                    ),
+                ));
+            }
+            bytes_left -= spooled.size;
+            if let Content::Memory(bytes) = &spooled.content {
+                memory_left = memory_left.saturating_sub(bytes.len());
+            }
+        }
+        parts.push((filename, file));
+    }
+    if parts.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_file",
+            "the form has no `file` part",
+        ));
+    }
+    let mut items: Vec<BatchItem> = Vec::with_capacity(parts.len());
+    for (index, (filename, file)) in parts.into_iter().enumerate() {
+        let file = match file {
             Ok(file) => file,
             Err(e) => {
                 count(&state.0, &Err(e.clone()));
@@ -578,6 +629,14 @@ async fn batch(
             Ok(auth) => store_detached(&state, &caller, item_key, file, meta.clone(), auth).await,
             Err(e) => Err(e),
         };
+        if let Err(e) = &result
+            && METADATA_CODES.contains(&e.code.as_ref())
+            && items.iter().all(|i| i.status == "rejected")
+        {
+            // Every file carries the same metadata, so the element would refuse them all: the
+            // request is bad, and nothing has been stored yet.
+            return Err(e.clone());
+        }
         items.push(match result {
             Ok((record, replayed)) => BatchItem {
                 index,
@@ -590,12 +649,6 @@ async fn batch(
             },
             Err(e) => BatchItem::rejected(index, filename, e),
         });
-    }
-    if items.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_file",
-            "the form has no `file` part",
-        ));
     }
     let stored = items.iter().filter(|i| i.status != "rejected").count();
     let body = serde_json::json!({
@@ -626,6 +679,21 @@ fn relayed(status: StatusCode, body: Option<serde_json::Value>) -> Response {
     }
 }
 
+/// Changes description and/or tags on the storage element that holds the file (its answer is
+/// relayed as it is).
+#[utoipa::path(
+    patch, path = "/api/v1/files/{id}", tag = "files", operation_id = "update_file",
+    params(("id" = uuid::Uuid, Path, description = "The file id.")),
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "The changed record.", body = artstore_events::FileRecord),
+        (status = 400, description = "Bad id or body.", body = artstore_common::error::ErrorBody),
+        (status = 404, description = "No storage element holds the file (`file_not_found`).", body = artstore_common::error::ErrorBody),
+        (status = 409, description = "The element is not in mode `edit` (`element_not_editable`).", body = artstore_common::error::ErrorBody),
+        (status = 429, description = "Over the rate limit (`rate_limited`).", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
+        (status = 503, description = "The registry (`registry_unavailable`) or the element that holds the file (`storage_unavailable`, `database_unavailable`) is unavailable.", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
+    )
+)]
 async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -649,6 +717,19 @@ async fn update(
     Ok(relayed(status, json))
 }
 
+/// Deletes the file on the storage element that holds it.
+#[utoipa::path(
+    delete, path = "/api/v1/files/{id}", tag = "files", operation_id = "delete_file",
+    params(("id" = uuid::Uuid, Path, description = "The file id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "Not a file id (`invalid_file_id`).", body = artstore_common::error::ErrorBody),
+        (status = 404, description = "No storage element holds the file (`file_not_found`).", body = artstore_common::error::ErrorBody),
+        (status = 409, description = "The element is not in mode `edit` (`element_not_editable`).", body = artstore_common::error::ErrorBody),
+        (status = 429, description = "Over the rate limit (`rate_limited`).", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
+        (status = 503, description = "The registry (`registry_unavailable`) or the element that holds the file (`storage_unavailable`, `database_unavailable`) is unavailable.", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
@@ -668,4 +749,148 @@ async fn remove(
         .relay(reqwest::Method::DELETE, &owner, &id, &auth, None)
         .await?;
     Ok(relayed(status, json))
+}
+
+// The forms and bodies below exist for the OpenAPI document: the handlers read multipart fields
+// and relay JSON one piece at a time, and these describe what they accept.
+
+/// `multipart/form-data` of one upload.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct UploadForm {
+    /// The file; its part's `filename` is the stored name (no `/` or `\\`, no control characters).
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    file: Vec<u8>,
+    #[schema(
+        max_length = 4000,
+        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+    )]
+    description: Option<String>,
+    /// Repeatable, or comma-separated.
+    #[schema(value_type = Option<Vec<Tag>>, max_items = 50)]
+    tags: Option<Vec<String>>,
+    retention: Option<artstore_events::Retention>,
+    /// Only with `retention=temporary` (default 30).
+    #[schema(minimum = 1, maximum = 36500)]
+    retention_days: Option<u32>,
+}
+
+/// `multipart/form-data` of a batch: the metadata fields apply to every `file` part.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct BatchForm {
+    #[schema(value_type = Vec<String>, format = Binary, content_media_type = "application/octet-stream", min_items = 1)]
+    file: Vec<Vec<u8>>,
+    #[schema(
+        max_length = 4000,
+        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+    )]
+    description: Option<String>,
+    /// Repeatable, or comma-separated.
+    #[schema(value_type = Option<Vec<Tag>>, max_items = 50)]
+    tags: Option<Vec<String>>,
+    retention: Option<artstore_events::Retention>,
+    /// Only with `retention=temporary` (default 30).
+    #[schema(minimum = 1, maximum = 36500)]
+    retention_days: Option<u32>,
+}
+
+/// The answer of a batch.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct BatchReport {
+    total: usize,
+    stored: usize,
+    rejected: usize,
+    results: Vec<BatchItem>,
+}
+
+/// A change of metadata: at least one field; `description: null` clears the description.
+#[derive(utoipa::ToSchema)]
+#[schema(min_properties = 1)]
+#[allow(dead_code)]
+struct PatchBody {
+    #[schema(value_type = Option<String>, max_length = 4000, pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$")]
+    description: Option<Option<String>>,
+    /// Replaces every tag.
+    #[schema(value_type = Option<Vec<Tag>>, max_items = 50)]
+    tags: Option<Vec<String>>,
+}
+
+/// A tag: 1 to 100 characters (after trimming), no control characters, no comma in a form.
+#[derive(utoipa::ToSchema)]
+#[schema(
+    min_length = 1,
+    max_length = 100,
+    pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s,\u0000-\u001f\u007f-\u009f][^,\u0000-\u001f\u007f-\u009f]*$"
+)]
+#[allow(dead_code)]
+struct Tag(String);
+
+/// Codes the element refuses the form's metadata with (the same for every file of a batch).
+const METADATA_CODES: &[&str] = &[
+    "invalid_description",
+    "invalid_retention",
+    "invalid_retention_days",
+    "invalid_tag",
+];
+
+/// Error codes this API answers with, besides the ones every role has; PATCH and DELETE relay
+/// the storage element's answer, so its codes are here too.
+const ERROR_CODES: &[&str] = &[
+    "element_not_editable",
+    "element_not_writable",
+    "file_not_found",
+    "file_too_large",
+    "idempotency_in_progress",
+    "idempotency_key_reused",
+    "insufficient_storage",
+    "batch_too_large",
+    "database_unavailable",
+    "description_too_long",
+    "field_too_large",
+    "filename_too_long",
+    "invalid_body",
+    "invalid_description",
+    "invalid_file_id",
+    "invalid_filename",
+    "invalid_idempotency_key",
+    "invalid_json",
+    "invalid_mime_type",
+    "invalid_multipart",
+    "invalid_retention",
+    "invalid_retention_days",
+    "invalid_tag",
+    "metadata_too_large",
+    "missing_file",
+    "missing_filename",
+    "multipart_overhead_too_large",
+    "no_storage_available",
+    "rate_limited",
+    "redis_unavailable",
+    "registry_unavailable",
+    "rejected_by_storage",
+    "storage_unavailable",
+    "tag_too_long",
+    "too_many_files",
+    "too_many_parts",
+    "too_many_tags",
+    "unknown_field",
+    "upload_interrupted",
+];
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "ArtStore ingester",
+        description = "The upload gateway: authenticates, rate-limits, honours Idempotency-Key and stores each file in the first storage element that can take it."
+    ),
+    paths(upload, batch, update, remove),
+    components(schemas(artstore_common::error::ErrorBody))
+)]
+struct ApiDoc;
+
+/// The ingester's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    artstore_common::openapi::finish(<ApiDoc as utoipa::OpenApi>::openapi(), ERROR_CODES)
 }

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+mod cors;
 mod element_client;
 mod form;
 mod http;
@@ -17,4 +18,4 @@ mod spool;
 mod spool_dir;
 
 pub use config::IngesterConfig;
-pub use http::{Ingester, build};
+pub use http::{Ingester, build, openapi};

@@ -94,6 +94,12 @@ pub struct ServeArgs {
     /// RS256 public key to verify callers with (instead of the shared secret).
     #[arg(long, env = env::JWT_PUBLIC_KEY_FILE)]
     pub jwt_public_key_file: Option<PathBuf>,
+    /// Serve the web console at `/console/` (`false` turns it off).
+    #[arg(long, env = env::CONSOLE, default_value_t = true, action = clap::ArgAction::Set)]
+    pub console: bool,
+    /// The ingester's base URL as browsers reach it; the console uploads and edits through it.
+    #[arg(long, env = env::CONSOLE_INGESTER_URL, default_value = "")]
+    pub console_ingester_url: String,
     /// Clock skew tolerated on a token's `exp` and `nbf`.
     #[arg(long, env = env::JWT_LEEWAY_SECONDS, default_value_t = artstore_common::auth::DEFAULT_LEEWAY_SECONDS)]
     pub jwt_leeway_seconds: u64,
@@ -215,6 +221,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| artstore_contract::default_dead_letter_stream(&stream));
     config.claim_min_idle = Duration::from_millis(args.claim_min_idle_ms);
     config.registry_file = args.registry_file;
+    config.console = args.console.then(|| crate::console::ConsoleConfig {
+        ingester_url: args.console_ingester_url.clone(),
+    });
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -144,6 +144,35 @@ impl ElementClient {
             .map_err(|e| err(format!("GET {url}: bad listing: {e}")))
     }
 
+    /// `GET <path>` of an element as JSON (its status or consistency report), within 30 s.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        element: &RegistryEntry,
+        path: &str,
+    ) -> Result<T, ElementError> {
+        let err = |reason: String| ElementError::Http {
+            element: element.id.clone(),
+            reason,
+        };
+        let url = format!("{}{path}", element.url.trim_end_matches('/'));
+        let response = self
+            .http
+            .get(&url)
+            .header(reqwest::header::AUTHORIZATION, self.bearer()?)
+            .timeout(std::time::Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(err(format!("GET {path}: {status}")));
+        }
+        response
+            .json::<T>()
+            .await
+            .map_err(|e| err(format!("GET {path}: {e}")))
+    }
+
     /// Starts a download; the caller streams the response.
     pub async fn download(
         &self,

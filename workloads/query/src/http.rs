@@ -36,6 +36,7 @@ pub fn api_router(state: AppState, verifier: Verifier) -> Router {
         .route("/api/v1/files/{id}", get(get_file))
         .route("/api/v1/files/{id}/download", get(download))
         .route(artstore_contract::paths::STATUS, get(status))
+        .route("/api/v1/elements", get(elements))
         .with_state(state)
         .layer(middleware::from_fn_with_state(verifier, require_auth))
 }
@@ -55,6 +56,16 @@ fn db_unavailable(e: sqlx::Error) -> ApiError {
     }
 }
 
+/// Full-text search with filters, sort and keyset paging.
+#[utoipa::path(
+    post, path = "/api/v1/search", tag = "search", operation_id = "search",
+    request_body = SearchRequest,
+    responses(
+        (status = 200, description = "One page of matches.", body = search::SearchResponse),
+        (status = 400, description = "Bad JSON, query, filter, sort, limit or cursor.", body = artstore_common::error::ErrorBody),
+        (status = 503, description = "The index database is unavailable or the search timed out.", body = artstore_common::error::ErrorBody),
+    )
+)]
 async fn search_handler(
     State(state): State<AppState>,
     caller: Caller,
@@ -72,6 +83,14 @@ async fn search_handler(
 }
 
 /// What the operator shows as the QueryNode's `indexedFiles`.
+/// How many files the node has indexed.
+#[utoipa::path(
+    get, path = "/api/v1/status", tag = "node", operation_id = "node_status",
+    responses(
+        (status = 200, description = "Counts.", body = artstore_contract::QueryNodeStatus),
+        (status = 503, description = "The index database is unavailable (`database_unavailable`).", body = artstore_common::error::ErrorBody),
+    )
+)]
 async fn status(
     State(state): State<AppState>,
     caller: Caller,
@@ -89,6 +108,17 @@ async fn status(
     }))
 }
 
+/// The indexed record of a live file.
+#[utoipa::path(
+    get, path = "/api/v1/files/{id}", tag = "files", operation_id = "get_file",
+    params(("id" = uuid::Uuid, Path, description = "The file id.")),
+    responses(
+        (status = 200, description = "The record.", body = store::CachedRecord),
+        (status = 400, description = "Not a file id (`invalid_file_id`).", body = artstore_common::error::ErrorBody),
+        (status = 404, description = "Unknown or deleted (`file_not_found`).", body = artstore_common::error::ErrorBody),
+        (status = 503, description = "The index database is unavailable (`database_unavailable`).", body = artstore_common::error::ErrorBody),
+    )
+)]
 async fn get_file(
     State(state): State<AppState>,
     caller: Caller,
@@ -108,6 +138,35 @@ async fn get_file(
     }
 }
 
+/// Streams the file from the storage element that holds it, passing `Range`, `If-None-Match`
+/// and the answer's `ETag`, `Content-Range` and `Content-Disposition` through.
+#[utoipa::path(
+    get, path = "/api/v1/files/{id}/download", tag = "files", operation_id = "download_file",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The file id."),
+        ("Range" = Option<String>, Header, description = "`bytes=<first>-<last>`, `bytes=<first>-` or `bytes=-<suffix>`."),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag seen before (or `*`)."),
+    ),
+    responses(
+        (status = 200, description = "The whole file, in its own media type.", content_type = "*/*", body = inline(BinaryBody), headers(
+            ("ETag" = String, description = "The SHA-256 of the content, quoted."),
+            ("Content-Length" = u64),
+            ("Accept-Ranges" = String, description = "`bytes`"),
+            ("Content-Disposition" = String, description = "`attachment` with the original name (RFC 6266/5987)."),
+        )),
+        (status = 206, description = "The requested range.", content_type = "*/*", body = inline(BinaryBody), headers(
+            ("Content-Range" = String, description = "`bytes <first>-<last>/<size>`"),
+            ("ETag" = String),
+            ("Content-Length" = u64),
+        )),
+        (status = 304, description = "Not modified (the ETag matched).", headers(("ETag" = String))),
+        (status = 400, description = "Not a file id (`invalid_file_id`).", body = artstore_common::error::ErrorBody),
+        (status = 404, description = "Unknown, deleted, or its content is missing (`file_not_found`, `blob_missing`).", body = artstore_common::error::ErrorBody),
+        (status = 416, description = "The range is outside the file (`range_not_satisfiable`).", body = artstore_common::error::ErrorBody, headers(("Content-Range" = String, description = "`bytes */<size>`"))),
+        (status = 502, description = "The storage element failed (`element_unreachable`, `element_error`).", body = artstore_common::error::ErrorBody),
+        (status = 503, description = "The element is not in the registry, or the database is unavailable.", body = artstore_common::error::ErrorBody),
+    )
+)]
 async fn download(
     State(state): State<AppState>,
     caller: Caller,
@@ -185,4 +244,114 @@ async fn download(
     response
         .body(Body::from_stream(upstream.bytes_stream()))
         .map_err(ApiError::internal)
+}
+
+/// One storage element as the registry lists it, with what it says about itself now.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ElementReport {
+    #[serde(flatten)]
+    pub entry: artstore_contract::RegistryEntry,
+    /// Its `GET /api/v1/status`; absent when it did not answer.
+    pub status: Option<artstore_contract::ElementStatus>,
+    /// Its consistency check, run for this answer; absent when it did not answer.
+    pub consistency: Option<artstore_contract::ConsistencyReport>,
+    /// Why `status` or `consistency` is missing.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ElementsResponse {
+    pub elements: Vec<ElementReport>,
+}
+
+/// The registry's storage elements with their status and a consistency check; admins only.
+#[utoipa::path(
+    get, path = "/api/v1/elements", tag = "node", operation_id = "list_elements",
+    responses(
+        (status = 200, description = "Every storage element in the registry.", body = ElementsResponse),
+        (status = 503, description = "No registry is configured or it is unreadable (`registry_unavailable`).", body = artstore_common::error::ErrorBody),
+    )
+)]
+async fn elements(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ElementsResponse>, ApiError> {
+    caller.require(Role::Admin)?;
+    let registry = state
+        .registry
+        .current()
+        .await
+        .map_err(|e| ApiError::unavailable("registry_unavailable", e.to_string()))?;
+    let reports = registry.elements.iter().map(|entry| {
+        let client = state.elements.clone();
+        async move {
+            let (status, consistency) = tokio::join!(
+                client.get_json::<artstore_contract::ElementStatus>(
+                    entry,
+                    artstore_contract::paths::STATUS
+                ),
+                client.get_json::<artstore_contract::ConsistencyReport>(
+                    entry,
+                    artstore_contract::paths::CONSISTENCY
+                ),
+            );
+            let error = [status.as_ref().err(), consistency.as_ref().err()]
+                .into_iter()
+                .flatten()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>();
+            ElementReport {
+                entry: entry.clone(),
+                status: status.ok(),
+                consistency: consistency.ok(),
+                error: (!error.is_empty()).then(|| error.join("; ")),
+            }
+        }
+    });
+    Ok(Json(ElementsResponse {
+        elements: futures::future::join_all(reports).await,
+    }))
+}
+
+/// Any bytes.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+#[allow(dead_code)]
+struct BinaryBody(Vec<u8>);
+
+/// Error codes this API answers with, besides the ones every role has. A download relays the
+/// storage element's 404 and 416 as they are.
+const ERROR_CODES: &[&str] = &[
+    "blob_missing",
+    "database_unavailable",
+    "element_error",
+    "element_unknown",
+    "element_unreachable",
+    "file_not_found",
+    "invalid_cursor",
+    "invalid_file_id",
+    "invalid_filter",
+    "invalid_limit",
+    "invalid_query",
+    "invalid_request",
+    "invalid_sort",
+    "range_not_satisfiable",
+    "registry_unavailable",
+    "search_timeout",
+];
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "ArtStore query node",
+        description = "Search over the archive's index and download through the storage element that holds a file."
+    ),
+    paths(search_handler, get_file, download, status, elements),
+    components(schemas(artstore_common::error::ErrorBody))
+)]
+struct ApiDoc;
+
+/// The query node's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    artstore_common::openapi::finish(<ApiDoc as utoipa::OpenApi>::openapi(), ERROR_CODES)
 }

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod backfill;
 pub mod cli;
+pub mod console;
 pub mod elements;
 pub mod http;
 pub mod metrics;

@@ -44,6 +44,8 @@ pub struct NodeConfig {
     pub max_db_connections: u32,
     /// Run the consumer (false: HTTP only).
     pub consume: bool,
+    /// Serve the web console at `/console/` (None: off).
+    pub console: Option<crate::console::ConsoleConfig>,
     pub server_timeouts: artstore_common::serve::ServerTimeouts,
     /// How long the node waits on PostgreSQL, Redis and storage elements.
     pub timeouts: Timeouts,
@@ -76,6 +78,7 @@ impl NodeConfig {
             element_secret: Some(jwt_secret.to_vec()),
             max_db_connections: 10,
             consume: true,
+            console: None,
             server_timeouts: Default::default(),
             timeouts: Timeouts::default(),
         }
@@ -196,7 +199,13 @@ impl QueryNode {
             metrics: metrics.clone(),
         };
         let app = artstore_common::harden::harden(
-            api_router(state, config.verifier.clone()).merge(Ops::new(registry, ready).router()),
+            api_router(state, config.verifier.clone())
+                .merge(Ops::new(registry, ready).router())
+                .merge(artstore_common::openapi::router(&crate::http::openapi()))
+                .merge(match &config.console {
+                    Some(console) => crate::console::router(console.clone()),
+                    None => axum::Router::new(),
+                }),
             artstore_common::harden::HeadLimits::PUBLIC,
         );
         let mut server_shutdown = shutdown_rx;

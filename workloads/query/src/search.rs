@@ -24,36 +24,50 @@ pub const MAX_FILTER_CHARS: usize = 256;
 pub const MIN_TRIGRAM_CHARS: usize = 3;
 pub const STATEMENT_TIMEOUT_MS: u64 = 5_000;
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /api/v1/search`: every field is optional; `{}` lists the newest files.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
+    /// Web-search syntax (`"exact phrase"`, `-word`, `or`) over name, description, tags and
+    /// owner; three or more characters also match part of a name.
     #[serde(default)]
+    #[schema(max_length = 256, pattern = r"^[^\u0000]*$")]
     pub query: Option<String>,
     #[serde(default)]
     pub filters: Filters,
     #[serde(default)]
     pub sort: Option<Sort>,
+    /// Page size, 1 to 200 (default 20).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page, with the same query, filters and sort.
     #[serde(default)]
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filters {
     /// Exact (`application/pdf`) or a whole family (`image/*`).
     #[serde(default)]
+    #[schema(max_length = 256, pattern = r"^[^\u0000]*$")]
     pub mime_type: Option<String>,
     /// Files carrying every one of these tags.
     #[serde(default)]
+    #[schema(value_type = Vec<FilterText>, max_items = 32)]
     pub tags_all: Vec<String>,
     /// Files carrying at least one of these tags.
     #[serde(default)]
+    #[schema(value_type = Vec<FilterText>, max_items = 32)]
     pub tags_any: Vec<String>,
+    /// Bytes, inclusive; not above `size_max`.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub size_min: Option<i64>,
+    /// Bytes, inclusive.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub size_max: Option<i64>,
     /// Inclusive lower bound.
     #[serde(default)]
@@ -62,12 +76,22 @@ pub struct Filters {
     #[serde(default)]
     pub created_before: Option<DateTime<Utc>>,
     #[serde(default)]
+    #[schema(max_length = 256, pattern = r"^[^\u0000]*$")]
     pub storage_element_id: Option<String>,
+    /// The `sub` of the token that uploaded the file.
     #[serde(default)]
+    #[schema(max_length = 256, pattern = r"^[^\u0000]*$")]
     pub owner: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+/// A filter value: at most 256 characters, no NUL.
+#[derive(utoipa::ToSchema)]
+#[schema(max_length = 256, pattern = r"^[^\u0000]*$")]
+#[allow(dead_code)]
+pub struct FilterText(String);
+
+/// `relevance` needs a query and sorts descending only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SortField {
     Relevance,
@@ -78,14 +102,15 @@ pub enum SortField {
     Name,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Order {
     Asc,
     Desc,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// Default: relevance with a query, else newest first; `name` defaults to ascending.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sort {
     pub field: SortField,
@@ -93,8 +118,10 @@ pub struct Sort {
     pub order: Option<Order>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
+    /// Indexed records; with a query each also has its relevance `score`.
+    #[schema(value_type = Vec<crate::store::CachedRecord>)]
     pub results: Vec<serde_json::Value>,
     pub total_count: i64,
     /// True when there are more matches than `total_count` says (the count stops at a cap).

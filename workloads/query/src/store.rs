@@ -182,8 +182,9 @@ pub fn classify(error: &sqlx::Error) -> ApplyError {
     ApplyError::Unavailable(error.to_string())
 }
 
-/// A cached record as served by `GET /api/v1/files/{id}` and in search results.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A cached record as served by `GET /api/v1/files/{id}` and in search results (the shape of
+/// [`CachedRecord::to_json`]).
+#[derive(Debug, Clone, sqlx::FromRow, utoipa::ToSchema)]
 pub struct CachedRecord {
     pub file_id: Uuid,
     pub version: i64,

@@ -1,4 +1,6 @@
-//! The local stack as a test fixture, and a TCP proxy that breaks connections on purpose.
+//! The local stack (`artstore dev-stack`: the real binary runs two storage elements, a query
+//! node and an ingester against the real services) as a test fixture, and a TCP proxy that
+//! breaks connections on purpose.
 
 #![allow(dead_code)]
 
@@ -97,6 +99,17 @@ impl Stack {
             .iter()
             .filter_map(|e| e["url"].as_str().map(String::from))
             .collect()
+    }
+
+    pub fn element_url(&self, id: &str) -> String {
+        self.info["storage_elements"]
+            .as_array()
+            .expect("storage_elements")
+            .iter()
+            .find(|e| e["id"] == id)
+            .and_then(|e| e["url"].as_str())
+            .unwrap_or_else(|| panic!("no element {id}"))
+            .to_string()
     }
 
     pub fn secret(&self) -> Vec<u8> {
@@ -229,4 +242,20 @@ pub fn write_content(path: &Path, size: usize, seed: u32) -> Vec<u8> {
         .collect();
     std::fs::write(path, &data).expect("write content");
     data
+}
+
+/// The workspace's `target/` directory (screenshots and reports go there).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+}
+
+/// The cache directory the project's scripts install tools into.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("ARTSTORE_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/artstore")
+        })
 }

@@ -359,3 +359,73 @@ async fn a_frozen_redis_makes_the_ingester_unready_not_hung() {
     })
     .await;
 }
+
+/// The console (another origin) may call the API when its origin is listed: the preflight is
+/// answered without a token, and every answer, errors included, lets the page read it. Origins
+/// not listed get no CORS headers, so their pages cannot read anything.
+#[tokio::test]
+async fn cors_answers_listed_origins_only() {
+    let mut config = config(1000, 1 << 20);
+    config.cors_allowed_origins = vec!["http://console.example:8081".into()];
+    let url = start(
+        config,
+        artstore_common::registry::RegistryHandle::fixed(artstore_contract::Registry::default()),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let preflight = client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{url}/api/v1/files/upload"),
+        )
+        .header("origin", "http://console.example:8081")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,idempotency-key",
+        )
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let headers = preflight.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "http://console.example:8081"
+    );
+    let allowed_headers = headers["access-control-allow-headers"]
+        .to_str()
+        .expect("ascii")
+        .to_ascii_lowercase();
+    assert!(
+        allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
+    assert!(
+        allowed_headers.contains("idempotency-key"),
+        "{allowed_headers}"
+    );
+
+    // An error answer (no token) is readable by the listed origin, as the JSON error.
+    let refused = client
+        .delete(format!("{url}/api/v1/files/not-a-uuid"))
+        .header("origin", "http://console.example:8081")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(
+        refused.headers()["access-control-allow-origin"],
+        "http://console.example:8081"
+    );
+    assert_eq!(error_code(refused).await, (401, "unauthorized".into()));
+
+    let other = client
+        .delete(format!("{url}/api/v1/files/not-a-uuid"))
+        .header("origin", "http://elsewhere.example")
+        .header("authorization", token(Role::Writer, "cors"))
+        .send()
+        .await
+        .expect("delete");
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+    assert_eq!(error_code(other).await, (400, "invalid_file_id".into()));
+}

@@ -431,6 +431,77 @@ async fn idempotency_keys_expire_after_their_ttl() {
     element.stop().await;
 }
 
+/// The files of a batch share the single upload's limit: over it, nothing is stored (the form
+/// is read whole before anything is), so a batch never costs more spool space than an upload.
+#[tokio::test]
+async fn a_batch_over_the_upload_limit_in_all_stores_nothing() {
+    let element = TestElement::start("se-batch-total", 1 << 30, ElementMode::Edit).await;
+    let registry = RegistryHandle::fixed(Registry {
+        elements: vec![element.entry("se-batch-total", 1, ElementMode::Edit, 1 << 30)],
+    });
+    let url = start(config(1000, 50_000), registry).await;
+    let part =
+        |name: &str| reqwest::multipart::Part::bytes(vec![1u8; 30_000]).file_name(name.to_string());
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/v1/files/batch"))
+        .header("authorization", token(Role::Writer, "batcher"))
+        .multipart(
+            reqwest::multipart::Form::new()
+                .part("file", part("a.bin"))
+                .part("file", part("b.bin")),
+        )
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(error_code(response).await, (413, "batch_too_large".into()));
+    assert_eq!(element.file_count().await, 0);
+    element.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_with_a_bad_metadata_field_stores_nothing() {
+    let element = TestElement::start("se-batch-meta", 1 << 30, ElementMode::Edit).await;
+    let registry = RegistryHandle::fixed(Registry {
+        elements: vec![element.entry("se-batch-meta", 1, ElementMode::Edit, 1 << 30)],
+    });
+    let url = start(config(1000, 50_000), registry).await;
+    let part =
+        |name: &str| reqwest::multipart::Part::bytes(b"bytes".to_vec()).file_name(name.to_string());
+    // The fields come after the file: the whole form is read before anything is stored.
+    let forms = [
+        (
+            "invalid_retention",
+            reqwest::multipart::Form::new()
+                .part("file", part("a.txt"))
+                .text("retention", "forever"),
+        ),
+        (
+            "invalid_tag",
+            reqwest::multipart::Form::new()
+                .part("file", part("b.txt"))
+                .text("tags", "a\u{1}b"),
+        ),
+        (
+            "missing_file",
+            reqwest::multipart::Form::new().text("description", "no file"),
+        ),
+    ];
+    for (code, form) in forms {
+        let response = reqwest::Client::new()
+            .post(format!("{url}/api/v1/files/batch"))
+            .header("authorization", token(Role::Writer, "batcher"))
+            .multipart(form)
+            .send()
+            .await
+            .expect("batch");
+        assert_eq!(response.status().as_u16(), 400, "{code}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["code"], code, "{body}");
+    }
+    assert_eq!(element.file_count().await, 0);
+    element.stop().await;
+}
+
 /// A storage element that has frozen (as a process stopped by SIGSTOP looks from outside: the
 /// kernel still completes connections into the listen backlog and buffers what fits, nothing
 /// answers) costs an upload one idle timeout, then the next element takes it.

@@ -41,6 +41,7 @@ pub fn config(rate_limit_per_minute: u32, max_upload_bytes: u64) -> IngesterConf
         idempotency_ttl_seconds: 60,
         redis_key_prefix: artstore_testsupport::unique_prefix("ingester"),
         memory_spool_bytes: 64 * 1024,
+        cors_allowed_origins: Vec::new(),
         element_connect_timeout_seconds: 3,
         element_idle_timeout_seconds: 10,
         spool_dir: None,
