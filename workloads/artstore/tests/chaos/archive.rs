@@ -74,7 +74,9 @@ fn run_once(args: &[&str], envs: &[(String, String)]) -> Result<()> {
 }
 
 fn pairs(v: &[(&str, String)]) -> Vec<(String, String)> {
-    v.iter().map(|(k, val)| (k.to_string(), val.clone())).collect()
+    v.iter()
+        .map(|(k, val)| (k.to_string(), val.clone()))
+        .collect()
 }
 
 impl Archive {
@@ -100,10 +102,13 @@ impl Archive {
             .await
             .context("creating the bucket")?;
 
-        let secret: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
-        let secret_hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        // The processes use the file's text as the key, as `artstore dev-stack` writes it.
+        let secret_hex: String = (0..32)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
         let secret_file = dir.join("jwt-secret");
         std::fs::write(&secret_file, &secret_hex)?;
+        let secret = secret_hex.into_bytes();
         let volume = dir.join("volume-se-b");
         let spool = dir.join("spool");
         std::fs::create_dir_all(&spool)?;
@@ -151,7 +156,10 @@ impl Archive {
             v.extend([
                 (env::ELEMENT_ID, ELEMENTS[i].to_string()),
                 (env::ELEMENT_MODE, "edit".to_string()),
-                (env::ELEMENT_PRIORITY, registry.elements[i].priority.to_string()),
+                (
+                    env::ELEMENT_PRIORITY,
+                    registry.elements[i].priority.to_string(),
+                ),
                 (env::CAPACITY_BYTES, (10u64 << 30).to_string()),
                 (env::DATABASE_URL, services.database_url(db)),
                 (env::ORPHAN_GRACE_SECONDS, ORPHAN_GRACE_SECONDS.to_string()),

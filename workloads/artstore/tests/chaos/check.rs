@@ -94,10 +94,9 @@ async fn outbox_unsent(archive: &Archive) -> Result<i64> {
     let mut n = 0;
     for e in &archive.elements {
         let pool = sqlx::PgPool::connect(&e.database_url).await?;
-        let (count,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-                .fetch_one(&pool)
-                .await?;
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&pool)
+            .await?;
         pool.close().await;
         n += count;
     }
@@ -397,10 +396,9 @@ pub async fn check(
                 .send()
                 .await;
             let ok = match got {
-                Ok(r) if r.status() == 200 => r
-                    .bytes()
-                    .await
-                    .is_ok_and(|b| sha256_hex(&b) == u.sha256),
+                Ok(r) if r.status() == 200 => {
+                    r.bytes().await.is_ok_and(|b| sha256_hex(&b) == u.sha256)
+                }
                 _ => false,
             };
             if !ok {
@@ -420,8 +418,7 @@ pub async fn check(
     }
     // Search never shows a file no element holds.
     for id in in_index.keys() {
-        if !on_element.contains_key(id) && !uploads.iter().any(|u| u.file_id.as_ref() == Some(id))
-        {
+        if !on_element.contains_key(id) && !uploads.iter().any(|u| u.file_id.as_ref() == Some(id)) {
             t.stale += 1;
             t.problem(format!("search shows {id}, which no element holds"));
         }

@@ -116,13 +116,15 @@ async fn chaos_run_loses_nothing_and_converges() {
     // Convergence 1: a client retries what it sent with a key and never got an answer for.
     let deadline = Instant::now() + Duration::from_secs(180);
     for c in &mut clients {
-        let mut pending = c.take_pending_keyed();
-        while let Some(n) = pending.pop() {
-            c.retry_keyed(seed, n).await;
-            pending.extend(c.take_pending_keyed());
-            if Instant::now() > deadline {
+        loop {
+            let pending = c.take_pending_keyed();
+            if pending.is_empty() || Instant::now() > deadline {
                 break;
             }
+            for n in pending {
+                c.retry_keyed(seed, n).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
@@ -132,6 +134,7 @@ async fn chaos_run_loses_nothing_and_converges() {
     if let Some(rest) = grace.checked_sub(stopped.elapsed()) {
         tokio::time::sleep(rest).await;
     }
+    println!("chaos: keyed retries done; incremental rebuild of every element");
     let reports = check::repair(&archive).await.expect("incremental rebuilds");
     for r in &reports {
         println!("chaos: repair {r}");
@@ -210,6 +213,12 @@ async fn chaos_run_loses_nothing_and_converges() {
     }
 
     applied.expect("the fault schedule ran");
+    for kind in ["upload", "patch", "delete", "search", "download"] {
+        assert!(
+            tallies.get(kind).is_some_and(|t| t.ok > 0),
+            "no {kind} succeeded: the workload did not reach the archive"
+        );
+    }
     assert!(
         never == 0,
         "{never} keyed uploads were never answered after the faults stopped"

@@ -2,7 +2,7 @@
 //! freeze reaches it and every child it forked (PostgreSQL's backends), as a container's crash or
 //! a hung host would, and never anything else on the machine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,14 +67,19 @@ impl Proc {
         }
     }
 
+    /// Signals the process's group and every process descended from it: PostgreSQL's backends
+    /// leave the postmaster's group (`setsid`), yet die with it when a container crashes.
     fn signal_group(&self, signal: &str) -> Result<()> {
         let pid = self.pid().context("not started")?;
+        let mut targets = vec![format!("-{pid}")];
+        targets.extend(descendants(pid).into_iter().map(|p| p.to_string()));
         let status = Command::new("kill")
-            .args(["-s", signal, "--", &format!("-{pid}")])
+            .args(["-s", signal, "--"])
+            .args(&targets)
             .stderr(Stdio::null())
             .status()?;
         if !status.success() {
-            bail!("kill -s {signal} -{pid} ({}) failed", self.name);
+            bail!("kill -s {signal} {targets:?} ({}) failed", self.name);
         }
         Ok(())
     }
@@ -82,6 +87,7 @@ impl Proc {
     /// `kill -9` of the whole group; reaps it.
     pub fn kill9(&mut self) {
         let pid = self.pid();
+        let mut orphans = pid.map(descendants).unwrap_or_default();
         let _ = self.signal_group("KILL");
         if let Some(mut c) = self.child.take() {
             let _ = c.wait();
@@ -90,7 +96,8 @@ impl Proc {
         // removed them, so their sockets and shared memory are released before a restart.
         if let Some(pid) = pid {
             let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && group_alive(pid) {
+            while Instant::now() < deadline && (group_alive(pid) || !orphans.is_empty()) {
+                orphans.retain(|p| Path::new(&format!("/proc/{p}")).exists());
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -153,4 +160,35 @@ fn group_alive(pgid: u32) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Every process whose chain of parents leads to `root` (from `/proc/*/stat`).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
+            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
