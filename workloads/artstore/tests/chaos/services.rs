@@ -159,7 +159,7 @@ impl Services {
                 "-c",
                 "fsync=off",
                 "-c",
-                "synchronous_commit=off",
+                "synchronous_commit=on",
                 "-c",
                 "full_page_writes=off",
                 "-c",
