@@ -44,7 +44,7 @@ pub enum Answer {
     /// An HTTP error answer: status and the body's `code`.
     Error(u16, String),
     /// No answer: connection refused or cut, or the client's own timeout.
-    NoAnswer,
+    Unanswered,
 }
 
 impl Answer {
@@ -103,7 +103,7 @@ impl Tally {
                 self.error += 1;
                 *self.codes.entry(format!("{status} {code}")).or_default() += 1;
             }
-            Answer::NoAnswer => self.no_answer += 1,
+            Answer::Unanswered => self.no_answer += 1,
         }
     }
 

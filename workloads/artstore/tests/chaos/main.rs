@@ -174,7 +174,7 @@ async fn chaos_run_loses_nothing_and_converges() {
         .count();
     let unanswered_unkeyed = uploads
         .iter()
-        .filter(|u| u.key.is_none() && u.answers.iter().all(|a| *a == Answer::NoAnswer))
+        .filter(|u| u.key.is_none() && u.answers.iter().all(|a| *a == Answer::Unanswered))
         .count();
 
     println!();

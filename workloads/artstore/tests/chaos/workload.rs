@@ -36,12 +36,12 @@ pub fn http_client() -> reqwest::Client {
         .expect("http client")
 }
 
-/// Reads an answer: status and JSON body (or `NoAnswer` when the exchange broke).
+/// Reads an answer: status and JSON body (or `Unanswered` when the exchange broke).
 async fn answer(
     result: reqwest::Result<reqwest::Response>,
 ) -> (Answer, Option<serde_json::Value>, bool) {
     let Ok(response) = result else {
-        return (Answer::NoAnswer, None, false);
+        return (Answer::Unanswered, None, false);
     };
     let status = response.status().as_u16();
     let replayed = response
@@ -49,7 +49,7 @@ async fn answer(
         .get("idempotent-replayed")
         .is_some_and(|v| v == "true");
     let Ok(bytes) = response.bytes().await else {
-        return (Answer::NoAnswer, None, false);
+        return (Answer::Unanswered, None, false);
     };
     let body: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
     if (200..300).contains(&status) {
@@ -338,7 +338,7 @@ impl Client {
                     }
                     Answer::Ok(200)
                 }
-                Err(_) => Answer::NoAnswer,
+                Err(_) => Answer::Unanswered,
             },
             other => answer(other).await.0,
         };
