@@ -12,6 +12,9 @@ use futures::stream::BoxStream;
 pub use s3::{S3Backend, S3Settings, S3Timeouts, client as s3_client};
 pub use volume::VolumeBackend;
 
+/// Objects per listing page (S3's own page size).
+pub const LIST_PAGE: usize = 1000;
+
 /// A stream of body chunks.
 pub type ByteChunks = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
@@ -82,8 +85,22 @@ pub trait BlobBackend: Send + Sync {
     /// Deletes an object; a missing object is success.
     fn delete(&self, key: &str) -> BoxFuture<'_, Result<(), BackendError>>;
 
-    /// Every object under the root (blobs and sidecars), in no particular order.
-    fn list(&self) -> BoxFuture<'_, Result<Vec<ObjectInfo>, BackendError>>;
+    /// Every object under the root (blobs and sidecars), in no particular order, a page at a
+    /// time (at most [`LIST_PAGE`] objects each) so a caller's memory does not grow with the
+    /// number of files.
+    fn list_pages(&self) -> BoxStream<'_, Result<Vec<ObjectInfo>, BackendError>>;
+
+    /// The whole listing at once; for small backends and tests (maintenance streams pages).
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ObjectInfo>, BackendError>> {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            let mut pages = self.list_pages();
+            while let Some(page) = futures::StreamExt::next(&mut pages).await {
+                found.extend(page?);
+            }
+            Ok(found)
+        })
+    }
 
     /// Whether the backend answers (readiness).
     fn check(&self) -> BoxFuture<'_, Result<(), BackendError>>;

@@ -11,9 +11,11 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
+use futures::stream::{BoxStream, FuturesUnordered};
 
-use super::{BackendError, BlobBackend, ByteChunks, ByteRange, IncompleteUpload, ObjectInfo};
+use super::{
+    BackendError, BlobBackend, ByteChunks, ByteRange, IncompleteUpload, LIST_PAGE, ObjectInfo,
+};
 
 /// Part size of multipart uploads (S3's minimum is 5 MiB).
 const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -348,40 +350,50 @@ impl BlobBackend for S3Backend {
         })
     }
 
-    fn list(&self) -> BoxFuture<'_, Result<Vec<ObjectInfo>, BackendError>> {
-        Box::pin(async move {
-            let prefix = if self.prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{}/", self.prefix)
+    fn list_pages(&self) -> BoxStream<'_, Result<Vec<ObjectInfo>, BackendError>> {
+        let prefix = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .max_keys(LIST_PAGE as i32)
+            .into_paginator()
+            .send();
+        futures::stream::unfold(Some((pages, prefix)), |state| async move {
+            let (mut pages, prefix) = state?;
+            let page = match pages.next().await? {
+                Ok(page) => page,
+                Err(e) => {
+                    return Some((
+                        Err(BackendError::storage(
+                            aws_sdk_s3::error::DisplayErrorContext(e),
+                        )),
+                        None,
+                    ));
+                }
             };
-            let mut pages = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&prefix)
-                .into_paginator()
-                .send();
-            let mut found = Vec::new();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| {
-                    BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e))
-                })?;
-                for object in page.contents() {
-                    let Some(key) = object.key().and_then(|k| k.strip_prefix(&prefix)) else {
-                        continue;
-                    };
-                    found.push(ObjectInfo {
+            let found = page
+                .contents()
+                .iter()
+                .filter_map(|object| {
+                    let key = object.key()?.strip_prefix(&prefix)?;
+                    Some(ObjectInfo {
                         key: key.to_string(),
                         size: object.size().unwrap_or(0).max(0) as u64,
                         modified: object.last_modified().and_then(|t| {
                             chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
                         }),
-                    });
-                }
-            }
-            Ok(found)
+                    })
+                })
+                .collect();
+            Some((Ok(found), Some((pages, prefix))))
         })
+        .boxed()
     }
 
     fn incomplete_uploads(
