@@ -76,6 +76,9 @@ pub struct RunReport {
     /// aborted or deleted.
     #[serde(default)]
     pub incomplete_uploads_removed: u64,
+    /// Sidecars without a blob, older than the grace period, deleted (with their rows).
+    #[serde(default)]
+    pub orphan_sidecars_deleted: u64,
     pub errors: Vec<String>,
 }
 
@@ -99,6 +102,21 @@ impl Entry {
             (Some(modified), Some(cached)) => modified + CLOCK_SKEW >= cached,
             _ => true,
         }
+    }
+
+    /// A sidecar without its blob (the two are written at once; a crash can leave the sidecar
+    /// alone), old enough not to be an upload in flight. It describes nothing readable: the
+    /// sidecar is deleted and its row, if any, removed.
+    fn is_orphan_sidecar(&self, cutoff: DateTime<Utc>) -> bool {
+        self.sidecar_key.is_some()
+            && self.blob_key.is_none()
+            && self.sidecar_modified.is_none_or(|m| m <= cutoff)
+    }
+
+    /// A sidecar whose blob is not (yet) there: an upload in flight or an orphan sidecar;
+    /// either way not a file to cache.
+    fn lacks_blob(&self) -> bool {
+        self.sidecar_key.is_some() && self.blob_key.is_none()
     }
 
     /// A blob without a sidecar, old enough not to be an upload in flight.
@@ -221,6 +239,7 @@ pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError>
     let (mut orphan_cache, mut orphan_attr, mut stale) =
         (Found::default(), Found::default(), Found::default());
     let mut orphan_blobs = Found::<String>::default();
+    let mut orphan_sidecars = Found::<String>::default();
     loop {
         let batch = next_batch(&mut tx).await?;
         if batch.is_empty() {
@@ -232,6 +251,15 @@ pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError>
             if let Some(cached) = entry.cache_updated_at {
                 rows += 1;
                 expired += u64::from(core.is_expired(cached));
+            }
+            if entry.is_orphan_sidecar(cutoff)
+                && let Some(key) = &entry.sidecar_key
+            {
+                orphan_sidecars.push(key.clone());
+                if entry.row_version.is_some() {
+                    orphan_cache.push(entry.file_id);
+                }
+                continue;
             }
             match (&entry.sidecar_key, entry.row_version) {
                 (None, Some(_)) => orphan_cache.push(entry.file_id),
@@ -266,7 +294,10 @@ pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError>
         orphan_cache_count: orphan_cache.count,
         orphan_attr_count: orphan_attr.count,
         expired_cache_count: expired,
-        is_consistent: problems == 0 && orphan_blobs.count == 0 && incomplete.is_empty(),
+        is_consistent: problems == 0
+            && orphan_blobs.count == 0
+            && orphan_sidecars.count == 0
+            && incomplete.is_empty(),
         inconsistency_percentage: percentage.min(100.0),
         details: serde_json::json!({
             "orphan_cache_entries": list(&orphan_cache),
@@ -275,6 +306,8 @@ pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError>
             "stale_cache_entries": list(&stale),
             "orphan_blob_count": orphan_blobs.count,
             "orphan_blobs": orphan_blobs.first,
+            "orphan_sidecar_count": orphan_sidecars.count,
+            "orphan_sidecars": orphan_sidecars.first,
             "incomplete_upload_count": incomplete.len(),
             "incomplete_uploads": incomplete
                 .iter()
@@ -403,6 +436,7 @@ async fn incremental(
         let mut to_read = Vec::new();
         for entry in &batch {
             if entry.sidecar_key.is_some()
+                && !entry.lacks_blob()
                 && (full || entry.row_version.is_none() || entry.maybe_newer())
             {
                 to_read.push(entry);
@@ -411,6 +445,21 @@ async fn incremental(
         let read = read_sidecars(core, to_read).await;
         apply(core, read, report).await?;
         for entry in &batch {
+            if entry.is_orphan_sidecar(cutoff)
+                && let Some(key) = &entry.sidecar_key
+            {
+                // The sidecar first: it is the truth, and the row follows it.
+                match core.backend.delete(key).await {
+                    Ok(()) => report.orphan_sidecars_deleted += 1,
+                    Err(e) => {
+                        report.errors.push(format!("{key}: {e}"));
+                        continue;
+                    }
+                }
+                if entry.row_version.is_some() {
+                    remove_row(core, entry.file_id, report).await?;
+                }
+            }
             if entry.sidecar_key.is_none() && entry.row_version.is_some() {
                 remove_row(core, entry.file_id, report).await?;
             }

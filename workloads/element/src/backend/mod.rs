@@ -15,6 +15,9 @@ pub use volume::VolumeBackend;
 /// Objects per listing page (S3's own page size).
 pub const LIST_PAGE: usize = 1000;
 
+/// Makes a sidecar's bytes from the size of the blob it describes.
+pub type MakeSidecar = Box<dyn FnOnce(u64) -> Result<Bytes, BackendError> + Send>;
+
 /// A stream of body chunks.
 pub type ByteChunks = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
@@ -68,6 +71,26 @@ pub trait BlobBackend: Send + Sync {
     /// Stores a stream under `key`, visible only once complete. Returns the bytes written.
     /// On any error nothing is left visible under `key`.
     fn put_stream(&self, key: &str, body: ByteChunks) -> BoxFuture<'_, Result<u64, BackendError>>;
+
+    /// Stores a blob and its sidecar. `make_sidecar` is called with the blob's size once the
+    /// whole body has been read (the sidecar describes it: size, hash) and what it returns is
+    /// stored under `sidecar_key`. A backend may store the sidecar while the blob's last bytes
+    /// are still on their way (S3 does: the two PUTs overlap), so a failure — or a crash — can
+    /// leave either one without the other; the caller deletes both on error, and maintenance
+    /// treats a sidecar without its blob as an orphan. Returns the blob's size.
+    fn put_with_sidecar<'a>(
+        &'a self,
+        key: &'a str,
+        body: ByteChunks,
+        sidecar_key: &'a str,
+        make_sidecar: MakeSidecar,
+    ) -> BoxFuture<'a, Result<u64, BackendError>> {
+        Box::pin(async move {
+            let size = self.put_stream(key, body).await?;
+            self.put_small(sidecar_key, make_sidecar(size)?).await?;
+            Ok(size)
+        })
+    }
 
     /// Stores a small object (a sidecar) atomically.
     fn put_small(&self, key: &str, body: Bytes) -> BoxFuture<'_, Result<(), BackendError>>;

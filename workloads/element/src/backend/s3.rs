@@ -14,7 +14,8 @@ use futures::future::BoxFuture;
 use futures::stream::{BoxStream, FuturesUnordered};
 
 use super::{
-    BackendError, BlobBackend, ByteChunks, ByteRange, IncompleteUpload, LIST_PAGE, ObjectInfo,
+    BackendError, BlobBackend, ByteChunks, ByteRange, IncompleteUpload, LIST_PAGE, MakeSidecar,
+    ObjectInfo,
 };
 
 /// Part size of multipart uploads (S3's minimum is 5 MiB).
@@ -145,7 +146,9 @@ impl S3Backend {
         mut body: ByteChunks,
         mut buf: BytesMut,
         mut total: u64,
+        body_ended: Option<tokio::sync::oneshot::Sender<u64>>,
     ) -> Result<u64, BackendError> {
+        let mut body_ended = body_ended;
         let full_key = self.full_key(key);
         let created = self
             .client
@@ -199,6 +202,9 @@ impl S3Backend {
                 buf.reserve(PART_SIZE);
                 ended = fill(&mut body, &mut buf).await?;
                 total += buf.len() as u64;
+                if ended && let Some(signal) = body_ended.take() {
+                    let _ = signal.send(total);
+                }
             }
             parts.sort_by_key(|p| p.part_number());
             Ok(parts)
@@ -256,7 +262,48 @@ impl BlobBackend for S3Backend {
                 self.put_bytes(&key, buf.freeze()).await?;
                 return Ok(total);
             }
-            self.put_multipart(&key, body, buf, total).await
+            self.put_multipart(&key, body, buf, total, None).await
+        })
+    }
+
+    fn put_with_sidecar<'a>(
+        &'a self,
+        key: &'a str,
+        mut body: ByteChunks,
+        sidecar_key: &'a str,
+        make_sidecar: MakeSidecar,
+    ) -> BoxFuture<'a, Result<u64, BackendError>> {
+        Box::pin(async move {
+            let mut buf = BytesMut::with_capacity(PART_SIZE);
+            let ended = fill(&mut body, &mut buf).await?;
+            let total = buf.len() as u64;
+            if ended {
+                // One part: both PUTs at once, no copy of the body (`freeze` shares it).
+                let sidecar = make_sidecar(total)?;
+                tokio::try_join!(
+                    self.put_bytes(key, buf.freeze()),
+                    self.put_bytes(sidecar_key, sidecar)
+                )?;
+                return Ok(total);
+            }
+            // Multipart: the sidecar goes up beside the last parts and the completion.
+            let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+            let sidecar = async move {
+                // A closed channel: the blob failed before its end; its error is the answer.
+                let Ok(size) = ended_rx.await else {
+                    return Ok(());
+                };
+                self.put_bytes(sidecar_key, make_sidecar(size)?).await
+            };
+            // Not `try_join`: a failed sidecar must not cut the multipart upload off before it
+            // completes or aborts itself (the caller then deletes both).
+            let (blob, sidecar) = tokio::join!(
+                self.put_multipart(key, body, buf, total, Some(ended_tx)),
+                sidecar
+            );
+            let size = blob?;
+            sidecar?;
+            Ok(size)
         })
     }
 

@@ -708,3 +708,63 @@ async fn maintenance_spans_many_listing_pages_s3() {
 async fn maintenance_spans_many_listing_pages_volume() {
     maintenance_spans_many_listing_pages(Kind::Volume).await;
 }
+
+/// The sidecar and blob are written at once, so a crash can leave a sidecar without its blob:
+/// the check reports it and the rebuild deletes it (and any row it had), never caching it.
+async fn sidecar_without_blob_is_an_orphan_to_repair(kind: Kind) {
+    let h = Harness::start_with(kind, None, |c| c.orphan_blob_grace = Duration::ZERO).await;
+    let core = &h.element.core;
+    // A stored file whose blob went missing, and a sidecar that landed alone.
+    let stored = h.upload("kept-sidecar.txt", b"hello".to_vec()).await;
+    let key = stored["storage_key"].as_str().expect("key").to_string();
+    core.backend.delete(&key).await.expect("delete blob");
+    let lone = seed_backend(&h, 1).await.remove(0);
+    core.backend
+        .delete(&lone.storage_key)
+        .await
+        .expect("delete the seeded blob");
+    h.wait_events(1).await;
+
+    let report = consistency(&h).await;
+    assert!(!report.is_consistent);
+    assert_eq!(
+        report.details["orphan_sidecar_count"], 2,
+        "{:?}",
+        report.details
+    );
+    assert_eq!(
+        report.orphan_attr_count, 0,
+        "an orphan sidecar is not a file to add"
+    );
+    assert_eq!(
+        report.orphan_cache_count, 1,
+        "the row of the file whose blob is gone"
+    );
+
+    let run = incremental(&h).await;
+    assert_eq!(run["orphan_sidecars_deleted"], 2, "{run}");
+    assert_eq!(
+        (run["added"].as_u64(), run["removed"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert!(h.object_keys().await.is_empty());
+    assert_eq!(h.row_count().await, 0);
+    let events = h.wait_events(2).await;
+    assert_eq!(events[1].event_type, EventType::Deleted);
+    assert_eq!(
+        events[1].file_id.to_string(),
+        stored["file_id"].as_str().expect("id")
+    );
+    assert!(consistency(&h).await.is_consistent);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn sidecar_without_blob_is_an_orphan_to_repair_s3() {
+    sidecar_without_blob_is_an_orphan_to_repair(Kind::S3).await;
+}
+
+#[tokio::test]
+async fn sidecar_without_blob_is_an_orphan_to_repair_volume() {
+    sidecar_without_blob_is_an_orphan_to_repair(Kind::Volume).await;
+}
