@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::CrashPoint;
-use crate::backend::{BackendError, BlobBackend, ByteChunks};
+use crate::backend::{BackendError, BlobBackend, ByteChunks, MakeSidecar};
 use crate::error::ElementError;
 use crate::layout;
 use crate::metrics::Metrics;
@@ -303,13 +303,15 @@ impl Core {
         }
     }
 
-    fn crash_at(&self, point: CrashPoint) -> Result<(), ElementError> {
-        let armed = self
-            .crash_point
+    fn crash_armed(&self, point: CrashPoint) -> bool {
+        self.crash_point
             .lock()
             .map(|p| *p == Some(point))
-            .unwrap_or(false);
-        if armed {
+            .unwrap_or(false)
+    }
+
+    fn crash_at(&self, point: CrashPoint) -> Result<(), ElementError> {
+        if self.crash_armed(point) {
             tracing::warn!(?point, "simulated crash");
             return Err(ElementError::SimulatedCrash(point));
         }
@@ -430,33 +432,12 @@ impl Core {
                 Ok(chunk)
             })
             .boxed();
-        let size = match self.backend.put_stream(&key, metered).await {
-            Ok(size) => size,
-            Err(BackendError::Body(e)) => {
-                return Err(if meter.over_limit.load(Ordering::SeqCst) {
-                    if limit == max_file {
-                        ElementError::TooLarge { limit: max_file }
-                    } else {
-                        ElementError::InsufficientStorage
-                    }
-                } else {
-                    ElementError::BodyInterrupted(e.to_string())
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let sha256 = match meter.hasher.lock() {
-            Ok(hasher) => hex::encode(hasher.clone().finalize()),
-            Err(_) => return Err(ElementError::invalid("internal", "hasher poisoned")),
-        };
-        self.crash_at(CrashPoint::AfterBlob)?;
-
         let record = FileRecord {
             file_id,
             original_filename: request.filename,
             storage_key: key.clone(),
-            size,
-            sha256,
+            size: 0,
+            sha256: String::new(),
             mime_type,
             description,
             tags,
@@ -469,14 +450,64 @@ impl Core {
             version: 1,
         };
         let sidecar = layout::sidecar_key(&key);
-        if let Err(e) = self
-            .backend
-            .put_small(&sidecar, sidecar_bytes(&record)?)
-            .await
-        {
+        // The sidecar is made once the body has ended (size and hash known), and the backend
+        // may store it while the blob's last bytes are still on their way.
+        let described = Arc::new(Mutex::new(None::<FileRecord>));
+        let make_sidecar: MakeSidecar = {
+            let (meter, described) = (meter.clone(), described.clone());
+            Box::new(move |size| {
+                let mut record = record;
+                record.size = size;
+                record.sha256 = match meter.hasher.lock() {
+                    Ok(hasher) => hex::encode(hasher.clone().finalize()),
+                    Err(_) => return Err(BackendError::storage("hasher poisoned")),
+                };
+                let bytes = sidecar_bytes(&record).map_err(BackendError::storage)?;
+                if let Ok(mut slot) = described.lock() {
+                    *slot = Some(record);
+                }
+                Ok(bytes)
+            })
+        };
+        let stored = if self.crash_armed(CrashPoint::AfterBlob) {
+            // Simulates a crash between the two writes: the blob alone (the overlapped write
+            // can leave either one alone; maintenance repairs both).
+            self.backend.put_stream(&key, metered).await
+        } else {
+            self.backend
+                .put_with_sidecar(&key, metered, &sidecar, make_sidecar)
+                .await
+        };
+        let stored = match stored {
+            Ok(_) => described.lock().ok().and_then(|mut slot| slot.take()),
+            Err(BackendError::Body(e)) => {
+                return Err(if meter.over_limit.load(Ordering::SeqCst) {
+                    if limit == max_file {
+                        ElementError::TooLarge { limit: max_file }
+                    } else {
+                        ElementError::InsufficientStorage
+                    }
+                } else {
+                    ElementError::BodyInterrupted(e.to_string())
+                });
+            }
+            Err(e) => {
+                // Either object may have landed: take both back.
+                let _ = self.backend.delete(&sidecar).await;
+                let _ = self.backend.delete(&key).await;
+                return Err(e.into());
+            }
+        };
+        self.crash_at(CrashPoint::AfterBlob)?;
+        let Some(record) = stored else {
+            let _ = self.backend.delete(&sidecar).await;
             let _ = self.backend.delete(&key).await;
-            return Err(e.into());
-        }
+            return Err(ElementError::invalid(
+                "internal",
+                "the sidecar was never made",
+            ));
+        };
+        let size = record.size;
         self.crash_at(CrashPoint::AfterSidecar)?;
 
         let caller_gone = request.caller_gone;

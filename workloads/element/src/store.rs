@@ -249,3 +249,95 @@ pub async fn prune_upload_ids(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<u6
         .await?;
     Ok(done.rows_affected())
 }
+
+/// Inserts the rows that are not cached yet, in one statement; returns the ids it inserted.
+pub async fn insert_many(
+    conn: &mut PgConnection,
+    records: &[&FileRecord],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO files (file_id, storage_key, size, sha256, created_by, retention_expires_at,
+                            version, record, cache_updated_at)
+         SELECT *, now() FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                                     $6::timestamptz[], $7::bigint[], $8::jsonb[])
+         ON CONFLICT (file_id) DO NOTHING
+         RETURNING file_id",
+    )
+    .bind(records.iter().map(|r| r.file_id).collect::<Vec<_>>())
+    .bind(
+        records
+            .iter()
+            .map(|r| r.storage_key.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|r| i64::try_from(r.size).unwrap_or(i64::MAX))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|r| r.sha256.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|r| r.created_by.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|r| r.retention_expires_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(records.iter().map(|r| r.version).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| Json(*r)).collect::<Vec<_>>())
+    .fetch_all(conn)
+    .await
+}
+
+/// Queues one event of `event_type` per record, in one statement.
+pub async fn enqueue_many(
+    conn: &mut PgConnection,
+    event_type: EventType,
+    records: &[&FileRecord],
+) -> Result<(), sqlx::Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    let events: Vec<FileEvent> = records
+        .iter()
+        .map(|r| FileEvent::new(event_type, (*r).clone(), now))
+        .collect();
+    sqlx::query(
+        "INSERT INTO outbox (event_type, event_id, file_id, version, occurred_at, payload)
+         SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::bigint[], $5::timestamptz[],
+                                  $6::jsonb[])",
+    )
+    .bind(event_type.as_str())
+    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.file_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.version).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| Json(&e.payload)).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks rows fresh (their sidecars were just read and match), in one statement.
+pub async fn touch_many(conn: &mut PgConnection, file_ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if file_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE files SET cache_updated_at = now() WHERE file_id = ANY($1)")
+        .bind(file_ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
