@@ -21,6 +21,7 @@ use crate::backend::{BackendError, BlobBackend, ByteChunks, MakeSidecar};
 use crate::error::ElementError;
 use crate::layout;
 use crate::metrics::Metrics;
+use crate::sidecar::Sidecar;
 use crate::store;
 
 const MAX_DESCRIPTION_CHARS: usize = 4000;
@@ -250,10 +251,13 @@ fn mime_type_for(filename: &str, given: Option<&str>) -> Result<String, ElementE
     }
 }
 
+/// The sidecar of `record` without an upload id (a PATCH's rewrite, tools that seed files).
 pub fn sidecar_bytes(record: &FileRecord) -> Result<Bytes, ElementError> {
-    serde_json::to_vec_pretty(record)
-        .map(Bytes::from)
-        .map_err(|e| ElementError::invalid("invalid_record", e.to_string()))
+    Sidecar {
+        record: record.clone(),
+        upload_id: None,
+    }
+    .to_bytes()
 }
 
 impl Core {
@@ -453,6 +457,7 @@ impl Core {
         // The sidecar is made once the body has ended (size and hash known), and the backend
         // may store it while the blob's last bytes are still on their way.
         let described = Arc::new(Mutex::new(None::<FileRecord>));
+        let sidecar_upload_id = request.upload_id;
         let make_sidecar: MakeSidecar = {
             let (meter, described) = (meter.clone(), described.clone());
             Box::new(move |size| {
@@ -462,9 +467,13 @@ impl Core {
                     Ok(hasher) => hex::encode(hasher.clone().finalize()),
                     Err(_) => return Err(BackendError::storage("hasher poisoned")),
                 };
-                let bytes = sidecar_bytes(&record).map_err(BackendError::storage)?;
+                let sidecar = Sidecar {
+                    record,
+                    upload_id: sidecar_upload_id,
+                };
+                let bytes = sidecar.to_bytes().map_err(BackendError::storage)?;
                 if let Ok(mut slot) = described.lock() {
-                    *slot = Some(record);
+                    *slot = Some(sidecar.record);
                 }
                 Ok(bytes)
             })
@@ -516,20 +525,29 @@ impl Core {
         let committed: Result<Option<FileRecord>, ElementError> = async {
             let mut tx = self.pool.begin().await?;
             store::lock_for_write(&mut tx).await?;
+            // A rebuild found this attempt's sidecar (older than the grace period) and committed
+            // it already: the copy is visible, so finish as a commit would; a cancel from the
+            // ingester deletes it like any committed upload.
+            let mut restored = false;
             if let Some(upload_id) = upload_id
                 && let Some(state) = store::claim_upload_id(&mut tx, upload_id, file_id).await?
             {
-                // Taken meanwhile: by a concurrent attempt (replay its file) or a cancel.
-                return match self.existing_upload(upload_id, state).await? {
-                    Some(existing) => Ok(Some(existing)),
-                    None => Err(ElementError::UploadCancelled(upload_id)),
-                };
+                if state == store::UploadIdState::Committed(file_id) {
+                    restored = true;
+                } else {
+                    // Taken meanwhile: by a concurrent attempt (replay its file) or a cancel.
+                    return match self.existing_upload(upload_id, state).await? {
+                        Some(existing) => Ok(Some(existing)),
+                        None => Err(ElementError::UploadCancelled(upload_id)),
+                    };
+                }
             }
             if store::insert(&mut tx, &record).await? {
                 store::enqueue(&mut tx, EventType::Created, &record).await?;
             }
-            // The last moment to honour a caller that gave up: after this the copy is visible.
-            if caller_gone.as_ref().is_some_and(|t| t.is_cancelled()) {
+            // The last moment to honour a caller that gave up: after this the copy is visible
+            // (unless a rebuild made it visible already; see above).
+            if !restored && caller_gone.as_ref().is_some_and(|t| t.is_cancelled()) {
                 return Err(ElementError::Abandoned);
             }
             tx.commit().await?;
@@ -591,7 +609,9 @@ impl Core {
         {
             return;
         }
-        match store::prune_upload_ids(&self.pool, Utc::now() - UPLOAD_ID_MEMORY).await {
+        let grace = chrono::Duration::from_std(self.settings.orphan_blob_grace)
+            .unwrap_or(chrono::Duration::hours(1));
+        match store::prune_upload_ids(&self.pool, Utc::now() - UPLOAD_ID_MEMORY, grace).await {
             Ok(0) => {}
             Ok(pruned) => tracing::debug!(pruned, "forgot old upload ids"),
             Err(e) => tracing::warn!(error = %e, "pruning upload ids failed"),
@@ -693,11 +713,13 @@ impl Core {
     }
 
     pub async fn read_sidecar(&self, key: &str) -> Result<FileRecord, ElementError> {
+        Ok(self.read_sidecar_with_upload_id(key).await?.record)
+    }
+
+    /// The sidecar with the upload id it carries (maintenance needs both).
+    pub async fn read_sidecar_with_upload_id(&self, key: &str) -> Result<Sidecar, ElementError> {
         let bytes = self.backend.get_small(key).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ElementError::BadSidecar {
-            key: key.to_string(),
-            reason: e.to_string(),
-        })
+        Sidecar::parse(key, &bytes)
     }
 
     fn check_owner(record: &FileRecord, caller: &Caller) -> Result<(), ElementError> {

@@ -19,6 +19,8 @@ use sqlx::PgConnection;
 use crate::backend::{BackendError, ObjectInfo};
 use crate::core::Core;
 use crate::error::ElementError;
+use crate::sidecar::Sidecar;
+use crate::store::UploadIdState;
 use crate::{layout, store};
 
 /// How far the storage clock may run ahead of PostgreSQL's when deciding that a sidecar was
@@ -79,6 +81,10 @@ pub struct RunReport {
     /// Sidecars without a blob, older than the grace period, deleted (with their rows).
     #[serde(default)]
     pub orphan_sidecars_deleted: u64,
+    /// Blob and sidecar of an upload the ingester gave up on (its upload id cancelled, or
+    /// committed as another file) left by a crash before the commit: deleted, nothing announced.
+    #[serde(default)]
+    pub abandoned_uploads_removed: u64,
     pub errors: Vec<String>,
 }
 
@@ -208,7 +214,7 @@ fn grace_cutoff(core: &Core) -> DateTime<Utc> {
 async fn read_sidecars<'a>(
     core: &Core,
     entries: Vec<&'a Entry>,
-) -> Vec<(&'a Entry, Result<FileRecord, ElementError>)> {
+) -> Vec<(&'a Entry, Result<Sidecar, ElementError>)> {
     let mut out = Vec::with_capacity(entries.len());
     let mut pending = entries.into_iter();
     let mut in_flight = FuturesUnordered::new();
@@ -220,7 +226,7 @@ async fn read_sidecars<'a>(
             let Some(key) = entry.sidecar_key.as_deref() else {
                 continue;
             };
-            in_flight.push(async move { (entry, core.read_sidecar(key).await) });
+            in_flight.push(async move { (entry, core.read_sidecar_with_upload_id(key).await) });
         }
         match in_flight.next().await {
             Some(done) => out.push(done),
@@ -240,12 +246,14 @@ pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError>
         (Found::default(), Found::default(), Found::default());
     let mut orphan_blobs = Found::<String>::default();
     let mut orphan_sidecars = Found::<String>::default();
+    let mut abandoned_uploads = Found::<String>::default();
     loop {
         let batch = next_batch(&mut tx).await?;
         if batch.is_empty() {
             break;
         }
         let mut suspects = Vec::new();
+        let mut unrowed = Vec::new();
         for entry in &batch {
             sidecars += u64::from(entry.sidecar_key.is_some());
             if let Some(cached) = entry.cache_updated_at {
@@ -263,6 +271,7 @@ pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError>
             }
             match (&entry.sidecar_key, entry.row_version) {
                 (None, Some(_)) => orphan_cache.push(entry.file_id),
+                (Some(_), None) if !entry.lacks_blob() => unrowed.push(entry),
                 (Some(_), None) => orphan_attr.push(entry.file_id),
                 (Some(_), Some(_)) if entry.maybe_newer() => suspects.push(entry),
                 _ => {}
@@ -274,10 +283,25 @@ pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError>
             }
         }
         for (entry, read) in read_sidecars(core, suspects).await {
-            if let Ok(record) = read
-                && entry.row_version.is_some_and(|v| record.version > v)
+            if let Ok(sidecar) = read
+                && entry
+                    .row_version
+                    .is_some_and(|v| sidecar.record.version > v)
             {
                 stale.push(entry.file_id);
+            }
+        }
+        // A sidecar without a row is a file to restore, unless it is what an upload the
+        // ingester gave up on left behind (a rebuild removes those instead).
+        let read = read_sidecars(core, unrowed).await;
+        let states =
+            upload_states(&mut tx, read.iter().filter_map(|(_, r)| r.as_ref().ok())).await?;
+        for (entry, outcome) in &read {
+            match outcome {
+                Ok(sidecar) if classify(entry, sidecar, &states, cutoff) == Unrowed::Abandoned => {
+                    abandoned_uploads.push(entry.sidecar_key.clone().unwrap_or_default())
+                }
+                _ => orphan_attr.push(entry.file_id),
             }
         }
     }
@@ -295,6 +319,7 @@ pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError>
         orphan_attr_count: orphan_attr.count,
         expired_cache_count: expired,
         is_consistent: problems == 0
+            && abandoned_uploads.count == 0
             && orphan_blobs.count == 0
             && orphan_sidecars.count == 0
             && incomplete.is_empty(),
@@ -306,6 +331,8 @@ pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError>
             "stale_cache_entries": list(&stale),
             "orphan_blob_count": orphan_blobs.count,
             "orphan_blobs": orphan_blobs.first,
+            "abandoned_upload_count": abandoned_uploads.count,
+            "abandoned_uploads": abandoned_uploads.first,
             "orphan_sidecar_count": orphan_sidecars.count,
             "orphan_sidecars": orphan_sidecars.first,
             "incomplete_upload_count": incomplete.len(),
@@ -358,27 +385,112 @@ async fn remove_row(
     Ok(())
 }
 
+/// What a sidecar without a cache row stands for, by the upload id it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unrowed {
+    /// A file to cache: no upload id, or one committed as this very file.
+    Restore,
+    /// An upload id this element never committed nor had cancelled, older than the grace
+    /// period: the element died between the sidecar and the commit. Restored, and the id
+    /// recorded as committed to it, so a cancel the ingester still sends deletes it (announced
+    /// as any delete) instead of finding nothing.
+    RestoreAndClaim(Uuid),
+    /// The same, younger than the grace period: an upload in flight, whose commit caches it.
+    InFlight,
+    /// The ingester gave up on the upload (its cancel arrived), or the id committed as another
+    /// file (a concurrent attempt won): a leftover of a crash before the commit, not a file.
+    Abandoned,
+}
+
+fn classify(
+    entry: &Entry,
+    sidecar: &Sidecar,
+    states: &HashMap<Uuid, UploadIdState>,
+    cutoff: DateTime<Utc>,
+) -> Unrowed {
+    let Some(upload_id) = sidecar.upload_id else {
+        return Unrowed::Restore;
+    };
+    match states
+        .get(&upload_id)
+        .copied()
+        .unwrap_or(UploadIdState::Unknown)
+    {
+        UploadIdState::Abandoned => Unrowed::Abandoned,
+        UploadIdState::Committed(file_id) if file_id == sidecar.record.file_id => Unrowed::Restore,
+        UploadIdState::Committed(_) => Unrowed::Abandoned,
+        UploadIdState::Unknown if entry.sidecar_modified.is_some_and(|m| m > cutoff) => {
+            Unrowed::InFlight
+        }
+        UploadIdState::Unknown => Unrowed::RestoreAndClaim(upload_id),
+    }
+}
+
+/// The `uploads` states of the upload ids these sidecars carry.
+async fn upload_states<'a>(
+    conn: &mut PgConnection,
+    sidecars: impl Iterator<Item = &'a Sidecar>,
+) -> Result<HashMap<Uuid, UploadIdState>, ElementError> {
+    let ids: Vec<Uuid> = sidecars.filter_map(|s| s.upload_id).collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(store::upload_id_states(conn, &ids).await?)
+}
+
+/// Deletes the blob and sidecar an abandoned upload left (sidecar first: it is the truth).
+async fn remove_abandoned(core: &Core, entry: &Entry, report: &mut RunReport) {
+    for key in [&entry.sidecar_key, &entry.blob_key].into_iter().flatten() {
+        if let Err(e) = core.backend.delete(key).await {
+            report.errors.push(format!("{key}: {e}"));
+            return;
+        }
+    }
+    tracing::info!(file_id = %entry.file_id, "blob and sidecar of an abandoned upload removed");
+    report.abandoned_uploads_removed += 1;
+}
+
 /// Brings a batch of rows in line with their sidecars in one transaction, queueing the event
 /// for every change. Runs under the maintenance lock.
 async fn apply(
     core: &Core,
-    read: Vec<(&Entry, Result<FileRecord, ElementError>)>,
+    read: Vec<(&Entry, Result<Sidecar, ElementError>)>,
+    cutoff: DateTime<Utc>,
     report: &mut RunReport,
 ) -> Result<(), ElementError> {
     let mut new: Vec<FileRecord> = Vec::new();
     let mut newer: Vec<FileRecord> = Vec::new();
     let mut current = Vec::new();
     let mut gone = Vec::new();
+    let mut tx = core.pool.begin().await?;
+    let states = upload_states(
+        &mut tx,
+        read.iter()
+            .filter(|(entry, _)| entry.row_version.is_none())
+            .filter_map(|(_, outcome)| outcome.as_ref().ok()),
+    )
+    .await?;
+    let mut claims: Vec<(Uuid, FileRecord, &Entry)> = Vec::new();
+    let mut abandoned: Vec<&Entry> = Vec::new();
     for (entry, outcome) in read {
         match outcome {
-            Ok(record) if record.file_id != entry.file_id => report.errors.push(format!(
+            Ok(sidecar) if sidecar.record.file_id != entry.file_id => report.errors.push(format!(
                 "{}: describes another file",
                 entry.sidecar_key.as_deref().unwrap_or_default()
             )),
-            Ok(record) => {
+            Ok(sidecar) => {
                 report.scanned += 1;
+                let kind = classify(entry, &sidecar, &states, cutoff);
+                let record = sidecar.record;
                 match entry.row_version {
-                    None => new.push(record),
+                    None => match kind {
+                        Unrowed::Restore => new.push(record),
+                        Unrowed::RestoreAndClaim(upload_id) => {
+                            claims.push((upload_id, record, entry))
+                        }
+                        Unrowed::InFlight => {}
+                        Unrowed::Abandoned => abandoned.push(entry),
+                    },
                     Some(version) if record.version > version => newer.push(record),
                     Some(_) => current.push(record.file_id),
                 }
@@ -390,7 +502,18 @@ async fn apply(
             Err(e) => return Err(e),
         }
     }
-    let mut tx = core.pool.begin().await?;
+    // Claimed in this transaction before the row exists: a cancel arriving meanwhile either
+    // came first (the claim finds the id abandoned and the upload's leftovers go) or waits for
+    // this commit and then deletes the restored file as a committed upload's.
+    for (upload_id, record, entry) in claims {
+        match store::claim_upload_id(&mut tx, upload_id, record.file_id).await? {
+            None => new.push(record),
+            Some(UploadIdState::Committed(file_id)) if file_id == record.file_id => {
+                new.push(record)
+            }
+            Some(_) => abandoned.push(entry),
+        }
+    }
     let inserted: std::collections::HashSet<Uuid> =
         store::insert_many(&mut tx, &new.iter().collect::<Vec<_>>())
             .await?
@@ -417,6 +540,9 @@ async fn apply(
         }
     }
     tx.commit().await?;
+    for entry in abandoned {
+        remove_abandoned(core, entry, report).await;
+    }
     Ok(())
 }
 
@@ -443,7 +569,7 @@ async fn incremental(
             }
         }
         let read = read_sidecars(core, to_read).await;
-        apply(core, read, report).await?;
+        apply(core, read, cutoff, report).await?;
         for entry in &batch {
             if entry.is_orphan_sidecar(cutoff)
                 && let Some(key) = &entry.sidecar_key

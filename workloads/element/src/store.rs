@@ -203,6 +203,30 @@ pub async fn upload_id_state(
     })
 }
 
+/// What each of `upload_ids` stands for (ids not listed are unknown).
+pub async fn upload_id_states(
+    conn: &mut PgConnection,
+    upload_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, UploadIdState>, sqlx::Error> {
+    let rows: Vec<(Uuid, Option<Uuid>, bool)> = sqlx::query_as(
+        "SELECT upload_id, file_id, abandoned FROM uploads WHERE upload_id = ANY($1)",
+    )
+    .bind(upload_ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(upload_id, file_id, abandoned)| {
+            let state = match (file_id, abandoned) {
+                (_, true) => UploadIdState::Abandoned,
+                (Some(file_id), false) => UploadIdState::Committed(file_id),
+                (None, false) => UploadIdState::Unknown,
+            };
+            (upload_id, state)
+        })
+        .collect())
+}
+
 /// Binds `upload_id` to `file_id` inside the upload's transaction. `None` when the id was free;
 /// otherwise what it already stands for. A concurrent claim or abandonment of the same id waits
 /// for this transaction (and this one for it): the primary key orders them.
@@ -241,12 +265,28 @@ pub async fn abandon_upload_id(
     .await
 }
 
-/// Forgets upload ids recorded before `cutoff`; returns how many.
-pub async fn prune_upload_ids(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM uploads WHERE recorded_at < $1")
-        .bind(cutoff)
-        .execute(pool)
-        .await?;
+/// Forgets upload ids recorded before `cutoff`; returns how many. An id abandoned before any
+/// commit is kept until a full or incremental rebuild has finished that started at least
+/// `grace` after it was recorded and met no error: a crash between an upload's sidecar and its commit can leave
+/// the upload's blob and sidecar behind, and only that rebuild removes them by this id (without
+/// it, the rebuild would restore the file as one nobody gave up on).
+pub async fn prune_upload_ids(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    grace: chrono::Duration,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM uploads u WHERE u.recorded_at < $1
+         AND (u.file_id IS NOT NULL OR NOT u.abandoned OR EXISTS (
+             SELECT 1 FROM maintenance_runs m
+             WHERE m.kind IN ('full', 'incremental') AND m.finished_at IS NOT NULL
+               AND jsonb_array_length(m.report -> 'errors') = 0
+               AND m.started_at > u.recorded_at + $2))",
+    )
+    .bind(cutoff)
+    .bind(grace)
+    .execute(pool)
+    .await?;
     Ok(done.rows_affected())
 }
 
