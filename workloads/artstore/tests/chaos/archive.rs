@@ -81,7 +81,7 @@ fn pairs(v: &[(&str, String)]) -> Vec<(String, String)> {
 
 impl Archive {
     pub async fn start(dir: &Path, services: &Services) -> Result<Archive> {
-        let free = artstore_testsupport::free_port;
+        let free = crate::ports::fixed_port;
         let admin_url = services.database_url("postgres");
         for db in ["chaos_se_a", "chaos_se_b", "chaos_query"] {
             create_database(&admin_url, db).await?;

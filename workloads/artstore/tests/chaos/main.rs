@@ -12,6 +12,7 @@ mod archive;
 mod check;
 mod faults;
 mod ledger;
+mod ports;
 mod procs;
 mod proxy;
 mod services;

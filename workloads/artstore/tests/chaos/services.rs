@@ -117,7 +117,7 @@ fn run(program: &Path, args: &[String], cwd: &Path) -> Result<()> {
 
 impl Services {
     pub fn start(dir: &Path, programs: &Programs) -> Result<Services> {
-        let free = artstore_testsupport::free_port;
+        let free = crate::ports::fixed_port;
         // PostgreSQL: a fresh cluster in a directory its user owns.
         let pg_dir = dir.join("pg");
         std::fs::create_dir_all(&pg_dir)?;
