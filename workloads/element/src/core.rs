@@ -374,6 +374,7 @@ impl Core {
                 });
             }
         }
+        let _caller_watch = self.watch_caller(request.upload_id, request.caller_gone.clone());
         self.require_writable()?;
         layout::validate_filename(&request.filename)
             .map_err(|e| ElementError::invalid("invalid_filename", e.to_string()))?;
@@ -574,6 +575,35 @@ impl Core {
             record,
             replayed: false,
         })
+    }
+
+    /// For an ingester's upload: when the ingester goes away (it counts the upload as failed and
+    /// stores the file elsewhere) the id is recorded as abandoned at once, as its cancel would
+    /// do, without waiting for that cancel (which dies with the ingester, if the ingester is
+    /// what went away). Should this process die before the commit point takes blob and sidecar
+    /// back, a rebuild then removes them instead of restoring a second copy. The watch ends with
+    /// the returned guard (when the upload returns).
+    fn watch_caller(
+        &self,
+        upload_id: Option<Uuid>,
+        caller_gone: Option<tokio_util::sync::CancellationToken>,
+    ) -> Option<tokio_util::sync::DropGuard> {
+        let (upload_id, caller_gone) = (upload_id?, caller_gone?);
+        let finished = tokio_util::sync::CancellationToken::new();
+        let (pool, done) = (self.pool.clone(), finished.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                () = done.cancelled() => {}
+                () = caller_gone.cancelled() => {
+                    match store::abandon_unclaimed_upload_id(&pool, upload_id).await {
+                        Ok(()) => tracing::info!(%upload_id, "the ingester went away; upload id recorded as abandoned"),
+                        Err(e) => tracing::warn!(%upload_id, error = %e, "recording an abandoned upload id failed"),
+                    }
+                }
+            }
+        });
+        Some(finished.drop_guard())
     }
 
     /// What a known upload id means for a new attempt with it: `Ok(Some(record))` replays the

@@ -265,6 +265,22 @@ pub async fn abandon_upload_id(
     .await
 }
 
+/// Records `upload_id` as abandoned unless an upload or a cancel recorded it first (then it
+/// stands as it is: a commit is undone only by the ingester's cancel).
+pub async fn abandon_unclaimed_upload_id(
+    pool: &PgPool,
+    upload_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO uploads (upload_id, abandoned) VALUES ($1, true)
+         ON CONFLICT (upload_id) DO NOTHING",
+    )
+    .bind(upload_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Forgets upload ids recorded before `cutoff`; returns how many. An id abandoned before any
 /// commit is kept until a full or incremental rebuild has finished that started at least
 /// `grace` after it was recorded and met no error: a crash between an upload's sidecar and its commit can leave

@@ -134,7 +134,8 @@ async fn a_cancel_before_the_commit_makes_the_commit_roll_back() {
         "the upload waits at its commit",
         || async {
             let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             )
             .fetch_one(&h.db.pool)
             .await
