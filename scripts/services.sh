@@ -71,6 +71,7 @@ ARTSTORE_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port
 ARTSTORE_TEST_S3_REGION=us-east-1
 ARTSTORE_TEST_S3_ACCESS_KEY=$access_key
 ARTSTORE_TEST_S3_SECRET_KEY=$secret_key
+ARTSTORE_TEST_WEED_BIN=$(weed_bin)
 ENV
   log "services up in $((SECONDS - t0))s: postgres :$pg_port, redis :$redis_port, s3 :$s3_port; env in $dir/services.env"
 }

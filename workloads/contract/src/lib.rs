@@ -82,6 +82,9 @@ pub mod env {
     /// PostgreSQL: seconds to get a pooled connection (5) and `statement_timeout` (30).
     pub const DB_ACQUIRE_TIMEOUT_SECONDS: &str = "ARTSTORE_DB_ACQUIRE_TIMEOUT_SECONDS";
     pub const DB_STATEMENT_TIMEOUT_SECONDS: &str = "ARTSTORE_DB_STATEMENT_TIMEOUT_SECONDS";
+    /// Seconds a blob without sidecar or an unfinished upload is left alone before the
+    /// consistency check reports it and a rebuild removes it (default 3600).
+    pub const ORPHAN_GRACE_SECONDS: &str = "ARTSTORE_ORPHAN_GRACE_SECONDS";
 
     // Query node (also `DB_ACQUIRE_TIMEOUT_SECONDS`, `DB_STATEMENT_TIMEOUT_SECONDS`,
     // `ELEMENT_CONNECT_TIMEOUT_SECONDS` (3) and `ELEMENT_IDLE_TIMEOUT_SECONDS` (10))

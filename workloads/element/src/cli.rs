@@ -89,6 +89,11 @@ pub struct ElementArgs {
     /// Seconds PostgreSQL lets one statement run (`statement_timeout`).
     #[arg(long, env = env::DB_STATEMENT_TIMEOUT_SECONDS, default_value_t = 30)]
     pub db_statement_timeout_seconds: u64,
+    /// Seconds a blob without sidecar, an unfinished S3 multipart upload or a temporary file is
+    /// treated as an upload in flight before the consistency check reports it and a rebuild
+    /// removes it.
+    #[arg(long, env = env::ORPHAN_GRACE_SECONDS, default_value_t = 3600)]
+    pub orphan_grace_seconds: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -158,6 +163,7 @@ fn element_config(args: &ElementArgs, verifier: Verifier) -> anyhow::Result<Elem
     config.cache_ttl_hours = args.cache_ttl_hours;
     config.stream_max_len = (args.stream_maxlen > 0).then_some(args.stream_maxlen);
     config.run_migrations = false;
+    config.orphan_blob_grace = Duration::from_secs(args.orphan_grace_seconds);
     let seconds = |n: u64| Duration::from_secs(n.max(1));
     config.s3_timeouts = crate::backend::S3Timeouts {
         connect: seconds(args.s3_connect_timeout_seconds),

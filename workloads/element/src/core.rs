@@ -17,10 +17,11 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::CrashPoint;
-use crate::backend::{BackendError, BlobBackend, ByteChunks};
+use crate::backend::{BackendError, BlobBackend, ByteChunks, MakeSidecar};
 use crate::error::ElementError;
 use crate::layout;
 use crate::metrics::Metrics;
+use crate::sidecar::Sidecar;
 use crate::store;
 
 const MAX_DESCRIPTION_CHARS: usize = 4000;
@@ -250,10 +251,13 @@ fn mime_type_for(filename: &str, given: Option<&str>) -> Result<String, ElementE
     }
 }
 
+/// The sidecar of `record` without an upload id (a PATCH's rewrite, tools that seed files).
 pub fn sidecar_bytes(record: &FileRecord) -> Result<Bytes, ElementError> {
-    serde_json::to_vec_pretty(record)
-        .map(Bytes::from)
-        .map_err(|e| ElementError::invalid("invalid_record", e.to_string()))
+    Sidecar {
+        record: record.clone(),
+        upload_id: None,
+    }
+    .to_bytes()
 }
 
 impl Core {
@@ -303,13 +307,15 @@ impl Core {
         }
     }
 
-    fn crash_at(&self, point: CrashPoint) -> Result<(), ElementError> {
-        let armed = self
-            .crash_point
+    fn crash_armed(&self, point: CrashPoint) -> bool {
+        self.crash_point
             .lock()
             .map(|p| *p == Some(point))
-            .unwrap_or(false);
-        if armed {
+            .unwrap_or(false)
+    }
+
+    fn crash_at(&self, point: CrashPoint) -> Result<(), ElementError> {
+        if self.crash_armed(point) {
             tracing::warn!(?point, "simulated crash");
             return Err(ElementError::SimulatedCrash(point));
         }
@@ -368,6 +374,7 @@ impl Core {
                 });
             }
         }
+        let _caller_watch = self.watch_caller(request.upload_id, request.caller_gone.clone());
         self.require_writable()?;
         layout::validate_filename(&request.filename)
             .map_err(|e| ElementError::invalid("invalid_filename", e.to_string()))?;
@@ -430,33 +437,12 @@ impl Core {
                 Ok(chunk)
             })
             .boxed();
-        let size = match self.backend.put_stream(&key, metered).await {
-            Ok(size) => size,
-            Err(BackendError::Body(e)) => {
-                return Err(if meter.over_limit.load(Ordering::SeqCst) {
-                    if limit == max_file {
-                        ElementError::TooLarge { limit: max_file }
-                    } else {
-                        ElementError::InsufficientStorage
-                    }
-                } else {
-                    ElementError::BodyInterrupted(e.to_string())
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let sha256 = match meter.hasher.lock() {
-            Ok(hasher) => hex::encode(hasher.clone().finalize()),
-            Err(_) => return Err(ElementError::invalid("internal", "hasher poisoned")),
-        };
-        self.crash_at(CrashPoint::AfterBlob)?;
-
         let record = FileRecord {
             file_id,
             original_filename: request.filename,
             storage_key: key.clone(),
-            size,
-            sha256,
+            size: 0,
+            sha256: String::new(),
             mime_type,
             description,
             tags,
@@ -469,14 +455,69 @@ impl Core {
             version: 1,
         };
         let sidecar = layout::sidecar_key(&key);
-        if let Err(e) = self
-            .backend
-            .put_small(&sidecar, sidecar_bytes(&record)?)
-            .await
-        {
+        // The sidecar is made once the body has ended (size and hash known), and the backend
+        // may store it while the blob's last bytes are still on their way.
+        let described = Arc::new(Mutex::new(None::<FileRecord>));
+        let sidecar_upload_id = request.upload_id;
+        let make_sidecar: MakeSidecar = {
+            let (meter, described) = (meter.clone(), described.clone());
+            Box::new(move |size| {
+                let mut record = record;
+                record.size = size;
+                record.sha256 = match meter.hasher.lock() {
+                    Ok(hasher) => hex::encode(hasher.clone().finalize()),
+                    Err(_) => return Err(BackendError::storage("hasher poisoned")),
+                };
+                let sidecar = Sidecar {
+                    record,
+                    upload_id: sidecar_upload_id,
+                };
+                let bytes = sidecar.to_bytes().map_err(BackendError::storage)?;
+                if let Ok(mut slot) = described.lock() {
+                    *slot = Some(sidecar.record);
+                }
+                Ok(bytes)
+            })
+        };
+        let stored = if self.crash_armed(CrashPoint::AfterBlob) {
+            // Simulates a crash between the two writes: the blob alone (the overlapped write
+            // can leave either one alone; maintenance repairs both).
+            self.backend.put_stream(&key, metered).await
+        } else {
+            self.backend
+                .put_with_sidecar(&key, metered, &sidecar, make_sidecar)
+                .await
+        };
+        let stored = match stored {
+            Ok(_) => described.lock().ok().and_then(|mut slot| slot.take()),
+            Err(BackendError::Body(e)) => {
+                return Err(if meter.over_limit.load(Ordering::SeqCst) {
+                    if limit == max_file {
+                        ElementError::TooLarge { limit: max_file }
+                    } else {
+                        ElementError::InsufficientStorage
+                    }
+                } else {
+                    ElementError::BodyInterrupted(e.to_string())
+                });
+            }
+            Err(e) => {
+                // Either object may have landed: take both back.
+                let _ = self.backend.delete(&sidecar).await;
+                let _ = self.backend.delete(&key).await;
+                return Err(e.into());
+            }
+        };
+        self.crash_at(CrashPoint::AfterBlob)?;
+        let Some(record) = stored else {
+            let _ = self.backend.delete(&sidecar).await;
             let _ = self.backend.delete(&key).await;
-            return Err(e.into());
-        }
+            return Err(ElementError::invalid(
+                "internal",
+                "the sidecar was never made",
+            ));
+        };
+        let size = record.size;
         self.crash_at(CrashPoint::AfterSidecar)?;
 
         let caller_gone = request.caller_gone;
@@ -485,20 +526,29 @@ impl Core {
         let committed: Result<Option<FileRecord>, ElementError> = async {
             let mut tx = self.pool.begin().await?;
             store::lock_for_write(&mut tx).await?;
+            // A rebuild found this attempt's sidecar (older than the grace period) and committed
+            // it already: the copy is visible, so finish as a commit would; a cancel from the
+            // ingester deletes it like any committed upload.
+            let mut restored = false;
             if let Some(upload_id) = upload_id
                 && let Some(state) = store::claim_upload_id(&mut tx, upload_id, file_id).await?
             {
-                // Taken meanwhile: by a concurrent attempt (replay its file) or a cancel.
-                return match self.existing_upload(upload_id, state).await? {
-                    Some(existing) => Ok(Some(existing)),
-                    None => Err(ElementError::UploadCancelled(upload_id)),
-                };
+                if state == store::UploadIdState::Committed(file_id) {
+                    restored = true;
+                } else {
+                    // Taken meanwhile: by a concurrent attempt (replay its file) or a cancel.
+                    return match self.existing_upload(upload_id, state).await? {
+                        Some(existing) => Ok(Some(existing)),
+                        None => Err(ElementError::UploadCancelled(upload_id)),
+                    };
+                }
             }
             if store::insert(&mut tx, &record).await? {
                 store::enqueue(&mut tx, EventType::Created, &record).await?;
             }
-            // The last moment to honour a caller that gave up: after this the copy is visible.
-            if caller_gone.as_ref().is_some_and(|t| t.is_cancelled()) {
+            // The last moment to honour a caller that gave up: after this the copy is visible
+            // (unless a rebuild made it visible already; see above).
+            if !restored && caller_gone.as_ref().is_some_and(|t| t.is_cancelled()) {
                 return Err(ElementError::Abandoned);
             }
             tx.commit().await?;
@@ -525,6 +575,35 @@ impl Core {
             record,
             replayed: false,
         })
+    }
+
+    /// For an ingester's upload: when the ingester goes away (it counts the upload as failed and
+    /// stores the file elsewhere) the id is recorded as abandoned at once, as its cancel would
+    /// do, without waiting for that cancel (which dies with the ingester, if the ingester is
+    /// what went away). Should this process die before the commit point takes blob and sidecar
+    /// back, a rebuild then removes them instead of restoring a second copy. The watch ends with
+    /// the returned guard (when the upload returns).
+    fn watch_caller(
+        &self,
+        upload_id: Option<Uuid>,
+        caller_gone: Option<tokio_util::sync::CancellationToken>,
+    ) -> Option<tokio_util::sync::DropGuard> {
+        let (upload_id, caller_gone) = (upload_id?, caller_gone?);
+        let finished = tokio_util::sync::CancellationToken::new();
+        let (pool, done) = (self.pool.clone(), finished.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                () = done.cancelled() => {}
+                () = caller_gone.cancelled() => {
+                    match store::abandon_unclaimed_upload_id(&pool, upload_id).await {
+                        Ok(()) => tracing::info!(%upload_id, "the ingester went away; upload id recorded as abandoned"),
+                        Err(e) => tracing::warn!(%upload_id, error = %e, "recording an abandoned upload id failed"),
+                    }
+                }
+            }
+        });
+        Some(finished.drop_guard())
     }
 
     /// What a known upload id means for a new attempt with it: `Ok(Some(record))` replays the
@@ -560,7 +639,9 @@ impl Core {
         {
             return;
         }
-        match store::prune_upload_ids(&self.pool, Utc::now() - UPLOAD_ID_MEMORY).await {
+        let grace = chrono::Duration::from_std(self.settings.orphan_blob_grace)
+            .unwrap_or(chrono::Duration::hours(1));
+        match store::prune_upload_ids(&self.pool, Utc::now() - UPLOAD_ID_MEMORY, grace).await {
             Ok(0) => {}
             Ok(pruned) => tracing::debug!(pruned, "forgot old upload ids"),
             Err(e) => tracing::warn!(error = %e, "pruning upload ids failed"),
@@ -662,11 +743,13 @@ impl Core {
     }
 
     pub async fn read_sidecar(&self, key: &str) -> Result<FileRecord, ElementError> {
+        Ok(self.read_sidecar_with_upload_id(key).await?.record)
+    }
+
+    /// The sidecar with the upload id it carries (maintenance needs both).
+    pub async fn read_sidecar_with_upload_id(&self, key: &str) -> Result<Sidecar, ElementError> {
         let bytes = self.backend.get_small(key).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ElementError::BadSidecar {
-            key: key.to_string(),
-            reason: e.to_string(),
-        })
+        Sidecar::parse(key, &bytes)
     }
 
     fn check_owner(record: &FileRecord, caller: &Caller) -> Result<(), ElementError> {

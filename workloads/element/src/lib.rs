@@ -13,6 +13,7 @@ pub mod layout;
 pub mod maintenance;
 pub mod metrics;
 pub mod relay;
+pub mod sidecar;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -12,9 +12,15 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use sqlx::PgConnection;
+
 use crate::backend::{BackendError, ObjectInfo};
 use crate::core::Core;
 use crate::error::ElementError;
+use crate::sidecar::Sidecar;
+use crate::store::UploadIdState;
 use crate::{layout, store};
 
 /// How far the storage clock may run ahead of PostgreSQL's when deciding that a sidecar was
@@ -22,6 +28,10 @@ use crate::{layout, store};
 const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(60);
 /// Ids listed in a report's details, at most.
 const DETAIL_LIMIT: usize = 100;
+/// Files a rebuild handles per step: fetched from the scan, read, applied in one transaction.
+const BATCH: usize = 500;
+/// Sidecars read at once.
+const READS_IN_FLIGHT: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -68,52 +78,128 @@ pub struct RunReport {
     /// aborted or deleted.
     #[serde(default)]
     pub incomplete_uploads_removed: u64,
+    /// Sidecars without a blob, older than the grace period, deleted (with their rows).
+    #[serde(default)]
+    pub orphan_sidecars_deleted: u64,
+    /// Blob and sidecar of an upload the ingester gave up on (its upload id cancelled, or
+    /// committed as another file) left by a crash before the commit: deleted, nothing announced.
+    #[serde(default)]
+    pub abandoned_uploads_removed: u64,
     pub errors: Vec<String>,
 }
 
-struct Scan {
-    sidecars: HashMap<Uuid, ObjectInfo>,
-    blobs: HashMap<Uuid, ObjectInfo>,
-}
-
+/// One file as the listing and the cache see it.
 #[derive(sqlx::FromRow)]
-struct RowSummary {
+struct Entry {
     file_id: Uuid,
-    version: i64,
-    cache_updated_at: DateTime<Utc>,
+    sidecar_key: Option<String>,
+    sidecar_modified: Option<DateTime<Utc>>,
+    blob_key: Option<String>,
+    blob_modified: Option<DateTime<Utc>>,
+    /// The cache row's version and freshness, when the file is cached.
+    row_version: Option<i64>,
+    cache_updated_at: Option<DateTime<Utc>>,
 }
 
-async fn scan(core: &Core) -> Result<Scan, ElementError> {
-    let mut sidecars = HashMap::new();
-    let mut blobs = HashMap::new();
-    for object in core.backend.list().await? {
-        let Some(id) = layout::file_id_of_blob_key(&object.key) else {
-            tracing::debug!(key = %object.key, "object outside the layout ignored");
-            continue;
-        };
-        if layout::blob_key_of_sidecar(&object.key).is_some() {
-            sidecars.insert(id, object);
-        } else {
-            blobs.insert(id, object);
+impl Entry {
+    /// A sidecar written after its row was last cached may hold a newer record.
+    fn maybe_newer(&self) -> bool {
+        match (self.sidecar_modified, self.cache_updated_at) {
+            (Some(modified), Some(cached)) => modified + CLOCK_SKEW >= cached,
+            _ => true,
         }
     }
-    Ok(Scan { sidecars, blobs })
-}
 
-async fn rows(core: &Core) -> Result<HashMap<Uuid, RowSummary>, ElementError> {
-    let rows: Vec<RowSummary> =
-        sqlx::query_as("SELECT file_id, version, cache_updated_at FROM files")
-            .fetch_all(&core.pool)
-            .await?;
-    Ok(rows.into_iter().map(|r| (r.file_id, r)).collect())
-}
-
-/// A sidecar written after its row was last cached may hold a newer record.
-fn maybe_newer(sidecar: &ObjectInfo, row: &RowSummary) -> bool {
-    match sidecar.modified {
-        Some(modified) => modified + CLOCK_SKEW >= row.cache_updated_at,
-        None => true,
+    /// A sidecar without its blob (the two are written at once; a crash can leave the sidecar
+    /// alone), old enough not to be an upload in flight. It describes nothing readable: the
+    /// sidecar is deleted and its row, if any, removed.
+    fn is_orphan_sidecar(&self, cutoff: DateTime<Utc>) -> bool {
+        self.sidecar_key.is_some()
+            && self.blob_key.is_none()
+            && self.sidecar_modified.is_none_or(|m| m <= cutoff)
     }
+
+    /// A sidecar whose blob is not (yet) there: an upload in flight or an orphan sidecar;
+    /// either way not a file to cache.
+    fn lacks_blob(&self) -> bool {
+        self.sidecar_key.is_some() && self.blob_key.is_none()
+    }
+
+    /// A blob without a sidecar, old enough not to be an upload in flight.
+    fn is_orphan_blob(&self, cutoff: DateTime<Utc>) -> bool {
+        self.sidecar_key.is_none()
+            && self.blob_key.is_some()
+            && self.blob_modified.is_none_or(|m| m <= cutoff)
+    }
+}
+
+/// Lists the backend page by page into a temporary table on `conn` (PostgreSQL holds the
+/// listing, not this process, so memory stays flat in the number of files), then opens the
+/// cursor `scan` over it joined with the cache. The table and cursor end with `conn`'s
+/// transaction.
+async fn open_scan(core: &Core, conn: &mut PgConnection) -> Result<(), ElementError> {
+    sqlx::query(
+        "CREATE TEMPORARY TABLE listing (
+             file_id uuid PRIMARY KEY,
+             sidecar_key text, sidecar_modified timestamptz,
+             blob_key text, blob_modified timestamptz
+         ) ON COMMIT DROP",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let mut pages = core.backend.list_pages();
+    while let Some(page) = pages.next().await {
+        let mut sidecars = HashMap::new();
+        let mut blobs = HashMap::new();
+        for object in page? {
+            let Some(id) = layout::file_id_of_blob_key(&object.key) else {
+                tracing::debug!(key = %object.key, "object outside the layout ignored");
+                continue;
+            };
+            if layout::blob_key_of_sidecar(&object.key).is_some() {
+                sidecars.insert(id, object);
+            } else {
+                blobs.insert(id, object);
+            }
+        }
+        for (objects, column) in [(sidecars, "sidecar"), (blobs, "blob")] {
+            if objects.is_empty() {
+                continue;
+            }
+            let (ids, objects): (Vec<Uuid>, Vec<ObjectInfo>) = objects.into_iter().unzip();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO listing (file_id, {column}_key, {column}_modified)
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[])
+                 ON CONFLICT (file_id) DO UPDATE
+                 SET {column}_key = EXCLUDED.{column}_key,
+                     {column}_modified = EXCLUDED.{column}_modified"
+            )))
+            .bind(ids)
+            .bind(objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>())
+            .bind(objects.iter().map(|o| o.modified).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    sqlx::query(
+        "DECLARE scan NO SCROLL CURSOR FOR
+         SELECT coalesce(l.file_id, f.file_id) AS file_id,
+                l.sidecar_key, l.sidecar_modified, l.blob_key, l.blob_modified,
+                f.version AS row_version, f.cache_updated_at
+         FROM listing l FULL JOIN files f ON f.file_id = l.file_id",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The next batch of the scan; empty at its end.
+async fn next_batch(conn: &mut PgConnection) -> Result<Vec<Entry>, ElementError> {
+    Ok(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("FETCH {BATCH} FROM scan")))
+            .fetch_all(conn)
+            .await?,
+    )
 }
 
 /// Before this, an unfinished blob or upload is a leftover, not one in flight.
@@ -123,71 +209,132 @@ fn grace_cutoff(core: &Core) -> DateTime<Utc> {
     Utc::now() - grace
 }
 
-fn orphan_blobs<'a>(core: &Core, scan: &'a Scan) -> Vec<&'a ObjectInfo> {
-    let cutoff = grace_cutoff(core);
-    scan.blobs
-        .iter()
-        .filter(|(id, _)| !scan.sidecars.contains_key(id))
-        .filter(|(_, b)| b.modified.is_none_or(|m| m <= cutoff))
-        .map(|(_, b)| b)
-        .collect()
+/// Reads the sidecars of `entries` (several at once), each with its outcome. A loop rather than
+/// stream combinators: their closures trip the compiler's `Send` check of spawned runs.
+async fn read_sidecars<'a>(
+    core: &Core,
+    entries: Vec<&'a Entry>,
+) -> Vec<(&'a Entry, Result<Sidecar, ElementError>)> {
+    let mut out = Vec::with_capacity(entries.len());
+    let mut pending = entries.into_iter();
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        while in_flight.len() < READS_IN_FLIGHT {
+            let Some(entry) = pending.next() else {
+                break;
+            };
+            let Some(key) = entry.sidecar_key.as_deref() else {
+                continue;
+            };
+            in_flight.push(async move { (entry, core.read_sidecar_with_upload_id(key).await) });
+        }
+        match in_flight.next().await {
+            Some(done) => out.push(done),
+            None => break,
+        }
+    }
+    out
 }
 
 /// Compares sidecars with cache rows. Read-only; does not take the maintenance lock.
 pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError> {
-    let scan = scan(core).await?;
-    let rows = rows(core).await?;
-    let orphan_cache: Vec<Uuid> = rows
-        .keys()
-        .filter(|id| !scan.sidecars.contains_key(id))
-        .copied()
-        .collect();
-    let orphan_attr: Vec<Uuid> = scan
-        .sidecars
-        .keys()
-        .filter(|id| !rows.contains_key(id))
-        .copied()
-        .collect();
-    let mut stale = Vec::new();
-    for (id, sidecar) in &scan.sidecars {
-        if let Some(row) = rows.get(id)
-            && maybe_newer(sidecar, row)
-            && let Ok(record) = core.read_sidecar(&sidecar.key).await
-            && record.version > row.version
-        {
-            stale.push(*id);
+    let mut tx = core.pool.begin().await?;
+    open_scan(core, &mut tx).await?;
+    let cutoff = grace_cutoff(core);
+    let (mut sidecars, mut rows, mut expired) = (0u64, 0u64, 0u64);
+    let (mut orphan_cache, mut orphan_attr, mut stale) =
+        (Found::default(), Found::default(), Found::default());
+    let mut orphan_blobs = Found::<String>::default();
+    let mut orphan_sidecars = Found::<String>::default();
+    let mut abandoned_uploads = Found::<String>::default();
+    loop {
+        let batch = next_batch(&mut tx).await?;
+        if batch.is_empty() {
+            break;
+        }
+        let mut suspects = Vec::new();
+        let mut unrowed = Vec::new();
+        for entry in &batch {
+            sidecars += u64::from(entry.sidecar_key.is_some());
+            if let Some(cached) = entry.cache_updated_at {
+                rows += 1;
+                expired += u64::from(core.is_expired(cached));
+            }
+            if entry.is_orphan_sidecar(cutoff)
+                && let Some(key) = &entry.sidecar_key
+            {
+                orphan_sidecars.push(key.clone());
+                if entry.row_version.is_some() {
+                    orphan_cache.push(entry.file_id);
+                }
+                continue;
+            }
+            match (&entry.sidecar_key, entry.row_version) {
+                (None, Some(_)) => orphan_cache.push(entry.file_id),
+                (Some(_), None) if !entry.lacks_blob() => unrowed.push(entry),
+                (Some(_), None) => orphan_attr.push(entry.file_id),
+                (Some(_), Some(_)) if entry.maybe_newer() => suspects.push(entry),
+                _ => {}
+            }
+            if entry.is_orphan_blob(cutoff)
+                && let Some(key) = &entry.blob_key
+            {
+                orphan_blobs.push(key.clone());
+            }
+        }
+        for (entry, read) in read_sidecars(core, suspects).await {
+            if let Ok(sidecar) = read
+                && entry
+                    .row_version
+                    .is_some_and(|v| sidecar.record.version > v)
+            {
+                stale.push(entry.file_id);
+            }
+        }
+        // A sidecar without a row is a file to restore, unless it is what an upload the
+        // ingester gave up on left behind (a rebuild removes those instead).
+        let read = read_sidecars(core, unrowed).await;
+        let states =
+            upload_states(&mut tx, read.iter().filter_map(|(_, r)| r.as_ref().ok())).await?;
+        for (entry, outcome) in &read {
+            match outcome {
+                Ok(sidecar) if classify(entry, sidecar, &states, cutoff) == Unrowed::Abandoned => {
+                    abandoned_uploads.push(entry.sidecar_key.clone().unwrap_or_default())
+                }
+                _ => orphan_attr.push(entry.file_id),
+            }
         }
     }
-    let expired = rows
-        .values()
-        .filter(|r| core.is_expired(r.cache_updated_at))
-        .count() as u64;
-    let orphan_blobs: Vec<String> = orphan_blobs(core, &scan)
-        .into_iter()
-        .map(|b| b.key.clone())
-        .collect();
-    let incomplete = core.backend.incomplete_uploads(grace_cutoff(core)).await?;
-    let problems = orphan_cache.len() + orphan_attr.len() + stale.len();
-    let base = scan.sidecars.len().max(rows.len()).max(1);
+    tx.rollback().await?;
+    let incomplete = core.backend.incomplete_uploads(cutoff).await?;
+    let problems = orphan_cache.count + orphan_attr.count + stale.count;
+    let base = sidecars.max(rows).max(1);
     let percentage = ((problems as f64 / base as f64) * 10_000.0).round() / 100.0;
-    let list = |ids: &[Uuid]| -> Vec<String> {
-        ids.iter().take(DETAIL_LIMIT).map(Uuid::to_string).collect()
-    };
+    let list =
+        |found: &Found<Uuid>| -> Vec<String> { found.first.iter().map(Uuid::to_string).collect() };
     Ok(ConsistencyReport {
-        total_attr_files: scan.sidecars.len() as u64,
-        total_cache_entries: rows.len() as u64,
-        orphan_cache_count: orphan_cache.len() as u64,
-        orphan_attr_count: orphan_attr.len() as u64,
+        total_attr_files: sidecars,
+        total_cache_entries: rows,
+        orphan_cache_count: orphan_cache.count,
+        orphan_attr_count: orphan_attr.count,
         expired_cache_count: expired,
-        is_consistent: problems == 0 && orphan_blobs.is_empty() && incomplete.is_empty(),
+        is_consistent: problems == 0
+            && abandoned_uploads.count == 0
+            && orphan_blobs.count == 0
+            && orphan_sidecars.count == 0
+            && incomplete.is_empty(),
         inconsistency_percentage: percentage.min(100.0),
         details: serde_json::json!({
             "orphan_cache_entries": list(&orphan_cache),
             "orphan_attr_files": list(&orphan_attr),
-            "stale_cache_count": stale.len(),
+            "stale_cache_count": stale.count,
             "stale_cache_entries": list(&stale),
-            "orphan_blob_count": orphan_blobs.len(),
-            "orphan_blobs": orphan_blobs.iter().take(DETAIL_LIMIT).collect::<Vec<_>>(),
+            "orphan_blob_count": orphan_blobs.count,
+            "orphan_blobs": orphan_blobs.first,
+            "abandoned_upload_count": abandoned_uploads.count,
+            "abandoned_uploads": abandoned_uploads.first,
+            "orphan_sidecar_count": orphan_sidecars.count,
+            "orphan_sidecars": orphan_sidecars.first,
             "incomplete_upload_count": incomplete.len(),
             "incomplete_uploads": incomplete
                 .iter()
@@ -197,6 +344,272 @@ pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError>
             "checked_at": Utc::now(),
         }),
     })
+}
+
+/// A count and the first few of what was found (a report's details stay bounded).
+struct Found<T> {
+    count: u64,
+    first: Vec<T>,
+}
+
+impl<T> Default for Found<T> {
+    fn default() -> Self {
+        Found {
+            count: 0,
+            first: Vec::new(),
+        }
+    }
+}
+
+impl<T> Found<T> {
+    fn push(&mut self, item: T) {
+        self.count += 1;
+        if self.first.len() < DETAIL_LIMIT {
+            self.first.push(item);
+        }
+    }
+}
+
+/// Removes one cache row whose sidecar is gone and queues `file.deleted`. Runs under the
+/// maintenance lock.
+async fn remove_row(
+    core: &Core,
+    file_id: Uuid,
+    report: &mut RunReport,
+) -> Result<(), ElementError> {
+    let mut tx = core.pool.begin().await?;
+    if store::delete_and_announce(&mut tx, file_id).await? {
+        report.removed += 1;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What a sidecar without a cache row stands for, by the upload id it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unrowed {
+    /// A file to cache: no upload id, or one committed as this very file.
+    Restore,
+    /// An upload id this element never committed nor had cancelled, older than the grace
+    /// period: the element died between the sidecar and the commit. Restored, and the id
+    /// recorded as committed to it, so a cancel the ingester still sends deletes it (announced
+    /// as any delete) instead of finding nothing.
+    RestoreAndClaim(Uuid),
+    /// The same, younger than the grace period: an upload in flight, whose commit caches it.
+    InFlight,
+    /// The ingester gave up on the upload (its cancel arrived), or the id committed as another
+    /// file (a concurrent attempt won): a leftover of a crash before the commit, not a file.
+    Abandoned,
+}
+
+fn classify(
+    entry: &Entry,
+    sidecar: &Sidecar,
+    states: &HashMap<Uuid, UploadIdState>,
+    cutoff: DateTime<Utc>,
+) -> Unrowed {
+    let Some(upload_id) = sidecar.upload_id else {
+        return Unrowed::Restore;
+    };
+    match states
+        .get(&upload_id)
+        .copied()
+        .unwrap_or(UploadIdState::Unknown)
+    {
+        UploadIdState::Abandoned => Unrowed::Abandoned,
+        UploadIdState::Committed(file_id) if file_id == sidecar.record.file_id => Unrowed::Restore,
+        UploadIdState::Committed(_) => Unrowed::Abandoned,
+        UploadIdState::Unknown if entry.sidecar_modified.is_some_and(|m| m > cutoff) => {
+            Unrowed::InFlight
+        }
+        UploadIdState::Unknown => Unrowed::RestoreAndClaim(upload_id),
+    }
+}
+
+/// The `uploads` states of the upload ids these sidecars carry.
+async fn upload_states<'a>(
+    conn: &mut PgConnection,
+    sidecars: impl Iterator<Item = &'a Sidecar>,
+) -> Result<HashMap<Uuid, UploadIdState>, ElementError> {
+    let ids: Vec<Uuid> = sidecars.filter_map(|s| s.upload_id).collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(store::upload_id_states(conn, &ids).await?)
+}
+
+/// Deletes the blob and sidecar an abandoned upload left (sidecar first: it is the truth).
+async fn remove_abandoned(core: &Core, entry: &Entry, report: &mut RunReport) {
+    for key in [&entry.sidecar_key, &entry.blob_key].into_iter().flatten() {
+        if let Err(e) = core.backend.delete(key).await {
+            report.errors.push(format!("{key}: {e}"));
+            return;
+        }
+    }
+    tracing::info!(file_id = %entry.file_id, "blob and sidecar of an abandoned upload removed");
+    report.abandoned_uploads_removed += 1;
+}
+
+/// Brings a batch of rows in line with their sidecars in one transaction, queueing the event
+/// for every change. Runs under the maintenance lock.
+async fn apply(
+    core: &Core,
+    read: Vec<(&Entry, Result<Sidecar, ElementError>)>,
+    cutoff: DateTime<Utc>,
+    report: &mut RunReport,
+) -> Result<(), ElementError> {
+    let mut new: Vec<FileRecord> = Vec::new();
+    let mut newer: Vec<FileRecord> = Vec::new();
+    let mut current = Vec::new();
+    let mut gone = Vec::new();
+    let mut tx = core.pool.begin().await?;
+    let states = upload_states(
+        &mut tx,
+        read.iter()
+            .filter(|(entry, _)| entry.row_version.is_none())
+            .filter_map(|(_, outcome)| outcome.as_ref().ok()),
+    )
+    .await?;
+    let mut claims: Vec<(Uuid, FileRecord, &Entry)> = Vec::new();
+    let mut abandoned: Vec<&Entry> = Vec::new();
+    for (entry, outcome) in read {
+        match outcome {
+            Ok(sidecar) if sidecar.record.file_id != entry.file_id => report.errors.push(format!(
+                "{}: describes another file",
+                entry.sidecar_key.as_deref().unwrap_or_default()
+            )),
+            Ok(sidecar) => {
+                report.scanned += 1;
+                let kind = classify(entry, &sidecar, &states, cutoff);
+                let record = sidecar.record;
+                match entry.row_version {
+                    None => match kind {
+                        Unrowed::Restore => new.push(record),
+                        Unrowed::RestoreAndClaim(upload_id) => {
+                            claims.push((upload_id, record, entry))
+                        }
+                        Unrowed::InFlight => {}
+                        Unrowed::Abandoned => abandoned.push(entry),
+                    },
+                    Some(version) if record.version > version => newer.push(record),
+                    Some(_) => current.push(record.file_id),
+                }
+            }
+            Err(ElementError::Backend(BackendError::NotFound(_))) => gone.push(entry.file_id),
+            Err(ElementError::BadSidecar { key, reason }) => {
+                report.errors.push(format!("{key}: {reason}"))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Claimed in this transaction before the row exists: a cancel arriving meanwhile either
+    // came first (the claim finds the id abandoned and the upload's leftovers go) or waits for
+    // this commit and then deletes the restored file as a committed upload's.
+    for (upload_id, record, entry) in claims {
+        match store::claim_upload_id(&mut tx, upload_id, record.file_id).await? {
+            None => new.push(record),
+            Some(UploadIdState::Committed(file_id)) if file_id == record.file_id => {
+                new.push(record)
+            }
+            Some(_) => abandoned.push(entry),
+        }
+    }
+    let inserted: std::collections::HashSet<Uuid> =
+        store::insert_many(&mut tx, &new.iter().collect::<Vec<_>>())
+            .await?
+            .into_iter()
+            .collect();
+    let (created, raced): (Vec<&FileRecord>, Vec<&FileRecord>) =
+        new.iter().partition(|r| inserted.contains(&r.file_id));
+    store::enqueue_many(&mut tx, EventType::Created, &created).await?;
+    report.added += created.len() as u64;
+    // Cached since the scan began (an upload's commit): compare versions row by row.
+    for record in newer.iter().chain(raced) {
+        if store::update_if_newer(&mut tx, record).await? {
+            store::enqueue(&mut tx, EventType::Updated, record).await?;
+            report.updated += 1;
+        } else {
+            current.push(record.file_id);
+        }
+    }
+    store::touch_many(&mut tx, &current).await?;
+    report.refreshed += current.len() as u64;
+    for file_id in gone {
+        if store::delete_and_announce(&mut tx, file_id).await? {
+            report.removed += 1;
+        }
+    }
+    tx.commit().await?;
+    for entry in abandoned {
+        remove_abandoned(core, entry, report).await;
+    }
+    Ok(())
+}
+
+async fn incremental(
+    core: &Core,
+    lock: &mut PgConnection,
+    full: bool,
+    report: &mut RunReport,
+) -> Result<(), ElementError> {
+    open_scan(core, lock).await?;
+    let cutoff = grace_cutoff(core);
+    loop {
+        let batch = next_batch(lock).await?;
+        if batch.is_empty() {
+            break;
+        }
+        let mut to_read = Vec::new();
+        for entry in &batch {
+            if entry.sidecar_key.is_some()
+                && !entry.lacks_blob()
+                && (full || entry.row_version.is_none() || entry.maybe_newer())
+            {
+                to_read.push(entry);
+            }
+        }
+        let read = read_sidecars(core, to_read).await;
+        apply(core, read, cutoff, report).await?;
+        for entry in &batch {
+            if entry.is_orphan_sidecar(cutoff)
+                && let Some(key) = &entry.sidecar_key
+            {
+                // The sidecar first: it is the truth, and the row follows it.
+                match core.backend.delete(key).await {
+                    Ok(()) => report.orphan_sidecars_deleted += 1,
+                    Err(e) => {
+                        report.errors.push(format!("{key}: {e}"));
+                        continue;
+                    }
+                }
+                if entry.row_version.is_some() {
+                    remove_row(core, entry.file_id, report).await?;
+                }
+            }
+            if entry.sidecar_key.is_none() && entry.row_version.is_some() {
+                remove_row(core, entry.file_id, report).await?;
+            }
+            if entry.is_orphan_blob(cutoff)
+                && let Some(key) = &entry.blob_key
+            {
+                match core.backend.delete(key).await {
+                    Ok(()) => report.orphan_blobs_deleted += 1,
+                    Err(e) => report.errors.push(format!("{key}: {e}")),
+                }
+            }
+        }
+    }
+    sqlx::query("CLOSE scan").execute(&mut *lock).await?;
+    sqlx::query("DROP TABLE listing")
+        .execute(&mut *lock)
+        .await?;
+    for upload in core.backend.incomplete_uploads(cutoff).await? {
+        match core.backend.remove_incomplete(&upload).await {
+            Ok(()) => report.incomplete_uploads_removed += 1,
+            Err(e) => report.errors.push(format!("{}: {e}", upload.key)),
+        }
+    }
+    Ok(())
 }
 
 /// Brings one row in line with its sidecar (or removes it when the sidecar is gone) and queues
@@ -247,36 +660,6 @@ async fn reconcile(
         }
     }
     tx.commit().await?;
-    Ok(())
-}
-
-async fn incremental(core: &Core, full: bool, report: &mut RunReport) -> Result<(), ElementError> {
-    let scan = scan(core).await?;
-    let rows = rows(core).await?;
-    for (id, sidecar) in &scan.sidecars {
-        let needs_read = match rows.get(id) {
-            None => true,
-            Some(row) => full || maybe_newer(sidecar, row),
-        };
-        if needs_read {
-            reconcile(core, *id, Some(&sidecar.key), report).await?;
-        }
-    }
-    for id in rows.keys().filter(|id| !scan.sidecars.contains_key(id)) {
-        reconcile(core, *id, None, report).await?;
-    }
-    for blob in orphan_blobs(core, &scan) {
-        match core.backend.delete(&blob.key).await {
-            Ok(()) => report.orphan_blobs_deleted += 1,
-            Err(e) => report.errors.push(format!("{}: {e}", blob.key)),
-        }
-    }
-    for upload in core.backend.incomplete_uploads(grace_cutoff(core)).await? {
-        match core.backend.remove_incomplete(&upload).await {
-            Ok(()) => report.incomplete_uploads_removed += 1,
-            Err(e) => report.errors.push(format!("{}: {e}", upload.key)),
-        }
-    }
     Ok(())
 }
 
@@ -371,8 +754,8 @@ pub async fn run(core: &Core, kind: MaintenanceKind) -> Result<serde_json::Value
         ..RunReport::default()
     };
     let outcome = match kind {
-        MaintenanceKind::Full => incremental(core, true, &mut report).await,
-        MaintenanceKind::Incremental => incremental(core, false, &mut report).await,
+        MaintenanceKind::Full => incremental(core, &mut lock, true, &mut report).await,
+        MaintenanceKind::Incremental => incremental(core, &mut lock, false, &mut report).await,
         MaintenanceKind::CleanupExpired => cleanup_expired(core, &mut report).await,
         MaintenanceKind::Retention => retention(core, &mut report).await,
         MaintenanceKind::Consistency => Ok(()),

@@ -203,6 +203,30 @@ pub async fn upload_id_state(
     })
 }
 
+/// What each of `upload_ids` stands for (ids not listed are unknown).
+pub async fn upload_id_states(
+    conn: &mut PgConnection,
+    upload_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, UploadIdState>, sqlx::Error> {
+    let rows: Vec<(Uuid, Option<Uuid>, bool)> = sqlx::query_as(
+        "SELECT upload_id, file_id, abandoned FROM uploads WHERE upload_id = ANY($1)",
+    )
+    .bind(upload_ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(upload_id, file_id, abandoned)| {
+            let state = match (file_id, abandoned) {
+                (_, true) => UploadIdState::Abandoned,
+                (Some(file_id), false) => UploadIdState::Committed(file_id),
+                (None, false) => UploadIdState::Unknown,
+            };
+            (upload_id, state)
+        })
+        .collect())
+}
+
 /// Binds `upload_id` to `file_id` inside the upload's transaction. `None` when the id was free;
 /// otherwise what it already stands for. A concurrent claim or abandonment of the same id waits
 /// for this transaction (and this one for it): the primary key orders them.
@@ -241,11 +265,135 @@ pub async fn abandon_upload_id(
     .await
 }
 
-/// Forgets upload ids recorded before `cutoff`; returns how many.
-pub async fn prune_upload_ids(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM uploads WHERE recorded_at < $1")
-        .bind(cutoff)
-        .execute(pool)
-        .await?;
+/// Records `upload_id` as abandoned unless an upload or a cancel recorded it first (then it
+/// stands as it is: a commit is undone only by the ingester's cancel).
+pub async fn abandon_unclaimed_upload_id(
+    pool: &PgPool,
+    upload_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO uploads (upload_id, abandoned) VALUES ($1, true)
+         ON CONFLICT (upload_id) DO NOTHING",
+    )
+    .bind(upload_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Forgets upload ids recorded before `cutoff`; returns how many. An id abandoned before any
+/// commit is kept until a full or incremental rebuild has finished that started at least
+/// `grace` after it was recorded and met no error: a crash between an upload's sidecar and its commit can leave
+/// the upload's blob and sidecar behind, and only that rebuild removes them by this id (without
+/// it, the rebuild would restore the file as one nobody gave up on).
+pub async fn prune_upload_ids(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    grace: chrono::Duration,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM uploads u WHERE u.recorded_at < $1
+         AND (u.file_id IS NOT NULL OR NOT u.abandoned OR EXISTS (
+             SELECT 1 FROM maintenance_runs m
+             WHERE m.kind IN ('full', 'incremental') AND m.finished_at IS NOT NULL
+               AND jsonb_array_length(m.report -> 'errors') = 0
+               AND m.started_at > u.recorded_at + $2))",
+    )
+    .bind(cutoff)
+    .bind(grace)
+    .execute(pool)
+    .await?;
     Ok(done.rows_affected())
+}
+
+/// Inserts the rows that are not cached yet, in one statement; returns the ids it inserted.
+pub async fn insert_many(
+    conn: &mut PgConnection,
+    records: &[&FileRecord],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO files (file_id, storage_key, size, sha256, created_by, retention_expires_at,
+                            version, record, cache_updated_at)
+         SELECT *, now() FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                                     $6::timestamptz[], $7::bigint[], $8::jsonb[])
+         ON CONFLICT (file_id) DO NOTHING
+         RETURNING file_id",
+    )
+    .bind(records.iter().map(|r| r.file_id).collect::<Vec<_>>())
+    .bind(
+        records
+            .iter()
+            .map(|r| r.storage_key.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|r| i64::try_from(r.size).unwrap_or(i64::MAX))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|r| r.sha256.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|r| r.created_by.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|r| r.retention_expires_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(records.iter().map(|r| r.version).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| Json(*r)).collect::<Vec<_>>())
+    .fetch_all(conn)
+    .await
+}
+
+/// Queues one event of `event_type` per record, in one statement.
+pub async fn enqueue_many(
+    conn: &mut PgConnection,
+    event_type: EventType,
+    records: &[&FileRecord],
+) -> Result<(), sqlx::Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    let events: Vec<FileEvent> = records
+        .iter()
+        .map(|r| FileEvent::new(event_type, (*r).clone(), now))
+        .collect();
+    sqlx::query(
+        "INSERT INTO outbox (event_type, event_id, file_id, version, occurred_at, payload)
+         SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::bigint[], $5::timestamptz[],
+                                  $6::jsonb[])",
+    )
+    .bind(event_type.as_str())
+    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.file_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.version).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| Json(&e.payload)).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks rows fresh (their sidecars were just read and match), in one statement.
+pub async fn touch_many(conn: &mut PgConnection, file_ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if file_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE files SET cache_updated_at = now() WHERE file_id = ANY($1)")
+        .bind(file_ids)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

@@ -49,14 +49,23 @@ struct Meter {
     /// Bytes of field data handed to the handler.
     yielded: AtomicU64,
     parts: AtomicU64,
+    /// Everything the parser handed out: a new part, a piece of field data, the end of a field.
+    /// Between two polls of a body held back, the parser must have done one of these.
+    progress: AtomicU64,
     overflowed: AtomicBool,
+}
+
+impl Meter {
+    fn advance(&self) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The request body, metered.
 struct MeteredBody<S> {
     inner: S,
     meter: Arc<Meter>,
-    /// Field bytes handed out when the body was last held back.
+    /// The parser's progress when the body was last held back.
     held_back_at: Option<u64>,
 }
 
@@ -72,7 +81,11 @@ where
         let held = meter.pulled.load(Ordering::Relaxed).saturating_sub(yielded);
         let allowed = MAX_UNYIELDED_BYTES + meter.parts.load(Ordering::Relaxed) * PER_PART_OVERHEAD;
         if held > allowed {
-            if self.held_back_at == Some(yielded) {
+            // Not only field data counts as progress: after a large piece of body that holds
+            // several small fields, the parser hands out part headers and field ends between
+            // two polls without any field data, and that is no reason to refuse the form.
+            let progress = meter.progress.load(Ordering::Relaxed);
+            if self.held_back_at == Some(progress) {
                 // Held back once and the parser handed out nothing since: it cannot go on
                 // without more input it must buffer.
                 meter.overflowed.store(true, Ordering::Relaxed);
@@ -80,7 +93,7 @@ where
                     "multipart headers or preamble too large",
                 ))));
             }
-            self.held_back_at = Some(yielded);
+            self.held_back_at = Some(progress);
             // Ask to be polled again: by then the parser has handed out what it holds, or
             // shown that it cannot.
             cx.waker().wake_by_ref();
@@ -173,6 +186,7 @@ impl FormReader {
             Ok(Some(field)) => {
                 self.parts += 1;
                 self.meter.parts.fetch_add(1, Ordering::Relaxed);
+                self.meter.advance();
                 if self.parts > self.limits.max_parts {
                     return Err(ApiError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
@@ -211,9 +225,13 @@ impl Part {
                 self.meter
                     .yielded
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                self.meter.advance();
                 Ok(Some(bytes))
             }
-            Ok(None) => Ok(None),
+            Ok(None) => {
+                self.meter.advance();
+                Ok(None)
+            }
             Err(e) if self.meter.overflowed.load(Ordering::Relaxed) => {
                 let _ = e;
                 Err(overhead_error())
@@ -260,5 +278,100 @@ pub fn clip(text: &str) -> String {
         let mut clipped: String = text.chars().take(MAX).collect();
         clipped.push('…');
         clipped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUNDARY: &str = "chaosboundary";
+
+    fn headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={BOUNDARY}")
+                .parse()
+                .expect("header"),
+        );
+        h
+    }
+
+    fn text_part(name: &str, value: &str) -> String {
+        format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        )
+    }
+
+    /// A body sent as the given pieces.
+    fn body(pieces: Vec<Vec<u8>>) -> Body {
+        Body::from_stream(futures::stream::iter(
+            pieces
+                .into_iter()
+                .map(|p| Ok::<_, std::io::Error>(Bytes::from(p))),
+        ))
+    }
+
+    async fn read_all(mut form: FormReader) -> Result<Vec<(String, usize)>, ApiError> {
+        let mut parts = Vec::new();
+        while let Some(mut part) = form.next_part().await? {
+            let name = part.name().to_string();
+            let mut n = 0;
+            while let Some(chunk) = part.chunk().await? {
+                n += chunk.len();
+            }
+            parts.push((name, n));
+        }
+        Ok(parts)
+    }
+
+    /// Seen in the chaos test after the ingester was frozen: the client's small fields and the
+    /// start of the file arrived as one piece of body larger than the allowance, and the form
+    /// was refused with 413 `multipart_overhead_too_large` because the parser handed out part
+    /// headers and field ends, but no field data, between two polls.
+    #[tokio::test]
+    async fn small_fields_in_one_large_piece_of_body_are_read() {
+        let file = vec![b'x'; 3 * MAX_UNYIELDED_BYTES as usize];
+        let mut all = Vec::new();
+        all.extend(text_part("description", "chaos upload").into_bytes());
+        for tag in ["chaos", "c1", "more", "tags"] {
+            all.extend(text_part("tags", tag).into_bytes());
+        }
+        all.extend(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\n\r\n"
+            )
+            .into_bytes(),
+        );
+        all.extend(&file);
+        all.extend(format!("\r\n--{BOUNDARY}--\r\n").into_bytes());
+        // The first piece holds every small field and more than the allowance of the file.
+        let first = 2 * MAX_UNYIELDED_BYTES as usize;
+        let rest = all.split_off(first);
+        let form =
+            FormReader::new(&headers(), body(vec![all, rest]), FormLimits::UPLOAD).expect("form");
+        let parts = read_all(form).await.expect("the form is read");
+        let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["description", "tags", "tags", "tags", "tags", "file"]
+        );
+        assert_eq!(parts[5].1, file.len());
+    }
+
+    #[tokio::test]
+    async fn a_part_header_that_never_ends_is_still_refused() {
+        let mut start =
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"\r\nX-Pad: ")
+                .into_bytes();
+        start.extend(vec![b'a'; 64 * 1024]);
+        let pieces: Vec<Vec<u8>> = std::iter::once(start)
+            .chain((0..16).map(|_| vec![b'a'; 64 * 1024]))
+            .collect();
+        let form = FormReader::new(&headers(), body(pieces), FormLimits::UPLOAD).expect("form");
+        let err = read_all(form).await.expect_err("refused");
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(err.code, "multipart_overhead_too_large");
     }
 }

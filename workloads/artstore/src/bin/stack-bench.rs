@@ -261,6 +261,16 @@ async fn main() -> Result<()> {
         percentile(&upload_ms, 99.0)
     );
 
+    let searchable_p99 = percentile(&visible_ms, 99.0);
+    artstore_common::bench_summary::record(artstore_common::bench_summary::Row {
+        benchmark: &format!("upload → searchable at {}/s, {} B", args.rate, args.size),
+        figure: format!("p99 {searchable_p99:.1} ms"),
+        ceiling: format!("upload alone p99 {:.1} ms", percentile(&upload_ms, 99.0)),
+        ratio: None,
+        goal: "p99 < 100 ms",
+        pass: searchable_p99 < 100.0 && failures == 0,
+    });
+
     // Phase 2: maximum sustained rate, ingester vs the element directly.
     let (ceiling, ceiling_errors) = {
         let http = http.clone();
@@ -302,5 +312,16 @@ async fn main() -> Result<()> {
         "  ratio                     {:7.0} %",
         100.0 * gateway / ceiling
     );
+    artstore_common::bench_summary::record(artstore_common::bench_summary::Row {
+        benchmark: &format!(
+            "small uploads ({} B, {} in flight) through the ingester vs straight to the element",
+            args.size, args.concurrency
+        ),
+        figure: format!("{gateway:.0} uploads/s"),
+        ceiling: format!("{ceiling:.0} uploads/s"),
+        ratio: Some(gateway / ceiling),
+        goal: "≥ 90 % and ≥ 500/s",
+        pass: gateway / ceiling >= 0.90 && gateway >= 500.0 && gateway_errors == 0,
+    });
     Ok(())
 }

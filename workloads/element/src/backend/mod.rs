@@ -12,6 +12,12 @@ use futures::stream::BoxStream;
 pub use s3::{S3Backend, S3Settings, S3Timeouts, client as s3_client};
 pub use volume::VolumeBackend;
 
+/// Objects per listing page (S3's own page size).
+pub const LIST_PAGE: usize = 1000;
+
+/// Makes a sidecar's bytes from the size of the blob it describes.
+pub type MakeSidecar = Box<dyn FnOnce(u64) -> Result<Bytes, BackendError> + Send>;
+
 /// A stream of body chunks.
 pub type ByteChunks = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
@@ -66,6 +72,26 @@ pub trait BlobBackend: Send + Sync {
     /// On any error nothing is left visible under `key`.
     fn put_stream(&self, key: &str, body: ByteChunks) -> BoxFuture<'_, Result<u64, BackendError>>;
 
+    /// Stores a blob and its sidecar. `make_sidecar` is called with the blob's size once the
+    /// whole body has been read (the sidecar describes it: size, hash) and what it returns is
+    /// stored under `sidecar_key`. A backend may store the sidecar while the blob's last bytes
+    /// are still on their way (S3 does: the two PUTs overlap), so a failure — or a crash — can
+    /// leave either one without the other; the caller deletes both on error, and maintenance
+    /// treats a sidecar without its blob as an orphan. Returns the blob's size.
+    fn put_with_sidecar<'a>(
+        &'a self,
+        key: &'a str,
+        body: ByteChunks,
+        sidecar_key: &'a str,
+        make_sidecar: MakeSidecar,
+    ) -> BoxFuture<'a, Result<u64, BackendError>> {
+        Box::pin(async move {
+            let size = self.put_stream(key, body).await?;
+            self.put_small(sidecar_key, make_sidecar(size)?).await?;
+            Ok(size)
+        })
+    }
+
     /// Stores a small object (a sidecar) atomically.
     fn put_small(&self, key: &str, body: Bytes) -> BoxFuture<'_, Result<(), BackendError>>;
 
@@ -82,8 +108,22 @@ pub trait BlobBackend: Send + Sync {
     /// Deletes an object; a missing object is success.
     fn delete(&self, key: &str) -> BoxFuture<'_, Result<(), BackendError>>;
 
-    /// Every object under the root (blobs and sidecars), in no particular order.
-    fn list(&self) -> BoxFuture<'_, Result<Vec<ObjectInfo>, BackendError>>;
+    /// Every object under the root (blobs and sidecars), in no particular order, a page at a
+    /// time (at most [`LIST_PAGE`] objects each) so a caller's memory does not grow with the
+    /// number of files.
+    fn list_pages(&self) -> BoxStream<'_, Result<Vec<ObjectInfo>, BackendError>>;
+
+    /// The whole listing at once; for small backends and tests (maintenance streams pages).
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ObjectInfo>, BackendError>> {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            let mut pages = self.list_pages();
+            while let Some(page) = futures::StreamExt::next(&mut pages).await {
+                found.extend(page?);
+            }
+            Ok(found)
+        })
+    }
 
     /// Whether the backend answers (readiness).
     fn check(&self) -> BoxFuture<'_, Result<(), BackendError>>;

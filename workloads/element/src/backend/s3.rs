@@ -11,9 +11,12 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
+use futures::stream::{BoxStream, FuturesUnordered};
 
-use super::{BackendError, BlobBackend, ByteChunks, ByteRange, IncompleteUpload, ObjectInfo};
+use super::{
+    BackendError, BlobBackend, ByteChunks, ByteRange, IncompleteUpload, LIST_PAGE, MakeSidecar,
+    ObjectInfo,
+};
 
 /// Part size of multipart uploads (S3's minimum is 5 MiB).
 const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -143,7 +146,9 @@ impl S3Backend {
         mut body: ByteChunks,
         mut buf: BytesMut,
         mut total: u64,
+        body_ended: Option<tokio::sync::oneshot::Sender<u64>>,
     ) -> Result<u64, BackendError> {
+        let mut body_ended = body_ended;
         let full_key = self.full_key(key);
         let created = self
             .client
@@ -197,6 +202,9 @@ impl S3Backend {
                 buf.reserve(PART_SIZE);
                 ended = fill(&mut body, &mut buf).await?;
                 total += buf.len() as u64;
+                if ended && let Some(signal) = body_ended.take() {
+                    let _ = signal.send(total);
+                }
             }
             parts.sort_by_key(|p| p.part_number());
             Ok(parts)
@@ -254,7 +262,48 @@ impl BlobBackend for S3Backend {
                 self.put_bytes(&key, buf.freeze()).await?;
                 return Ok(total);
             }
-            self.put_multipart(&key, body, buf, total).await
+            self.put_multipart(&key, body, buf, total, None).await
+        })
+    }
+
+    fn put_with_sidecar<'a>(
+        &'a self,
+        key: &'a str,
+        mut body: ByteChunks,
+        sidecar_key: &'a str,
+        make_sidecar: MakeSidecar,
+    ) -> BoxFuture<'a, Result<u64, BackendError>> {
+        Box::pin(async move {
+            let mut buf = BytesMut::with_capacity(PART_SIZE);
+            let ended = fill(&mut body, &mut buf).await?;
+            let total = buf.len() as u64;
+            if ended {
+                // One part: both PUTs at once, no copy of the body (`freeze` shares it).
+                let sidecar = make_sidecar(total)?;
+                tokio::try_join!(
+                    self.put_bytes(key, buf.freeze()),
+                    self.put_bytes(sidecar_key, sidecar)
+                )?;
+                return Ok(total);
+            }
+            // Multipart: the sidecar goes up beside the last parts and the completion.
+            let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+            let sidecar = async move {
+                // A closed channel: the blob failed before its end; its error is the answer.
+                let Ok(size) = ended_rx.await else {
+                    return Ok(());
+                };
+                self.put_bytes(sidecar_key, make_sidecar(size)?).await
+            };
+            // Not `try_join`: a failed sidecar must not cut the multipart upload off before it
+            // completes or aborts itself (the caller then deletes both).
+            let (blob, sidecar) = tokio::join!(
+                self.put_multipart(key, body, buf, total, Some(ended_tx)),
+                sidecar
+            );
+            let size = blob?;
+            sidecar?;
+            Ok(size)
         })
     }
 
@@ -348,40 +397,50 @@ impl BlobBackend for S3Backend {
         })
     }
 
-    fn list(&self) -> BoxFuture<'_, Result<Vec<ObjectInfo>, BackendError>> {
-        Box::pin(async move {
-            let prefix = if self.prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{}/", self.prefix)
+    fn list_pages(&self) -> BoxStream<'_, Result<Vec<ObjectInfo>, BackendError>> {
+        let prefix = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .max_keys(LIST_PAGE as i32)
+            .into_paginator()
+            .send();
+        futures::stream::unfold(Some((pages, prefix)), |state| async move {
+            let (mut pages, prefix) = state?;
+            let page = match pages.next().await? {
+                Ok(page) => page,
+                Err(e) => {
+                    return Some((
+                        Err(BackendError::storage(
+                            aws_sdk_s3::error::DisplayErrorContext(e),
+                        )),
+                        None,
+                    ));
+                }
             };
-            let mut pages = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&prefix)
-                .into_paginator()
-                .send();
-            let mut found = Vec::new();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| {
-                    BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e))
-                })?;
-                for object in page.contents() {
-                    let Some(key) = object.key().and_then(|k| k.strip_prefix(&prefix)) else {
-                        continue;
-                    };
-                    found.push(ObjectInfo {
+            let found = page
+                .contents()
+                .iter()
+                .filter_map(|object| {
+                    let key = object.key()?.strip_prefix(&prefix)?;
+                    Some(ObjectInfo {
                         key: key.to_string(),
                         size: object.size().unwrap_or(0).max(0) as u64,
                         modified: object.last_modified().and_then(|t| {
                             chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
                         }),
-                    });
-                }
-            }
-            Ok(found)
+                    })
+                })
+                .collect();
+            Some((Ok(found), Some((pages, prefix))))
         })
+        .boxed()
     }
 
     fn incomplete_uploads(

@@ -6,10 +6,13 @@ use std::path::{Component, Path, PathBuf};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
-use super::{BackendError, BlobBackend, ByteChunks, ByteRange, IncompleteUpload, ObjectInfo};
+use super::{
+    BackendError, BlobBackend, ByteChunks, ByteRange, IncompleteUpload, LIST_PAGE, ObjectInfo,
+};
 
 const TMP_DIR: &str = ".tmp";
 /// Temporary files older than this at start-up are left by a crashed process (an upload in
@@ -123,6 +126,65 @@ impl VolumeBackend {
                 Err(e)
             }
         }
+    }
+}
+
+/// A depth-first walk of the volume: directories still to read and the one being read.
+struct Walk {
+    pending: Vec<PathBuf>,
+    current: Option<tokio::fs::ReadDir>,
+}
+
+impl VolumeBackend {
+    /// Up to [`LIST_PAGE`] files of the walk; empty when it has ended.
+    async fn next_page(&self, walk: &mut Walk) -> Result<Vec<ObjectInfo>, BackendError> {
+        let mut found = Vec::new();
+        while found.len() < LIST_PAGE {
+            let entries = match &mut walk.current {
+                Some(entries) => entries,
+                None => {
+                    let Some(dir) = walk.pending.pop() else {
+                        break;
+                    };
+                    match tokio::fs::read_dir(&dir).await {
+                        Ok(entries) => walk.current.insert(entries),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(BackendError::storage(e)),
+                    }
+                }
+            };
+            let Some(entry) = entries.next_entry().await.map_err(BackendError::storage)? else {
+                walk.current = None;
+                continue;
+            };
+            let path = entry.path();
+            let meta = match entry.metadata().await {
+                Ok(meta) => meta,
+                // Deleted while listing.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(BackendError::storage(e)),
+            };
+            if meta.is_dir() {
+                if path != self.root.join(TMP_DIR) {
+                    walk.pending.push(path);
+                }
+                continue;
+            }
+            let Ok(relative) = path.strip_prefix(&self.root) else {
+                continue;
+            };
+            let key = relative
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            found.push(ObjectInfo {
+                key,
+                size: meta.len(),
+                modified: meta.modified().ok().map(chrono::DateTime::from),
+            });
+        }
+        Ok(found)
     }
 }
 
@@ -263,47 +325,20 @@ impl BlobBackend for VolumeBackend {
         })
     }
 
-    fn list(&self) -> BoxFuture<'_, Result<Vec<ObjectInfo>, BackendError>> {
-        Box::pin(async move {
-            let mut found = Vec::new();
-            let mut pending = vec![self.root.clone()];
-            while let Some(dir) = pending.pop() {
-                let mut entries = match tokio::fs::read_dir(&dir).await {
-                    Ok(entries) => entries,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(BackendError::storage(e)),
-                };
-                while let Some(entry) = entries.next_entry().await.map_err(BackendError::storage)? {
-                    let path = entry.path();
-                    let meta = match entry.metadata().await {
-                        Ok(meta) => meta,
-                        // Deleted while listing.
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(BackendError::storage(e)),
-                    };
-                    if meta.is_dir() {
-                        if path != self.root.join(TMP_DIR) {
-                            pending.push(path);
-                        }
-                        continue;
-                    }
-                    let Ok(relative) = path.strip_prefix(&self.root) else {
-                        continue;
-                    };
-                    let key = relative
-                        .components()
-                        .map(|c| c.as_os_str().to_string_lossy())
-                        .collect::<Vec<_>>()
-                        .join("/");
-                    found.push(ObjectInfo {
-                        key,
-                        size: meta.len(),
-                        modified: meta.modified().ok().map(chrono::DateTime::from),
-                    });
-                }
+    fn list_pages(&self) -> BoxStream<'_, Result<Vec<ObjectInfo>, BackendError>> {
+        let walk = Walk {
+            pending: vec![self.root.clone()],
+            current: None,
+        };
+        futures::stream::unfold(Some(walk), move |state| async move {
+            let mut walk = state?;
+            match self.next_page(&mut walk).await {
+                Ok(page) if page.is_empty() => None,
+                Ok(page) => Some((Ok(page), Some(walk))),
+                Err(e) => Some((Err(e), None)),
             }
-            Ok(found)
         })
+        .boxed()
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), BackendError>> {

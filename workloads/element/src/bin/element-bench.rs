@@ -163,6 +163,18 @@ async fn main() -> Result<()> {
             "             raw PutObject blob + sidecar {pair:8.1} MiB/s   element vs that {:5.1} %",
             100.0 * t / pair
         );
+        let goal = if size == MIB { 0.80 } else { 0.90 };
+        artstore_common::bench_summary::record(artstore_common::bench_summary::Row {
+            benchmark: &format!(
+                "element upload {} MiB x {rounds} vs raw PutObject",
+                size / MIB
+            ),
+            figure: format!("{t:.1} MiB/s"),
+            ceiling: format!("{r:.1} MiB/s"),
+            ratio: Some(t / r),
+            goal: if size == MIB { "≥ 80 %" } else { "≥ 90 %" },
+            pass: t / r >= goal,
+        });
     }
 
     // Peak RSS while 1 GiB streams through the element (chunked body, never whole in memory).
@@ -205,6 +217,15 @@ async fn main() -> Result<()> {
         peak / 1024,
         peak.saturating_sub(baseline) / 1024
     );
+    let grew_mib = peak.saturating_sub(baseline) / 1024;
+    artstore_common::bench_summary::record(artstore_common::bench_summary::Row {
+        benchmark: "element 1 GiB streamed upload: peak RSS growth",
+        figure: format!("+{grew_mib} MiB"),
+        ceiling: format!("{} MiB before", baseline / 1024),
+        ratio: None,
+        goal: "flat: ≤ +64 MiB (parts in flight)",
+        pass: grew_mib <= 64,
+    });
     let core = running.core.clone();
     running.shutdown().await;
 

@@ -681,8 +681,9 @@ async fn an_abandoned_ingester_upload_rolls_back_at_its_commit() {
             .bearer_auth(writer())
             .query(&[("filename", "late.txt")])
             .body(b"late".to_vec());
+        let upload_id = uuid::Uuid::new_v4();
         if with_id {
-            request = request.header("x-artstore-upload-id", uuid::Uuid::new_v4().to_string());
+            request = request.header("x-artstore-upload-id", upload_id.to_string());
         }
         let sent = tokio::spawn(request.send());
         // Wait until the upload is at its commit, waiting for the lock.
@@ -691,7 +692,8 @@ async fn an_abandoned_ingester_upload_rolls_back_at_its_commit() {
             "the upload waits at its commit",
             || async {
                 let waiting: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
                 )
                 .fetch_one(&h.db.pool)
                 .await
@@ -705,6 +707,24 @@ async fn an_abandoned_ingester_upload_rolls_back_at_its_commit() {
         let _ = sent.await;
         // Let the element see the closed connection before the commit can go on.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        if with_id {
+            // Recorded as abandoned at once, before the commit point: had the element died
+            // here, a rebuild would remove blob and sidecar rather than restore them.
+            artstore_testsupport::eventually(
+                std::time::Duration::from_secs(30),
+                "the upload id recorded as abandoned",
+                || async {
+                    let abandoned: Option<bool> =
+                        sqlx::query_scalar("SELECT abandoned FROM uploads WHERE upload_id = $1")
+                            .bind(upload_id)
+                            .fetch_optional(&h.db.pool)
+                            .await
+                            .expect("uploads");
+                    (abandoned == Some(true)).then_some(())
+                },
+            )
+            .await;
+        }
         holder.rollback().await.expect("release");
         // Rolled back: no row and no objects; committed: one row, its blob and sidecar.
         artstore_testsupport::eventually(

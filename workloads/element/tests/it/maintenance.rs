@@ -585,3 +585,186 @@ async fn incomplete_uploads_are_reported_and_removed_s3() {
 async fn incomplete_uploads_are_reported_and_removed_volume() {
     incomplete_uploads_are_reported_and_removed(Kind::Volume).await;
 }
+
+/// Writes `n` files straight to the backend (blob + sidecar, no cache row), as a lost cache
+/// or a restored bucket would leave them; returns their records.
+async fn seed_backend(h: &Harness, n: usize) -> Vec<artstore_events::FileRecord> {
+    use futures::StreamExt;
+    let core = h.element.core.clone();
+    let records: Vec<_> = (0..n)
+        .map(|i| {
+            let now = chrono::Utc::now();
+            let file_id = uuid::Uuid::now_v7();
+            let name = format!("seed-{i}.bin");
+            artstore_events::FileRecord {
+                file_id,
+                storage_key: artstore_element::layout::blob_key(&name, "seeder", now, file_id),
+                original_filename: name,
+                size: 4,
+                sha256: sha256_hex(b"seed"),
+                mime_type: "application/octet-stream".into(),
+                description: None,
+                tags: vec![],
+                storage_element_id: "se-test".into(),
+                created_at: now,
+                created_by: "seeder".into(),
+                updated_at: now,
+                retention: artstore_events::Retention::Permanent,
+                retention_expires_at: None,
+                version: 1,
+            }
+        })
+        .collect();
+    futures::stream::iter(records.clone())
+        .map(|record| {
+            let core = core.clone();
+            async move {
+                let key = record.storage_key.clone();
+                core.backend
+                    .put_small(&key, bytes::Bytes::from_static(b"seed"))
+                    .await
+                    .expect("blob");
+                let sidecar = artstore_element::core::sidecar_bytes(&record).expect("sidecar");
+                core.backend
+                    .put_small(&artstore_element::layout::sidecar_key(&key), sidecar)
+                    .await
+                    .expect("sidecar");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    records
+}
+
+/// Rebuilds and the consistency check walk the listing page by page (1,000 objects a page);
+/// every file of every page is found, repaired and counted.
+async fn maintenance_spans_many_listing_pages(kind: Kind) {
+    let h = Harness::start(kind).await;
+    let records = seed_backend(&h, 1_100).await;
+    let report = consistency(&h).await;
+    assert_eq!(
+        (report.total_attr_files, report.orphan_attr_count),
+        (1_100, 1_100)
+    );
+    let (status, run) = h.post_json(&admin(), "/api/v1/cache/rebuild").await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(
+        (run["added"].as_u64(), run["scanned"].as_u64()),
+        (Some(1_100), Some(1_100))
+    );
+    assert_eq!(h.row_count().await, 1_100);
+    let queued: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'file.created'")
+            .fetch_one(&h.db.pool)
+            .await
+            .expect("outbox");
+    assert_eq!(queued, 1_100, "every added row is announced");
+    assert!(consistency(&h).await.is_consistent);
+
+    // Sidecars lost from the start, middle and end of the listing; rows lost likewise.
+    let core = &h.element.core;
+    for record in [&records[0], &records[550], &records[1_099]] {
+        core.backend
+            .delete(&artstore_element::layout::sidecar_key(&record.storage_key))
+            .await
+            .expect("delete sidecar");
+    }
+    for record in [&records[1], &records[999], &records[1_000], &records[1_098]] {
+        sqlx::query("DELETE FROM files WHERE file_id = $1")
+            .bind(record.file_id)
+            .execute(&h.db.pool)
+            .await
+            .expect("delete row");
+    }
+    let report = consistency(&h).await;
+    assert_eq!(
+        (
+            report.total_attr_files,
+            report.total_cache_entries,
+            report.orphan_cache_count,
+            report.orphan_attr_count
+        ),
+        (1_097, 1_096, 3, 4)
+    );
+    let run = incremental(&h).await;
+    assert_eq!(
+        (run["added"].as_u64(), run["removed"].as_u64()),
+        (Some(4), Some(3))
+    );
+    let report = consistency(&h).await;
+    assert_eq!(report.total_cache_entries, 1_097);
+    // The three blobs left without sidecars are younger than the grace period: in flight.
+    assert!(report.is_consistent, "{:?}", report.details);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn maintenance_spans_many_listing_pages_s3() {
+    maintenance_spans_many_listing_pages(Kind::S3).await;
+}
+
+#[tokio::test]
+async fn maintenance_spans_many_listing_pages_volume() {
+    maintenance_spans_many_listing_pages(Kind::Volume).await;
+}
+
+/// The sidecar and blob are written at once, so a crash can leave a sidecar without its blob:
+/// the check reports it and the rebuild deletes it (and any row it had), never caching it.
+async fn sidecar_without_blob_is_an_orphan_to_repair(kind: Kind) {
+    let h = Harness::start_with(kind, None, |c| c.orphan_blob_grace = Duration::ZERO).await;
+    let core = &h.element.core;
+    // A stored file whose blob went missing, and a sidecar that landed alone.
+    let stored = h.upload("kept-sidecar.txt", b"hello".to_vec()).await;
+    let key = stored["storage_key"].as_str().expect("key").to_string();
+    core.backend.delete(&key).await.expect("delete blob");
+    let lone = seed_backend(&h, 1).await.remove(0);
+    core.backend
+        .delete(&lone.storage_key)
+        .await
+        .expect("delete the seeded blob");
+    h.wait_events(1).await;
+
+    let report = consistency(&h).await;
+    assert!(!report.is_consistent);
+    assert_eq!(
+        report.details["orphan_sidecar_count"], 2,
+        "{:?}",
+        report.details
+    );
+    assert_eq!(
+        report.orphan_attr_count, 0,
+        "an orphan sidecar is not a file to add"
+    );
+    assert_eq!(
+        report.orphan_cache_count, 1,
+        "the row of the file whose blob is gone"
+    );
+
+    let run = incremental(&h).await;
+    assert_eq!(run["orphan_sidecars_deleted"], 2, "{run}");
+    assert_eq!(
+        (run["added"].as_u64(), run["removed"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert!(h.object_keys().await.is_empty());
+    assert_eq!(h.row_count().await, 0);
+    let events = h.wait_events(2).await;
+    assert_eq!(events[1].event_type, EventType::Deleted);
+    assert_eq!(
+        events[1].file_id.to_string(),
+        stored["file_id"].as_str().expect("id")
+    );
+    assert!(consistency(&h).await.is_consistent);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn sidecar_without_blob_is_an_orphan_to_repair_s3() {
+    sidecar_without_blob_is_an_orphan_to_repair(Kind::S3).await;
+}
+
+#[tokio::test]
+async fn sidecar_without_blob_is_an_orphan_to_repair_volume() {
+    sidecar_without_blob_is_an_orphan_to_repair(Kind::Volume).await;
+}

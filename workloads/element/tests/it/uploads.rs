@@ -134,7 +134,8 @@ async fn a_cancel_before_the_commit_makes_the_commit_roll_back() {
         "the upload waits at its commit",
         || async {
             let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             )
             .fetch_one(&h.db.pool)
             .await
@@ -301,5 +302,230 @@ async fn a_writers_own_token_cannot_write_to_an_element_directly() {
         .await
         .expect("delete");
     assert_eq!(deleted.status().as_u16(), 204);
+    h.finish().await;
+}
+
+/// An upload with an id whose element dies between its sidecar and its commit: blob and
+/// sidecar (carrying the id) are written, no row. Returns the file id the sidecar describes.
+async fn crash_before_commit(h: &Harness, upload_id: Option<Uuid>, name: &str) -> String {
+    let core = &h.element.core;
+    let before = h.object_keys().await;
+    core.set_crash_point(Some(artstore_element::CrashPoint::AfterSidecar));
+    let mut request = h
+        .http
+        .post(h.url("/api/v1/files"))
+        .bearer_auth(writer())
+        .query(&[("filename", name)])
+        .body(name.as_bytes().to_vec());
+    if let Some(id) = upload_id {
+        request = request.header(UPLOAD_ID, id.to_string());
+    }
+    let response = request.send().await.expect("upload");
+    assert_eq!(response.status().as_u16(), 500);
+    core.set_crash_point(None);
+    let sidecar = h
+        .object_keys()
+        .await
+        .into_iter()
+        .find(|k| !before.contains(k) && k.ends_with(".attr.json"))
+        .expect("the sidecar was written");
+    let read = core
+        .read_sidecar_with_upload_id(&sidecar)
+        .await
+        .expect("sidecar");
+    assert_eq!(
+        read.upload_id, upload_id,
+        "the sidecar carries the upload id"
+    );
+    read.record.file_id.to_string()
+}
+
+async fn rebuild(h: &Harness, path: &str) -> Value {
+    let (status, run) = h.post_json(&admin(), path).await;
+    assert_eq!(status, 200, "{run}");
+    assert!(
+        run["errors"].as_array().is_some_and(|e| e.is_empty()),
+        "{run}"
+    );
+    run
+}
+
+async fn consistency(h: &Harness) -> Value {
+    let (status, report) = h.get_json(&reader(), "/api/v1/cache/consistency").await;
+    assert_eq!(status, 200, "{report}");
+    report
+}
+
+/// The element dies after writing an upload's blob and sidecar, before its commit; the
+/// ingester (which counts the lost answer as a failure) stored the file elsewhere.
+/// (a) Its cancel arrives before the rebuild: the rebuild removes blob and sidecar and
+/// announces nothing. (b) The rebuild runs first: the file is restored (`file.created`) with its
+/// id recorded, and the cancel then deletes it (`file.deleted`): one copy either way.
+/// (c) A sidecar without an upload id is restored as before.
+async fn a_crash_before_the_commit_leaves_no_second_copy(kind: Kind) {
+    let h = Harness::start_with(kind, None, |c| c.orphan_blob_grace = Duration::ZERO).await;
+
+    // (a), with both kinds of rebuild.
+    for path in ["/api/v1/cache/rebuild/incremental", "/api/v1/cache/rebuild"] {
+        let id = Uuid::new_v4();
+        crash_before_commit(&h, Some(id), "given-up.txt").await;
+        assert_eq!(h.object_keys().await.len(), 2);
+        let (status, answer) = cancel(&h, &id.to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            answer["deleted_file_id"],
+            Value::Null,
+            "nothing was committed"
+        );
+        let report = consistency(&h).await;
+        assert_eq!(report["is_consistent"], false, "{report}");
+        assert_eq!(report["details"]["abandoned_upload_count"], 1, "{report}");
+        assert_eq!(
+            report["orphan_attr_count"], 0,
+            "not a file to restore: {report}"
+        );
+        let run = rebuild(&h, path).await;
+        assert_eq!(
+            (&run["abandoned_uploads_removed"], &run["added"]),
+            (&Value::from(1), &Value::from(0)),
+            "{run}"
+        );
+        assert!(h.object_keys().await.is_empty(), "blob and sidecar removed");
+        assert_eq!(h.row_count().await, 0);
+        assert!(outbox_kinds(&h).await.is_empty(), "nothing announced");
+        assert_eq!(consistency(&h).await["is_consistent"], true);
+    }
+
+    // (b)
+    let id = Uuid::new_v4();
+    let file_id = crash_before_commit(&h, Some(id), "late-cancel.txt").await;
+    let run = rebuild(&h, "/api/v1/cache/rebuild/incremental").await;
+    assert_eq!(run["added"], 1, "{run}");
+    assert_eq!(run["abandoned_uploads_removed"], 0, "{run}");
+    let (status, _) = h
+        .get_json(&reader(), &format!("/api/v1/files/{file_id}"))
+        .await;
+    assert_eq!(status, 200, "restored");
+    let (status, answer) = cancel(&h, &id.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["deleted_file_id"].as_str(), Some(file_id.as_str()));
+    assert_eq!(h.row_count().await, 0);
+    assert!(h.object_keys().await.is_empty());
+    let events = h.wait_events(2).await;
+    let seen: Vec<(EventType, String, i64)> = events
+        .iter()
+        .map(|e| (e.event_type, e.file_id.to_string(), e.version))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (EventType::Created, file_id.clone(), 1),
+            (EventType::Deleted, file_id.clone(), 2)
+        ]
+    );
+    // The id stays refused for a repeat.
+    let (status, error) = upload_with_id(&h, id, "late-cancel.txt", b"again").await;
+    assert_eq!(status, 410, "{error}");
+
+    // (c)
+    let file_id = crash_before_commit(&h, None, "no-id.txt").await;
+    let report = consistency(&h).await;
+    assert_eq!(report["orphan_attr_count"], 1, "{report}");
+    assert_eq!(report["details"]["abandoned_upload_count"], 0, "{report}");
+    let run = rebuild(&h, "/api/v1/cache/rebuild/incremental").await;
+    assert_eq!(run["added"], 1, "{run}");
+    let events = h.wait_events(3).await;
+    assert_eq!(
+        (events[2].event_type, events[2].file_id.to_string()),
+        (EventType::Created, file_id)
+    );
+    assert_eq!(consistency(&h).await["is_consistent"], true);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_crash_before_the_commit_leaves_no_second_copy_s3() {
+    a_crash_before_the_commit_leaves_no_second_copy(Kind::S3).await;
+}
+
+#[tokio::test]
+async fn a_crash_before_the_commit_leaves_no_second_copy_volume() {
+    a_crash_before_the_commit_leaves_no_second_copy(Kind::Volume).await;
+}
+
+/// Within the grace period an upload id nobody committed or cancelled is an upload in flight:
+/// the rebuild leaves its blob and sidecar to the upload's own commit.
+#[tokio::test]
+async fn a_rebuild_leaves_an_upload_in_flight_alone() {
+    let h = Harness::start(Kind::Volume).await;
+    let id = Uuid::new_v4();
+    crash_before_commit(&h, Some(id), "in-flight.txt").await;
+    let run = rebuild(&h, "/api/v1/cache/rebuild/incremental").await;
+    assert_eq!(
+        (&run["added"], &run["abandoned_uploads_removed"]),
+        (&Value::from(0), &Value::from(0)),
+        "{run}"
+    );
+    assert_eq!(h.object_keys().await.len(), 2);
+    assert_eq!(h.row_count().await, 0);
+    assert!(outbox_kinds(&h).await.is_empty());
+    h.finish().await;
+}
+
+/// An id abandoned before any commit outlives the 48 h until a clean rebuild has run after it
+/// (that rebuild removes what a crash before the commit left); a committed id goes at 48 h.
+#[tokio::test]
+async fn an_abandoned_id_is_kept_until_a_rebuild_has_run_after_it() {
+    let h = Harness::start(Kind::Volume).await;
+    let pool = &h.db.pool;
+    let (abandoned, committed) = (Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query(
+        "INSERT INTO uploads (upload_id, file_id, abandoned, recorded_at) VALUES
+         ($1, NULL, true, now() - interval '50 hours'),
+         ($2, gen_random_uuid(), false, now() - interval '50 hours')",
+    )
+    .bind(abandoned)
+    .bind(committed)
+    .execute(pool)
+    .await
+    .expect("seed");
+    let prune = || async {
+        artstore_element::store::prune_upload_ids(
+            pool,
+            chrono::Utc::now() - chrono::Duration::hours(48),
+            chrono::Duration::hours(1),
+        )
+        .await
+        .expect("prune")
+    };
+    let left = || async {
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT upload_id FROM uploads")
+            .fetch_all(pool)
+            .await
+            .expect("ids");
+        ids
+    };
+    assert_eq!(prune().await, 1);
+    assert_eq!(left().await, vec![abandoned]);
+    // A rebuild within the grace period after the cancel, or one with errors, does not count.
+    sqlx::query(
+        "INSERT INTO maintenance_runs (kind, started_at, finished_at, report) VALUES
+         ('incremental', now() - interval '49 hours 30 minutes', now(), '{\"errors\": []}'),
+         ('incremental', now() - interval '10 hours', now(), '{\"errors\": [\"x\"]}'),
+         ('consistency', now() - interval '10 hours', now(), '{\"errors\": []}')",
+    )
+    .execute(pool)
+    .await
+    .expect("runs");
+    assert_eq!(prune().await, 0);
+    sqlx::query(
+        "INSERT INTO maintenance_runs (kind, started_at, finished_at, report)
+         VALUES ('full', now() - interval '10 hours', now(), '{\"errors\": []}')",
+    )
+    .execute(pool)
+    .await
+    .expect("run");
+    assert_eq!(prune().await, 1);
+    assert!(left().await.is_empty());
     h.finish().await;
 }

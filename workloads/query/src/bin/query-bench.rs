@@ -320,6 +320,14 @@ async fn sync_bench(a: &Args) -> Result<()> {
         app,
         100.0 * app / ceiling
     );
+    artstore_common::bench_summary::record(artstore_common::bench_summary::Row {
+        benchmark: &format!("query sync, {} events", a.events),
+        figure: format!("{app:.0} events/s"),
+        ceiling: format!("{ceiling:.0} events/s"),
+        ratio: Some(app / ceiling),
+        goal: "≥ 90 %",
+        pass: app / ceiling >= 0.90,
+    });
     let _: () = redis::cmd("DEL")
         .arg(&stream)
         .query_async(&mut conn)
@@ -452,6 +460,20 @@ async fn search_bench(a: &Args, n: i64) -> Result<()> {
             hits += r.total_count;
         }
         times.sort();
+        let p99_ms = percentile(&times, 0.99).as_secs_f64() * 1e3;
+        let goal_ms = if n_files > 1_000_000 { 50.0 } else { 25.0 };
+        artstore_common::bench_summary::record(artstore_common::bench_summary::Row {
+            benchmark: &format!("search @ {n_files}: {name}"),
+            figure: format!("p99 {p99_ms:.1} ms"),
+            ceiling: "—".into(),
+            ratio: None,
+            goal: if goal_ms > 25.0 {
+                "p99 < 50 ms"
+            } else {
+                "p99 < 25 ms"
+            },
+            pass: p99_ms < goal_ms,
+        });
         println!(
             "  {name:<42} p50 {:>7.2} ms  p99 {:>7.2} ms  (mean total_count {})",
             percentile(&times, 0.50).as_secs_f64() * 1e3,
