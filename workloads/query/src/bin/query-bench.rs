@@ -9,7 +9,10 @@
 //!
 //! Needs PostgreSQL (a superuser URL, to create scratch databases) and Redis:
 //! `query-bench --database-url postgres://… --redis-url redis://… [--events 50000]
-//! [--sizes 100000,1000000] [--iterations 200]`; defaults come from `$ARTSTORE_SERVICES_ENV`.
+//! [--sizes 100000,1000000] [--iterations 200] [--only sync|search] [--keep-databases]`;
+//! defaults come from `$ARTSTORE_SERVICES_ENV`. `--keep-databases` leaves each search database
+//! (`bench_keep_<size>`) in place and reuses it on the next run (migrations still run, so an
+//! index change is measured on the same rows without generating them again).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +34,8 @@ struct Args {
     events: usize,
     sizes: Vec<i64>,
     iterations: usize,
+    only: Option<String>,
+    keep_databases: bool,
 }
 
 fn args() -> Result<Args> {
@@ -56,15 +61,22 @@ fn args() -> Result<Args> {
         events: 50_000,
         sizes: vec![100_000, 1_000_000],
         iterations: 200,
+        only: None,
+        keep_databases: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--keep-databases" {
+            a.keep_databases = true;
+            continue;
+        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--database-url" => a.database_url = value,
             "--redis-url" => a.redis_url = value,
             "--events" => a.events = value.parse()?,
             "--iterations" => a.iterations = value.parse()?,
+            "--only" if value == "sync" || value == "search" => a.only = Some(value),
             "--sizes" => {
                 a.sizes = value
                     .split(',')
@@ -108,11 +120,23 @@ async fn scratch_database(admin_url: &str, tag: &str) -> Result<Scratch> {
         "bench_{tag}_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
+    open_database(admin_url, name, false).await
+}
+
+/// Creates database `name` (unless `reuse` and it exists), connects and migrates it.
+async fn open_database(admin_url: &str, name: String, reuse: bool) -> Result<Scratch> {
     let admin: sqlx::postgres::PgConnectOptions = admin_url.parse()?;
     let mut conn = admin.connect().await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !(reuse && exists) {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await?;
+    }
     let url = match admin_url.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{name}"),
         None => format!("{admin_url}/{name}"),
@@ -328,8 +352,22 @@ async fn sync_bench(a: &Args) -> Result<()> {
 }
 
 /// `n` synthetic files in SQL. Words `w0000`..`w0999` spread over descriptions (each in 0.1 %
-/// of rows), 100 owners (1 % each), 50 tags, 4 elements, mixed mime types.
+/// of rows), 100 owners (1 % each), 50 tags, 4 elements, mixed mime types. The secondary
+/// indexes are dropped for the load and built again after it (one sorted build each instead of
+/// a million GIN insertions: minutes become about a minute at 1M).
 async fn generate(pool: &PgPool, n: i64) -> Result<()> {
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT i.indexname::text, i.indexdef FROM pg_indexes i \
+         JOIN pg_index x ON x.indexrelid = (quote_ident(i.schemaname) || '.' || quote_ident(i.indexname))::regclass \
+         WHERE i.tablename = 'file_cache' AND NOT x.indisprimary",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (name, _) in &indexes {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX \"{name}\"")))
+            .execute(pool)
+            .await?;
+    }
     sqlx::query(
         "INSERT INTO file_cache (file_id, version, original_filename, storage_key, size, sha256, \
          mime_type, description, tags, storage_element_id, created_at, created_by, updated_at, retention) \
@@ -345,6 +383,16 @@ async fn generate(pool: &PgPool, n: i64) -> Result<()> {
     .bind(n)
     .execute(pool)
     .await?;
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SET maintenance_work_mem = '256MB'")
+        .execute(&mut *conn)
+        .await?;
+    for (_, definition) in &indexes {
+        sqlx::query(sqlx::AssertSqlSafe(definition.clone()))
+            .execute(&mut *conn)
+            .await?;
+    }
+    drop(conn);
     sqlx::query("VACUUM ANALYZE file_cache")
         .execute(pool)
         .await?;
@@ -361,14 +409,24 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn search_bench(a: &Args, n: i64) -> Result<()> {
     let n_files = n;
-    let db = scratch_database(&a.database_url, &format!("search{n}")).await?;
+    let db = if a.keep_databases {
+        open_database(&a.database_url, format!("bench_keep_{n}"), true).await?
+    } else {
+        scratch_database(&a.database_url, &format!("search{n}")).await?
+    };
     let pool = db.pool.clone();
     let started = Instant::now();
-    generate(&pool, n).await?;
-    println!(
-        "search @ {n} files (generated in {:.1} s):",
-        started.elapsed().as_secs_f64()
-    );
+    if count_rows(&pool).await? != n {
+        sqlx::query("TRUNCATE file_cache").execute(&pool).await?;
+        generate(&pool, n).await?;
+        println!(
+            "search @ {n} files (generated in {:.1} s):",
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        sqlx::query("ANALYZE file_cache").execute(&pool).await?;
+        println!("search @ {n} files (reused database {}):", db.name);
+    }
     type Make = Box<dyn Fn(usize) -> SearchRequest>;
     let word = |i: usize| format!("w{:04}", (i * 37) % 1000);
     let shapes: Vec<(&str, Make)> = vec![
@@ -460,16 +518,24 @@ async fn search_bench(a: &Args, n: i64) -> Result<()> {
         );
     }
     drop(pool);
-    db.drop_database().await?;
+    if a.keep_databases {
+        db.pool.close().await;
+    } else {
+        db.drop_database().await?;
+    }
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let a = args()?;
-    sync_bench(&a).await?;
-    for &n in &a.sizes {
-        search_bench(&a, n).await?;
+    if a.only.as_deref() != Some("search") {
+        sync_bench(&a).await?;
+    }
+    if a.only.as_deref() != Some("sync") {
+        for &n in &a.sizes {
+            search_bench(&a, n).await?;
+        }
     }
     Ok(())
 }
