@@ -399,6 +399,27 @@ async fn generate(pool: &PgPool, n: i64) -> Result<()> {
     Ok(())
 }
 
+/// CPU time (user + system) the database's server processes have used so far, when the server
+/// runs on this host (it does under `scripts/services.sh`); `None` elsewhere. A figure the
+/// machine's other load disturbs far less than wall-clock latency. Linux reports it in
+/// USER_HZ ticks, which is 100 per second on every architecture the project builds for.
+async fn server_cpu(pool: &PgPool) -> Option<Duration> {
+    let pids: Vec<i32> =
+        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            .fetch_all(pool)
+            .await
+            .ok()?;
+    let mut ticks = 0u64;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        ticks += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_millis(ticks * 10))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -501,6 +522,7 @@ async fn search_bench(a: &Args, n: i64) -> Result<()> {
         let _ = search(&pool, make(0)).await;
         let mut times = Vec::with_capacity(a.iterations);
         let mut hits = 0i64;
+        let cpu_before = server_cpu(&pool).await;
         for i in 0..a.iterations {
             let t = Instant::now();
             let r = search(&pool, make(i))
@@ -509,9 +531,16 @@ async fn search_bench(a: &Args, n: i64) -> Result<()> {
             times.push(t.elapsed());
             hits += r.total_count;
         }
+        let cpu = match (cpu_before, server_cpu(&pool).await) {
+            (Some(before), Some(after)) => format!(
+                "{:>6.2} ms",
+                after.saturating_sub(before).as_secs_f64() * 1e3 / a.iterations.max(1) as f64
+            ),
+            _ => "     — ".into(),
+        };
         times.sort();
         println!(
-            "  {name:<42} p50 {:>7.2} ms  p99 {:>7.2} ms  (mean total_count {})",
+            "  {name:<42} p50 {:>7.2} ms  p99 {:>7.2} ms  server CPU/query {cpu}  (mean total_count {})",
             percentile(&times, 0.50).as_secs_f64() * 1e3,
             percentile(&times, 0.99).as_secs_f64() * 1e3,
             hits / a.iterations.max(1) as i64
