@@ -343,7 +343,7 @@ start_postgres() {
   fi
   if ! runuser -u postgres -- "$(pg_bin_dir)/pg_ctl" -D "$pg_dir/data" status >/dev/null 2>&1; then
     (cd "$pg_dir" && runuser -u postgres -- "$(pg_bin_dir)/pg_ctl" -D "$pg_dir/data" -w -l "$pg_dir/postgres.log" \
-      -o "-h $node_ip -p 5432 -k $pg_dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" start >/dev/null)
+      -o "-h $node_ip -p 5432 -k $pg_dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c shared_buffers=${ARTSTORE_PG_SHARED_BUFFERS:-1GB}" start >/dev/null)
   fi
   local psql=("$(pg_bin_dir)/psql" -h "$pg_dir" -p 5432 -U postgres -qAt)
   if [ "$("${psql[@]}" -c "select 1 from pg_roles where rolname='artstore'")" != 1 ]; then

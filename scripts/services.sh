@@ -18,6 +18,9 @@ start() {
   local t0=$SECONDS pg_port redis_port s3_port
   pg_port=$(free_port); redis_port=$(free_port)
 
+  # shared_buffers 1 GB (not the 128 MB default): a search over a million cached files visits
+  # thousands of heap pages, and reading them through the OS page cache costs 2-3x the CPU
+  # (docs/performance.md, "Search at a million files"). Memory is only used as pages are read.
   # PostgreSQL refuses to run as root: the data directory belongs to the postgres user.
   mkdir -p "$dir/pg"
   local as_pg=()
@@ -25,7 +28,7 @@ start() {
   (cd "$dir/pg" && "${as_pg[@]}" "$(pg_bin_dir)/initdb" -D "$dir/pg/data" --auth=trust -U postgres \
       -E UTF8 --locale=C.UTF-8 --no-sync >"$dir/pg/initdb.log" 2>&1) || { cat "$dir/pg/initdb.log" >&2; exit 1; }
   (cd "$dir/pg" && "${as_pg[@]}" "$(pg_bin_dir)/pg_ctl" -D "$dir/pg/data" -w -t 30 -l "$dir/pg/server.log" \
-      -o "-h 127.0.0.1 -p $pg_port -k $dir/pg -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+      -o "-h 127.0.0.1 -p $pg_port -k $dir/pg -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=${ARTSTORE_PG_SHARED_BUFFERS:-1GB}" \
       start >/dev/null) || { cat "$dir/pg/server.log" >&2; exit 1; }
 
   mkdir -p "$dir/redis"

@@ -438,8 +438,10 @@ fn page_query(plan: &Plan) -> QueryBuilder<Postgres> {
         Order::Desc => "<",
     };
     if plan.field == SortField::Relevance {
-        // Rank at most RANK_CANDIDATES matches (the newest), then page through them.
-        qb.push(format!("WITH candidates AS (SELECT {RECORD_COLUMNS}, ("));
+        // Rank at most RANK_CANDIDATES matches (the newest), then page through them. The
+        // candidates carry only their id and score (narrow rows stay in memory; whole records
+        // would spill to disk); the page's records are read after the page is chosen.
+        qb.push("WITH candidates AS (SELECT file_id, (");
         qb.push("ts_rank(search_vector, websearch_to_tsquery('simple', ");
         qb.push_bind(plan.query.clone().unwrap_or_default());
         qb.push("))::float8 + similarity(original_filename, ");
@@ -448,10 +450,7 @@ fn page_query(plan: &Plan) -> QueryBuilder<Postgres> {
         push_where(&mut qb, plan);
         qb.push(" ORDER BY created_at DESC, file_id DESC LIMIT ");
         qb.push_bind(RANK_CANDIDATES);
-        qb.push(format!(
-            ") SELECT {RECORD_COLUMNS}, score, (SELECT count(*) FROM candidates) AS matched \
-             FROM candidates"
-        ));
+        qb.push("), page AS (SELECT file_id, score FROM candidates");
         if let Some((SortKey::Relevance(bits), id)) = &plan.after {
             qb.push(format!(" WHERE (score, file_id) {cmp} ("));
             qb.push_bind(f64::from_bits(*bits));
@@ -459,23 +458,31 @@ fn page_query(plan: &Plan) -> QueryBuilder<Postgres> {
             qb.push_bind(*id);
             qb.push(")");
         }
-    } else {
+        qb.push(format!(" ORDER BY score {dir}, file_id {dir} LIMIT "));
+        qb.push_bind(plan.limit + 1);
         qb.push(format!(
-            "SELECT {RECORD_COLUMNS}, NULL::float8 AS score, NULL::int8 AS matched FROM file_cache"
+            ") SELECT {}, page.score, (SELECT count(*) FROM candidates) AS matched \
+             FROM page JOIN file_cache f ON f.file_id = page.file_id \
+             ORDER BY page.score {dir}, page.file_id {dir}",
+            prefixed_record_columns("f")
         ));
-        push_where(&mut qb, plan);
-        if let Some((key, id)) = &plan.after {
-            qb.push(format!(" AND ({}, file_id) {cmp} (", sort_expr(plan.field)));
-            match key {
-                SortKey::CreatedAt(t) => qb.push_bind(*t),
-                SortKey::Size(s) => qb.push_bind(*s),
-                SortKey::Name(n) => qb.push_bind(n.clone()).push(" COLLATE \"C\""),
-                SortKey::Relevance(bits) => qb.push_bind(f64::from_bits(*bits)),
-            };
-            qb.push(", ");
-            qb.push_bind(*id);
-            qb.push(")");
-        }
+        return qb;
+    }
+    qb.push(format!(
+        "SELECT {RECORD_COLUMNS}, NULL::float8 AS score, NULL::int8 AS matched FROM file_cache"
+    ));
+    push_where(&mut qb, plan);
+    if let Some((key, id)) = &plan.after {
+        qb.push(format!(" AND ({}, file_id) {cmp} (", sort_expr(plan.field)));
+        match key {
+            SortKey::CreatedAt(t) => qb.push_bind(*t),
+            SortKey::Size(s) => qb.push_bind(*s),
+            SortKey::Name(n) => qb.push_bind(n.clone()).push(" COLLATE \"C\""),
+            SortKey::Relevance(bits) => qb.push_bind(f64::from_bits(*bits)),
+        };
+        qb.push(", ");
+        qb.push_bind(*id);
+        qb.push(")");
     }
     qb.push(format!(
         " ORDER BY {} {dir}, file_id {dir} LIMIT ",
@@ -483,6 +490,15 @@ fn page_query(plan: &Plan) -> QueryBuilder<Postgres> {
     ));
     qb.push_bind(plan.limit + 1);
     qb
+}
+
+/// `RECORD_COLUMNS`, each qualified with `alias`.
+fn prefixed_record_columns(alias: &str) -> String {
+    RECORD_COLUMNS
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn count_query(plan: &Plan) -> QueryBuilder<Postgres> {

@@ -9,7 +9,10 @@
 //!
 //! Needs PostgreSQL (a superuser URL, to create scratch databases) and Redis:
 //! `query-bench --database-url postgres://… --redis-url redis://… [--events 50000]
-//! [--sizes 100000,1000000] [--iterations 200]`; defaults come from `$ARTSTORE_SERVICES_ENV`.
+//! [--sizes 100000,1000000] [--iterations 200] [--only sync|search] [--keep-databases]`;
+//! defaults come from `$ARTSTORE_SERVICES_ENV`. `--keep-databases` leaves each search database
+//! (`bench_keep_<size>`) in place and reuses it on the next run (migrations still run, so an
+//! index change is measured on the same rows without generating them again).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +34,8 @@ struct Args {
     events: usize,
     sizes: Vec<i64>,
     iterations: usize,
+    only: Option<String>,
+    keep_databases: bool,
 }
 
 fn args() -> Result<Args> {
@@ -56,15 +61,22 @@ fn args() -> Result<Args> {
         events: 50_000,
         sizes: vec![100_000, 1_000_000],
         iterations: 200,
+        only: None,
+        keep_databases: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--keep-databases" {
+            a.keep_databases = true;
+            continue;
+        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--database-url" => a.database_url = value,
             "--redis-url" => a.redis_url = value,
             "--events" => a.events = value.parse()?,
             "--iterations" => a.iterations = value.parse()?,
+            "--only" if value == "sync" || value == "search" => a.only = Some(value),
             "--sizes" => {
                 a.sizes = value
                     .split(',')
@@ -108,11 +120,23 @@ async fn scratch_database(admin_url: &str, tag: &str) -> Result<Scratch> {
         "bench_{tag}_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
+    open_database(admin_url, name, false).await
+}
+
+/// Creates database `name` (unless `reuse` and it exists), connects and migrates it.
+async fn open_database(admin_url: &str, name: String, reuse: bool) -> Result<Scratch> {
     let admin: sqlx::postgres::PgConnectOptions = admin_url.parse()?;
     let mut conn = admin.connect().await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !(reuse && exists) {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await?;
+    }
     let url = match admin_url.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{name}"),
         None => format!("{admin_url}/{name}"),
@@ -336,8 +360,22 @@ async fn sync_bench(a: &Args) -> Result<()> {
 }
 
 /// `n` synthetic files in SQL. Words `w0000`..`w0999` spread over descriptions (each in 0.1 %
-/// of rows), 100 owners (1 % each), 50 tags, 4 elements, mixed mime types.
+/// of rows), 100 owners (1 % each), 50 tags, 4 elements, mixed mime types. The secondary
+/// indexes are dropped for the load and built again after it (one sorted build each instead of
+/// a million GIN insertions: minutes become about a minute at 1M).
 async fn generate(pool: &PgPool, n: i64) -> Result<()> {
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT i.indexname::text, i.indexdef FROM pg_indexes i \
+         JOIN pg_index x ON x.indexrelid = (quote_ident(i.schemaname) || '.' || quote_ident(i.indexname))::regclass \
+         WHERE i.tablename = 'file_cache' AND NOT x.indisprimary",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (name, _) in &indexes {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX \"{name}\"")))
+            .execute(pool)
+            .await?;
+    }
     sqlx::query(
         "INSERT INTO file_cache (file_id, version, original_filename, storage_key, size, sha256, \
          mime_type, description, tags, storage_element_id, created_at, created_by, updated_at, retention) \
@@ -353,10 +391,41 @@ async fn generate(pool: &PgPool, n: i64) -> Result<()> {
     .bind(n)
     .execute(pool)
     .await?;
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SET maintenance_work_mem = '256MB'")
+        .execute(&mut *conn)
+        .await?;
+    for (_, definition) in &indexes {
+        sqlx::query(sqlx::AssertSqlSafe(definition.clone()))
+            .execute(&mut *conn)
+            .await?;
+    }
+    drop(conn);
     sqlx::query("VACUUM ANALYZE file_cache")
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// CPU time (user + system) the database's server processes have used so far, when the server
+/// runs on this host (it does under `scripts/services.sh`); `None` elsewhere. A figure the
+/// machine's other load disturbs far less than wall-clock latency. Linux reports it in
+/// USER_HZ ticks, which is 100 per second on every architecture the project builds for.
+async fn server_cpu(pool: &PgPool) -> Option<Duration> {
+    let pids: Vec<i32> =
+        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            .fetch_all(pool)
+            .await
+            .ok()?;
+    let mut ticks = 0u64;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        ticks += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_millis(ticks * 10))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -369,14 +438,24 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn search_bench(a: &Args, n: i64) -> Result<()> {
     let n_files = n;
-    let db = scratch_database(&a.database_url, &format!("search{n}")).await?;
+    let db = if a.keep_databases {
+        open_database(&a.database_url, format!("bench_keep_{n}"), true).await?
+    } else {
+        scratch_database(&a.database_url, &format!("search{n}")).await?
+    };
     let pool = db.pool.clone();
     let started = Instant::now();
-    generate(&pool, n).await?;
-    println!(
-        "search @ {n} files (generated in {:.1} s):",
-        started.elapsed().as_secs_f64()
-    );
+    if count_rows(&pool).await? != n {
+        sqlx::query("TRUNCATE file_cache").execute(&pool).await?;
+        generate(&pool, n).await?;
+        println!(
+            "search @ {n} files (generated in {:.1} s):",
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        sqlx::query("ANALYZE file_cache").execute(&pool).await?;
+        println!("search @ {n} files (reused database {}):", db.name);
+    }
     type Make = Box<dyn Fn(usize) -> SearchRequest>;
     let word = |i: usize| format!("w{:04}", (i * 37) % 1000);
     let shapes: Vec<(&str, Make)> = vec![
@@ -451,6 +530,7 @@ async fn search_bench(a: &Args, n: i64) -> Result<()> {
         let _ = search(&pool, make(0)).await;
         let mut times = Vec::with_capacity(a.iterations);
         let mut hits = 0i64;
+        let cpu_before = server_cpu(&pool).await;
         for i in 0..a.iterations {
             let t = Instant::now();
             let r = search(&pool, make(i))
@@ -459,6 +539,13 @@ async fn search_bench(a: &Args, n: i64) -> Result<()> {
             times.push(t.elapsed());
             hits += r.total_count;
         }
+        let cpu = match (cpu_before, server_cpu(&pool).await) {
+            (Some(before), Some(after)) => format!(
+                "{:>6.2} ms",
+                after.saturating_sub(before).as_secs_f64() * 1e3 / a.iterations.max(1) as f64
+            ),
+            _ => "     — ".into(),
+        };
         times.sort();
         let p99_ms = percentile(&times, 0.99).as_secs_f64() * 1e3;
         let goal_ms = if n_files > 1_000_000 { 50.0 } else { 25.0 };
@@ -475,23 +562,31 @@ async fn search_bench(a: &Args, n: i64) -> Result<()> {
             pass: p99_ms < goal_ms,
         });
         println!(
-            "  {name:<42} p50 {:>7.2} ms  p99 {:>7.2} ms  (mean total_count {})",
+            "  {name:<42} p50 {:>7.2} ms  p99 {:>7.2} ms  server CPU/query {cpu}  (mean total_count {})",
             percentile(&times, 0.50).as_secs_f64() * 1e3,
             percentile(&times, 0.99).as_secs_f64() * 1e3,
             hits / a.iterations.max(1) as i64
         );
     }
     drop(pool);
-    db.drop_database().await?;
+    if a.keep_databases {
+        db.pool.close().await;
+    } else {
+        db.drop_database().await?;
+    }
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let a = args()?;
-    sync_bench(&a).await?;
-    for &n in &a.sizes {
-        search_bench(&a, n).await?;
+    if a.only.as_deref() != Some("search") {
+        sync_bench(&a).await?;
+    }
+    if a.only.as_deref() != Some("sync") {
+        for &n in &a.sizes {
+            search_bench(&a, n).await?;
+        }
     }
     Ok(())
 }
