@@ -109,6 +109,7 @@ pub const UPLOAD_ID_HEADER: &str = "x-artstore-upload-id";
         (status = 409, description = "The element's mode does not accept writes (`element_not_writable`).", body = artstore_common::error::ErrorBody),
         (status = 413, description = "Larger than the element's limit (`file_too_large`).", body = artstore_common::error::ErrorBody),
         (status = 408, description = "With `X-Artstore-Upload-Id`: the caller went away before the upload committed; nothing stored (`upload_abandoned`).", body = artstore_common::error::ErrorBody),
+        (status = 410, description = "With `X-Artstore-Upload-Id`: the ingester cancelled this upload id (`upload_cancelled`), or the file it stored has been deleted (`upload_deleted`); nothing stored.", body = artstore_common::error::ErrorBody),
         (status = 507, description = "Not enough free capacity (`insufficient_storage`).", body = artstore_common::error::ErrorBody),
     )
 )]
@@ -664,6 +665,7 @@ const ERROR_CODES: &[&str] = &[
     "database_unavailable",
     "file_too_large",
     "insufficient_storage",
+    "internal_only",
     "invalid_body",
     "invalid_cursor",
     "invalid_description",
@@ -676,9 +678,12 @@ const ERROR_CODES: &[&str] = &[
     "invalid_retention",
     "invalid_retention_days",
     "invalid_tag",
+    "invalid_upload_id",
     "range_not_satisfiable",
     "storage_unavailable",
     "upload_abandoned",
+    "upload_cancelled",
+    "upload_deleted",
     "upload_interrupted",
 ];
 
