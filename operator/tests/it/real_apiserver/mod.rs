@@ -223,31 +223,60 @@ impl Cluster {
 
     /// Plays the Job controller's part: the Job ran to completion. The 1.34 validation wants
     /// `SuccessCriteriaMet` before `Complete`, a start and a completion time, and `succeeded`.
+    /// Where kube-controller-manager runs, its Job controller may already have set `startTime`
+    /// (which then may neither change nor go) and may write between our read and our write:
+    /// keep its start time and try again until the write is accepted.
     async fn complete_job(&self, ns: &str, name: &str) {
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let status = json!({
-            "apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": name},
-            "status": {
-                "startTime": now,
-                "completionTime": now,
-                "succeeded": 1,
-                "active": 0,
-                "conditions": [
-                    {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
-                     "message": "Reached expected number of succeeded pods",
-                     "lastProbeTime": now, "lastTransitionTime": now},
-                    {"type": "Complete", "status": "True", "reason": "CompletionsReached",
-                     "message": "Reached expected number of succeeded pods",
-                     "lastProbeTime": now, "lastTransitionTime": now},
-                ],
-            },
-        });
-        self.api::<Job>(ns)
-            .patch_status(name, &apply_params(), &Patch::Apply(&status))
-            .await
-            .unwrap_or_else(|e| panic!("complete Job {ns}/{name}: {e}"));
+        let api = self.api::<Job>(ns);
+        let what = format!("complete Job {ns}/{name}");
+        eventually(PATIENCE, &what, || {
+            let api = api.clone();
+            async move {
+                let current = api.get(name).await.ok()?;
+                let status = completed_job_status(name, &current);
+                match api
+                    .patch_status(name, &apply_params(), &Patch::Apply(&status))
+                    .await
+                {
+                    Ok(_) => Some(()),
+                    Err(e) => {
+                        eprintln!("complete Job {name}: {e}; trying again");
+                        None
+                    }
+                }
+            }
+        })
+        .await;
     }
+}
+
+/// The status of `current` as the Job controller writes it when its one pod succeeded.
+fn completed_job_status(name: &str, current: &Job) -> Value {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let start = current
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .and_then(|t| serde_json::to_value(t).ok())
+        .unwrap_or_else(|| json!(now));
+    json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name},
+        "status": {
+            "startTime": start,
+            "completionTime": now,
+            "succeeded": 1,
+            "active": 0,
+            "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
+                 "message": "Reached expected number of succeeded pods",
+                 "lastProbeTime": now, "lastTransitionTime": now},
+                {"type": "Complete", "status": "True", "reason": "CompletionsReached",
+                 "message": "Reached expected number of succeeded pods",
+                 "lastProbeTime": now, "lastTransitionTime": now},
+            ],
+        },
+    })
 }
 
 fn apply_params() -> PatchParams {
