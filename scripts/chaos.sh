@@ -26,4 +26,4 @@ bash scripts/install.sh
 export ARTSTORE_CHAOS_MINUTES=$minutes
 [ -n "$seed" ] && export ARTSTORE_CHAOS_SEED=$seed
 [ -n "$clients" ] && export ARTSTORE_CHAOS_CLIENTS=$clients
-exec cargo test -p artstore --test chaos -- --include-ignored --nocapture
+exec cargo test -p artstore --test chaos -- --nocapture

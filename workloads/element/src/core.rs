@@ -10,6 +10,7 @@ use artstore_events::{EventType, FileRecord, Retention};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -129,6 +130,22 @@ struct Reservation<'a> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.core.reserved.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}
+
+/// Counts one upload in [`Metrics::uploads_in_flight`] while it lives.
+struct InFlight(Gauge);
+
+impl InFlight {
+    fn start(gauge: &Gauge) -> Self {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -357,7 +374,34 @@ impl Core {
 
     /// Streams `body` into the backend (hashing it on the way), writes the sidecar, then commits
     /// the cache row and its `file.created` outbox row in one transaction.
+    ///
+    /// An ingester's upload (with an upload id) that fails here records its id as abandoned
+    /// unless it is recorded already: the ingester never sends that id again, and blob or
+    /// sidecar that could not be taken back (the backend failing is often why it failed) are
+    /// then removed by the next rebuild instead of restored as a file the caller was told
+    /// failed.
     pub async fn upload(
+        &self,
+        created_by: &str,
+        request: UploadRequest,
+        body: ByteChunks,
+    ) -> Result<Uploaded, ElementError> {
+        let _in_flight = InFlight::start(&self.metrics.uploads_in_flight);
+        let upload_id = request.upload_id;
+        let result = self.upload_once(created_by, request, body).await;
+        // (A simulated crash stands for this process dying: it records nothing.)
+        if let (Err(error), Some(upload_id)) = (&result, upload_id)
+            && !matches!(error, ElementError::SimulatedCrash(_))
+        {
+            match store::abandon_unclaimed_upload_id(&self.pool, upload_id).await {
+                Ok(()) => tracing::debug!(%upload_id, %error, "failed upload's id recorded as abandoned"),
+                Err(e) => tracing::warn!(%upload_id, error = %e, "recording a failed upload's id failed"),
+            }
+        }
+        result
+    }
+
+    async fn upload_once(
         &self,
         created_by: &str,
         request: UploadRequest,

@@ -11,6 +11,9 @@ pub struct Metrics {
     pub events_published: Counter,
     pub relay_failures: Counter,
     pub outbox_pending: Gauge,
+    /// Uploads whose work has not ended (it goes on after the caller leaves, up to the commit
+    /// point or the rollback): zero means no write of this element can still land.
+    pub uploads_in_flight: Gauge,
 }
 
 impl Metrics {
@@ -39,6 +42,11 @@ impl Metrics {
             "artstore_element_outbox_pending",
             "Outbox events not yet published",
             self.outbox_pending.clone(),
+        );
+        registry.register(
+            "artstore_element_uploads_in_flight",
+            "Uploads being stored or rolled back",
+            self.uploads_in_flight.clone(),
         );
     }
 }

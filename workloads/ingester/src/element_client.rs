@@ -263,34 +263,11 @@ impl ElementClient {
         bearer: impl Fn() -> Result<String, ApiError> + Send + Sync + 'static,
     ) {
         use backon::Retryable;
-        let http = self.http.clone();
-        let idle = self.timeouts.idle;
+        let client = self.clone();
         tokio::spawn(async move {
-            let url = format!(
-                "{}/api/v1/uploads/{upload_id}",
-                element.url.trim_end_matches('/')
-            );
             let attempt = || async {
                 let auth = bearer().map_err(|e| CancelError::Final(e.message))?;
-                let response = http
-                    .delete(&url)
-                    .header(reqwest::header::AUTHORIZATION, auth)
-                    .timeout(idle)
-                    .send()
-                    .await
-                    .map_err(|e| CancelError::Retry(e.without_url().to_string()))?;
-                let status = response.status().as_u16();
-                let answer = tokio::time::timeout(idle, response.json::<serde_json::Value>())
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
-                match status {
-                    200..=299 => Ok(answer),
-                    // Busy or timed out: again later. Any other refusal will not change.
-                    408 | 429 => Err(CancelError::Retry(format!("{status}"))),
-                    400..=499 => Err(CancelError::Final(format!("{status} {answer:?}"))),
-                    _ => Err(CancelError::Retry(format!("{status}"))),
-                }
+                client.cancel_once(&element, &upload_id, &auth).await
             };
             let cancelled = attempt
                 .retry(cancel_backoff())
@@ -300,25 +277,81 @@ impl ElementClient {
                 })
                 .await;
             match cancelled {
-                Ok(answer) => {
-                    let deleted = answer
-                        .as_ref()
-                        .and_then(|a| a.get("deleted_file_id"))
-                        .filter(|id| !id.is_null());
-                    match deleted {
-                        Some(file_id) => {
-                            tracing::warn!(element = %element.id, %upload_id, %file_id, "an upload given up on had committed; its copy was deleted")
-                        }
-                        None => {
-                            tracing::info!(element = %element.id, %upload_id, "upload given up on cancelled; nothing was stored there")
-                        }
-                    }
+                Ok(Some(file_id)) => {
+                    tracing::warn!(element = %element.id, %upload_id, %file_id, "an upload given up on had committed; its copy was deleted")
+                }
+                Ok(None) => {
+                    tracing::info!(element = %element.id, %upload_id, "upload given up on cancelled; nothing was stored there")
                 }
                 Err(e) => {
                     tracing::error!(element = %element.id, %upload_id, error = %e, "could not cancel an upload given up on; the element may keep a second copy")
                 }
             }
         });
+    }
+
+    /// Cancels the upload ids of an earlier attempt under the same `Idempotency-Key` on every
+    /// element of `registry`, once each, before a new attempt stores the file: the ingester that
+    /// made them may have died after an element committed (it never answered the client, never
+    /// cancelled). Errors name the element that could not answer; the caller must not store
+    /// then, or the earlier copy could stay beside the new one.
+    pub async fn cancel_everywhere(
+        &self,
+        registry: &Registry,
+        upload_ids: &[String],
+        auth: &str,
+    ) -> Result<(), String> {
+        for element in &registry.elements {
+            for upload_id in upload_ids {
+                match self.cancel_once(element, upload_id, auth).await {
+                    Ok(Some(file_id)) => {
+                        tracing::warn!(element = %element.id, %upload_id, %file_id, "an earlier attempt under the same key had committed; its copy was deleted")
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(format!("{}: {e}", element.id)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One `DELETE /api/v1/uploads/{id}`: the id of the file deleted, if the upload had
+    /// committed one.
+    async fn cancel_once(
+        &self,
+        element: &RegistryEntry,
+        upload_id: &str,
+        auth: &str,
+    ) -> Result<Option<String>, CancelError> {
+        let idle = self.timeouts.idle;
+        let url = format!(
+            "{}/api/v1/uploads/{upload_id}",
+            element.url.trim_end_matches('/')
+        );
+        let response = self
+            .http
+            .delete(&url)
+            .header(reqwest::header::AUTHORIZATION, auth)
+            .timeout(idle)
+            .send()
+            .await
+            .map_err(|e| CancelError::Retry(e.without_url().to_string()))?;
+        let status = response.status().as_u16();
+        let answer = tokio::time::timeout(idle, response.json::<serde_json::Value>())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        match status {
+            200..=299 => Ok(answer
+                .as_ref()
+                .and_then(|a| a.get("deleted_file_id"))
+                .and_then(|id| id.as_str())
+                .map(str::to_string)),
+            // Busy or timed out: again later. Any other refusal will not change.
+            408 | 429 => Err(CancelError::Retry(format!("{status}"))),
+            400..=499 => Err(CancelError::Final(format!("{status} {answer:?}"))),
+            _ => Err(CancelError::Retry(format!("{status}"))),
+        }
     }
 
     /// The element that holds `file_id`, asked of every element in the registry. 404 only when

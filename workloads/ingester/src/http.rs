@@ -308,11 +308,12 @@ async fn store(
     file: &Spooled,
     meta: &UploadMeta,
     auth: &str,
+    upload_id: &str,
 ) -> Result<serde_json::Value, ApiError> {
     let registry = registry(state).await?;
     let candidates = select::candidates(&registry, file.size);
     let mut reasons = Vec::new();
-    let upload_id = uuid::Uuid::new_v4().to_string();
+    let upload_id = upload_id.to_string();
     for element in &candidates {
         match state
             .elements
@@ -364,8 +365,9 @@ async fn store_once(
     meta: &UploadMeta,
     auth: &str,
 ) -> Result<(serde_json::Value, bool), ApiError> {
+    let upload_id = uuid::Uuid::new_v4().to_string();
     let Some(key) = key else {
-        return store(state, caller, file, meta, auth)
+        return store(state, caller, file, meta, auth, &upload_id)
             .await
             .map(|r| (r, false));
     };
@@ -379,7 +381,7 @@ async fn store_once(
                 let heartbeat = state.idempotency.keep_alive(&caller.sub, key, &claim);
                 tokio::pin!(heartbeat);
                 tokio::select! {
-                    stored = store(state, caller, file, meta, auth) => stored,
+                    stored = store_attempt(state, caller, key, file, meta, auth, &upload_id) => stored,
                     () = &mut heartbeat => unreachable!("the heartbeat never ends"),
                 }
             };
@@ -398,6 +400,47 @@ async fn store_once(
             }
         }
     }
+}
+
+/// [`store`] under a claimed key: first the attempts an earlier request with the key left
+/// without a result are cancelled on every element (its ingester may have died after an element
+/// committed, never answering and never cancelling), so the file is never stored twice; when an
+/// element cannot be asked, nothing is stored and the client retries later.
+async fn store_attempt(
+    state: &Inner,
+    caller: &Caller,
+    key: &str,
+    file: &Spooled,
+    meta: &UploadMeta,
+    auth: &str,
+    upload_id: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let earlier = state
+        .idempotency
+        .record_attempt(&caller.sub, key, upload_id)
+        .await?;
+    if !earlier.is_empty() {
+        let registry = registry(state).await?;
+        let internal = state
+            .signer
+            .bearer(&caller.sub, caller.role, CALL_TOKEN_TTL_SECONDS)?;
+        state
+            .elements
+            .cancel_everywhere(&registry, &earlier, &internal)
+            .await
+            .map_err(|why| {
+                ApiError::unavailable(
+                    "earlier_attempt_unresolved",
+                    format!("an earlier request with this Idempotency-Key may have stored the file on an element that cannot be asked now ({why}); retry later"),
+                )
+                .with_retry_after(5)
+            })?;
+        state
+            .idempotency
+            .forget_attempts(&caller.sub, key, &earlier)
+            .await;
+    }
+    store(state, caller, file, meta, auth, upload_id).await
 }
 
 /// [`store_once`] in its own task: once the file is spooled, a client that disconnects (or
@@ -450,7 +493,7 @@ fn count(state: &Inner, result: &Result<(serde_json::Value, bool), ApiError>) {
         (status = 413, description = "Over a limit: the file (`file_too_large`), one text field as sent (`field_too_large`), description and tags together (`metadata_too_large`), parts in the form (`too_many_parts`), or part headers and preamble (`multipart_overhead_too_large`).", body = artstore_common::error::ErrorBody),
         (status = 422, description = "The same key with different content (`idempotency_key_reused`).", body = artstore_common::error::ErrorBody),
         (status = 429, description = "Over the rate limit (`rate_limited`).", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
-        (status = 503, description = "No storage element could take the file (`no_storage_available`), or the registry (`registry_unavailable`) or Redis (`redis_unavailable`) is unavailable.", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
+        (status = 503, description = "No storage element could take the file (`no_storage_available`), an element that may hold an earlier attempt under the same `Idempotency-Key` cannot be asked (`earlier_attempt_unresolved`), or the registry (`registry_unavailable`) or Redis (`redis_unavailable`) is unavailable.", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
     )
 )]
 async fn upload(
@@ -838,6 +881,7 @@ const METADATA_CODES: &[&str] = &[
 /// Error codes this API answers with, besides the ones every role has; PATCH and DELETE relay
 /// the storage element's answer, so its codes are here too.
 const ERROR_CODES: &[&str] = &[
+    "earlier_attempt_unresolved",
     "element_not_editable",
     "element_not_writable",
     "file_not_found",

@@ -97,6 +97,50 @@ impl Idempotency {
         format!("{}:{client}:{key}", self.prefix)
     }
 
+    /// The upload ids sent to elements under a key whose result is not recorded yet.
+    fn attempts_key(&self, client: &str, key: &str) -> String {
+        format!("{}:{client}:{key}:attempts", self.prefix)
+    }
+
+    /// Records `upload_id` as an attempt under the key before it goes to an element, and
+    /// returns the attempts recorded before it: upload ids of requests with this key that did
+    /// not record a result (they failed, or their ingester died, possibly after an element
+    /// committed). The caller cancels those before storing. One round trip.
+    pub async fn record_attempt(
+        &self,
+        client: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<String>, ApiError> {
+        let attempts = self.attempts_key(client, key);
+        let mut conn = self.redis.clone();
+        let (earlier,): (Vec<String>,) = redis::pipe()
+            .atomic()
+            .smembers(&attempts)
+            .sadd(&attempts, upload_id)
+            .ignore()
+            .expire(&attempts, self.ttl_seconds as i64)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(earlier)
+    }
+
+    /// Forgets earlier attempts once they are cancelled everywhere.
+    pub async fn forget_attempts(&self, client: &str, key: &str, upload_ids: &[String]) {
+        if upload_ids.is_empty() {
+            return;
+        }
+        let mut conn = self.redis.clone();
+        let removed: redis::RedisResult<i64> =
+            conn.srem(self.attempts_key(client, key), upload_ids).await;
+        if let Err(e) = removed {
+            // They are cancelled; the next attempt cancels them again (idempotent).
+            tracing::warn!(error = %e, key, "could not forget cancelled attempts");
+        }
+    }
+
     pub async fn claim(
         &self,
         client: &str,
@@ -166,8 +210,14 @@ impl Idempotency {
             return;
         };
         let mut conn = self.redis.clone();
-        let stored: redis::RedisResult<()> = conn
+        // The result replays from now on: the attempts behind it need no cancelling.
+        let stored: redis::RedisResult<()> = redis::pipe()
+            .atomic()
             .set_ex(self.redis_key(client, key), text, self.ttl_seconds)
+            .ignore()
+            .del(self.attempts_key(client, key))
+            .ignore()
+            .query_async(&mut conn)
             .await;
         if let Err(e) = stored {
             // The file is stored; only the replay memory is lost, so a retry would store it again.

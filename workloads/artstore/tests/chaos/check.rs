@@ -89,6 +89,45 @@ pub async fn repair(archive: &Archive) -> Result<Vec<Value>> {
     Ok(reports)
 }
 
+/// Waits (bounded) until no element has an upload still at work: an upload goes on after its
+/// caller left, up to its commit point or rollback, and its writes may land until then. The
+/// repair only judges what no upload can still change.
+pub async fn wait_uploads_ended(archive: &Archive, within: Duration) -> Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + within;
+    for e in &archive.elements {
+        loop {
+            let in_flight = async {
+                let text = http
+                    .get(format!("{}/metrics", e.url))
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await?
+                    .text()
+                    .await?;
+                Ok::<_, anyhow::Error>(uploads_in_flight(&text))
+            }
+            .await;
+            match in_flight {
+                Ok(Some(0)) => break,
+                _ if Instant::now() > deadline => {
+                    bail!("uploads still at work on {} after {within:?}: {in_flight:?}", e.id)
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The element's `artstore_element_uploads_in_flight` gauge in a Prometheus text exposition.
+fn uploads_in_flight(exposition: &str) -> Option<i64> {
+    exposition.lines().find_map(|line| {
+        let value = line.strip_prefix("artstore_element_uploads_in_flight ")?;
+        value.trim().parse().ok()
+    })
+}
+
 /// Unsent outbox rows, summed over the elements.
 async fn outbox_unsent(archive: &Archive) -> Result<i64> {
     let mut n = 0;

@@ -529,3 +529,25 @@ async fn an_abandoned_id_is_kept_until_a_rebuild_has_run_after_it() {
     assert!(left().await.is_empty());
     h.finish().await;
 }
+
+/// An ingester's upload that fails here records its id as abandoned: the ingester never sends
+/// that id again, and should the backend have kept blob or sidecar of it (a failure to take them
+/// back), the next rebuild removes them instead of restoring a file its caller was told failed.
+#[tokio::test]
+async fn a_failed_upload_records_its_id_as_abandoned() {
+    let h = Harness::start(Kind::Volume).await;
+    let id = Uuid::new_v4();
+    let (status, error) = upload_with_id(&h, id, "../escape.txt", b"refused").await;
+    assert_eq!(status, 400, "{error}");
+    let (status, error) = upload_with_id(&h, id, "fine.txt", b"refused").await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (410, Some("upload_cancelled")),
+        "{error}"
+    );
+    assert_eq!(h.row_count().await, 0);
+    // Another id goes through.
+    let (status, _) = upload_with_id(&h, Uuid::new_v4(), "fine.txt", b"stored").await;
+    assert_eq!(status, 201);
+    h.finish().await;
+}

@@ -756,3 +756,116 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// What an ingester that died during a keyed upload leaves: an element committed the file under
+/// the upload id it sent, nobody answered the client or cancelled, the key's claim expired, and
+/// the upload id stays among the key's attempts in Redis.
+async fn dead_ingesters_attempt(
+    element: &TestElement,
+    prefix: &str,
+    client: &str,
+    key: &str,
+    bytes: &[u8],
+) -> String {
+    let upload_id = uuid::Uuid::new_v4().to_string();
+    let committed = reqwest::Client::new()
+        .post(format!("{}/api/v1/files", element.running.url()))
+        .header("authorization", token(Role::Admin, "ingester-that-died"))
+        .header("x-artstore-upload-id", &upload_id)
+        .query(&[("filename", "twice.bin")])
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .expect("upload to the element");
+    assert_eq!(committed.status().as_u16(), 201);
+    let redis = redis::Client::open(ts::services().redis_url.as_str()).expect("redis client");
+    let mut conn = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let () = redis::cmd("SADD")
+        .arg(format!("{prefix}:idempotency:{client}:{key}:attempts"))
+        .arg(&upload_id)
+        .query_async(&mut conn)
+        .await
+        .expect("SADD");
+    upload_id
+}
+
+/// The retry of a keyed upload whose ingester died after an element committed it: the earlier
+/// attempt is cancelled (its copy deleted and announced) before the file is stored again, so
+/// one copy stays.
+#[tokio::test]
+async fn a_retry_after_a_dead_ingester_leaves_one_copy() {
+    let element = TestElement::start("se-one", 1 << 30, ElementMode::Edit).await;
+    let registry = Registry {
+        elements: vec![element.entry("se-one", 1, ElementMode::Edit, 1 << 30)],
+    };
+    let config = config(1000, 1 << 20);
+    let prefix = config.redis_key_prefix.clone();
+    let url = start(config, RegistryHandle::fixed(registry)).await;
+    let bytes = b"stored by an ingester that died".to_vec();
+    dead_ingesters_attempt(&element, &prefix, "survivor", "key-1", &bytes).await;
+    assert_eq!(element.file_count().await, 1);
+
+    let auth = token(Role::Writer, "survivor");
+    let retry = upload(&url, &auth, "twice.bin", bytes.clone(), Some("key-1")).await;
+    assert_eq!(retry.status().as_u16(), 201);
+    assert_eq!(element.file_count().await, 1, "one copy");
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT event_type FROM outbox ORDER BY id")
+        .fetch_all(&element.db.pool)
+        .await
+        .expect("outbox");
+    assert_eq!(kinds, vec!["file.created", "file.deleted", "file.created"]);
+    // The result now replays; the attempts are forgotten.
+    let again = upload(&url, &auth, "twice.bin", bytes, Some("key-1")).await;
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(element.file_count().await, 1);
+    element.stop().await;
+}
+
+/// While an element cannot be asked whether it holds an earlier attempt's copy, a keyed retry
+/// stores nothing: 503 with a code and `Retry-After`.
+#[tokio::test]
+async fn a_retry_waits_while_an_earlier_attempt_cannot_be_resolved() {
+    let element = TestElement::start("se-one", 1 << 30, ElementMode::Edit).await;
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let gone_url = format!("http://{}", gone.local_addr().expect("addr"));
+    drop(gone);
+    let registry = Registry {
+        elements: vec![
+            element.entry("se-one", 1, ElementMode::Edit, 1 << 30),
+            RegistryEntry {
+                id: "se-down".into(),
+                url: gone_url,
+                mode: ElementMode::Edit,
+                priority: 100,
+                capacity_bytes: 1 << 30,
+                used_bytes: 0,
+            },
+        ],
+    };
+    let config = config(1000, 1 << 20);
+    let prefix = config.redis_key_prefix.clone();
+    let url = start(config, RegistryHandle::fixed(registry)).await;
+    let bytes = b"stored by an ingester that died".to_vec();
+    dead_ingesters_attempt(&element, &prefix, "waiter", "key-2", &bytes).await;
+
+    let auth = token(Role::Writer, "waiter");
+    let retry = upload(&url, &auth, "twice.bin", bytes, Some("key-2")).await;
+    assert!(retry.headers().contains_key("retry-after"));
+    assert_eq!(
+        error_code(retry).await,
+        (503, "earlier_attempt_unresolved".into())
+    );
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT event_type FROM outbox ORDER BY id")
+        .fetch_all(&element.db.pool)
+        .await
+        .expect("outbox");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "file.created").count(),
+        1,
+        "nothing stored by the retry: {kinds:?}"
+    );
+    element.stop().await;
+}
