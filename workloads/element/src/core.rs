@@ -394,8 +394,12 @@ impl Core {
             && !matches!(error, ElementError::SimulatedCrash(_))
         {
             match store::abandon_unclaimed_upload_id(&self.pool, upload_id).await {
-                Ok(()) => tracing::debug!(%upload_id, %error, "failed upload's id recorded as abandoned"),
-                Err(e) => tracing::warn!(%upload_id, error = %e, "recording a failed upload's id failed"),
+                Ok(()) => {
+                    tracing::debug!(%upload_id, %error, "failed upload's id recorded as abandoned")
+                }
+                Err(e) => {
+                    tracing::warn!(%upload_id, error = %e, "recording a failed upload's id failed")
+                }
             }
         }
         result

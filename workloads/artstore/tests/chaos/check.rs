@@ -111,7 +111,10 @@ pub async fn wait_uploads_ended(archive: &Archive, within: Duration) -> Result<(
             match in_flight {
                 Ok(Some(0)) => break,
                 _ if Instant::now() > deadline => {
-                    bail!("uploads still at work on {} after {within:?}: {in_flight:?}", e.id)
+                    bail!(
+                        "uploads still at work on {} after {within:?}: {in_flight:?}",
+                        e.id
+                    )
                 }
                 _ => tokio::time::sleep(Duration::from_millis(500)).await,
             }
