@@ -894,9 +894,7 @@ impl Core {
 
     /// Keyset pagination in file id order (ids are time-ordered UUIDv7).
     pub async fn list(&self, limit: i64, cursor: Option<Uuid>) -> Result<FileList, ElementError> {
-        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM files")
-            .fetch_one(&self.pool)
-            .await?;
+        let (total, _) = store::file_count_and_bytes(&self.pool).await?;
         let rows: Vec<store::CacheRow> = sqlx::query_as(
             "SELECT record, cache_updated_at FROM files
              WHERE file_id > $1

@@ -807,3 +807,76 @@ async fn a_change_whose_client_goes_away_is_finished_not_half_applied() {
     );
     h.finish().await;
 }
+
+/// The running totals behind the capacity check and `/status` follow every way rows come and
+/// go: uploads, an edit, a delete, a full rebuild after the cache was emptied, and an
+/// incremental one after a row was lost.
+#[tokio::test]
+async fn running_totals_match_the_files() {
+    let h = Harness::start(Kind::Volume).await;
+    let totals = || async {
+        let counted: (i64, i64) =
+            sqlx::query_as("SELECT count(*), COALESCE(sum(size), 0)::bigint FROM files")
+                .fetch_one(&h.db.pool)
+                .await
+                .expect("count");
+        let kept = artstore_element::store::file_count_and_bytes(&h.db.pool)
+            .await
+            .expect("totals");
+        (counted, kept)
+    };
+    let mut ids = Vec::new();
+    for (i, len) in [10usize, 2000, 333].into_iter().enumerate() {
+        let record = h.upload(&format!("t{i}.bin"), content(len, i as u8)).await;
+        ids.push(record["file_id"].as_str().expect("id").to_string());
+    }
+    let (counted, kept) = totals().await;
+    assert_eq!(counted, (3, 2343));
+    assert_eq!(kept, counted);
+
+    let edited = h
+        .http
+        .patch(h.url(&format!("/api/v1/files/{}", ids[0])))
+        .bearer_auth(writer())
+        .json(&serde_json::json!({"description": "sizes stay"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(edited.status(), 200);
+    let deleted = h
+        .http
+        .delete(h.url(&format!("/api/v1/files/{}", ids[1])))
+        .bearer_auth(writer())
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 204);
+    let (counted, kept) = totals().await;
+    assert_eq!(counted, (2, 343));
+    assert_eq!(kept, counted);
+
+    sqlx::query("TRUNCATE files")
+        .execute(&h.db.pool)
+        .await
+        .expect("truncate");
+    assert_eq!(totals().await.1, (0, 0));
+    let (status, run) = h.post_json(&admin(), "/api/v1/cache/rebuild").await;
+    assert_eq!(status, 200, "{run}");
+    let (counted, kept) = totals().await;
+    assert_eq!(counted, (2, 343));
+    assert_eq!(kept, counted);
+
+    sqlx::query("DELETE FROM files WHERE file_id = $1::uuid")
+        .bind(&ids[2])
+        .execute(&h.db.pool)
+        .await
+        .expect("lose a row");
+    let (status, run) = h
+        .post_json(&admin(), "/api/v1/cache/rebuild/incremental")
+        .await;
+    assert_eq!(status, 200, "{run}");
+    let (counted, kept) = totals().await;
+    assert_eq!(counted, (2, 343));
+    assert_eq!(kept, counted);
+    h.finish().await;
+}

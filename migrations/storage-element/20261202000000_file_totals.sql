@@ -1,0 +1,60 @@
+-- Running totals of `files` (count and bytes), so an upload's capacity check and the status
+-- read 16 rows instead of scanning every file (linear in the archive: ~0.1 s at a million
+-- files). Statement-level triggers keep them exact in the transaction that changes `files`;
+-- each connection adds to its own slot (by backend pid), so concurrent uploads rarely wait on
+-- one another's counter row. The totals are the sums over all slots.
+CREATE TABLE file_totals (
+    slot       smallint PRIMARY KEY,
+    file_count bigint NOT NULL DEFAULT 0,
+    bytes      bigint NOT NULL DEFAULT 0
+);
+INSERT INTO file_totals (slot) SELECT generate_series(0, 15);
+UPDATE file_totals
+SET file_count = (SELECT count(*) FROM files),
+    bytes = (SELECT COALESCE(sum(size), 0) FROM files)
+WHERE slot = 0;
+
+CREATE FUNCTION file_totals_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE file_totals t
+    SET file_count = t.file_count + d.n, bytes = t.bytes + d.b
+    FROM (SELECT count(*) AS n, COALESCE(sum(size), 0) AS b FROM new_rows) d
+    WHERE t.slot = pg_backend_pid() % 16 AND d.n > 0;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION file_totals_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE file_totals t
+    SET file_count = t.file_count - d.n, bytes = t.bytes - d.b
+    FROM (SELECT count(*) AS n, COALESCE(sum(size), 0) AS b FROM old_rows) d
+    WHERE t.slot = pg_backend_pid() % 16 AND d.n > 0;
+    RETURN NULL;
+END $$;
+
+-- Most updates (a touch, an edit of tags) leave the sizes alone: then nothing is written.
+CREATE FUNCTION file_totals_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE file_totals t
+    SET bytes = t.bytes + d.b
+    FROM (SELECT (SELECT COALESCE(sum(size), 0) FROM new_rows)
+               - (SELECT COALESCE(sum(size), 0) FROM old_rows) AS b) d
+    WHERE t.slot = pg_backend_pid() % 16 AND d.b <> 0;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION file_totals_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE file_totals SET file_count = 0, bytes = 0;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER file_totals_insert AFTER INSERT ON files
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION file_totals_inserted();
+CREATE TRIGGER file_totals_delete AFTER DELETE ON files
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION file_totals_deleted();
+CREATE TRIGGER file_totals_update AFTER UPDATE ON files
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION file_totals_updated();
+CREATE TRIGGER file_totals_truncate AFTER TRUNCATE ON files
+    FOR EACH STATEMENT EXECUTE FUNCTION file_totals_truncated();
