@@ -12,7 +12,8 @@ pub struct Metrics {
     pub relay_failures: Counter,
     pub outbox_pending: Gauge,
     /// Uploads whose work has not ended (it goes on after the caller leaves, up to the commit
-    /// point or the rollback): zero means no write of this element can still land.
+    /// point or the rollback). Zero means this element sends no more writes for them; a request
+    /// its S3 client gave up on may still be completed by the S3 server.
     pub uploads_in_flight: Gauge,
 }
 

@@ -33,6 +33,9 @@ pub enum Attempt {
     GaveUp(String),
     /// The element refused the file itself (bad name, too large): no other element will differ.
     Rejected(ApiError),
+    /// The upload id was cancelled (410): another request with the same `Idempotency-Key` took
+    /// over from this one.
+    Superseded(String),
 }
 
 /// The ingester's identity for one client upload, sent with every attempt; an element that
@@ -226,6 +229,7 @@ impl ElementClient {
                 status.as_u16(),
                 describe(&error)
             )),
+            410 => Attempt::Superseded(format!("{}: {}", element.id, describe(&error))),
             // Our token or the request itself is refused: the same anywhere, and retrying it
             // would not help, so it is never turned into a 503.
             400..=499 => {
@@ -290,26 +294,32 @@ impl ElementClient {
         });
     }
 
-    /// Cancels the upload ids of an earlier attempt under the same `Idempotency-Key` on every
-    /// element of `registry`, once each, before a new attempt stores the file: the ingester that
-    /// made them may have died after an element committed (it never answered the client, never
-    /// cancelled). Errors name the element that could not answer; the caller must not store
-    /// then, or the earlier copy could stay beside the new one.
-    pub async fn cancel_everywhere(
+    /// Cancels uploads earlier requests with the same `Idempotency-Key` sent, each on the
+    /// element it went to, once each. Errors name the element that could not answer; the
+    /// caller must not store then, or the earlier copy could stay beside the new one. An
+    /// element gone from the registry is passed over: nothing there is served.
+    pub async fn cancel_attempts(
         &self,
         registry: &Registry,
-        upload_ids: &[String],
+        attempts: &[crate::idempotency::EarlierAttempt],
         auth: &str,
     ) -> Result<(), String> {
-        for element in &registry.elements {
-            for upload_id in upload_ids {
-                match self.cancel_once(element, upload_id, auth).await {
-                    Ok(Some(file_id)) => {
-                        tracing::warn!(element = %element.id, %upload_id, %file_id, "an earlier attempt under the same key had committed; its copy was deleted")
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(format!("{}: {e}", element.id)),
+        for attempt in attempts {
+            let upload_id = &attempt.upload_id;
+            let Some(element) = registry
+                .elements
+                .iter()
+                .find(|e| e.id == attempt.element_id)
+            else {
+                tracing::warn!(element = %attempt.element_id, %upload_id, "an earlier attempt's element is no longer in the registry; not cancelled");
+                continue;
+            };
+            match self.cancel_once(element, upload_id, auth).await {
+                Ok(Some(file_id)) => {
+                    tracing::warn!(element = %element.id, %upload_id, %file_id, "an earlier attempt under the same key had committed; its copy was deleted")
                 }
+                Ok(None) => {}
+                Err(e) => return Err(format!("{}: {e}", element.id)),
             }
         }
         Ok(())

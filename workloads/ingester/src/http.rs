@@ -301,20 +301,25 @@ fn fingerprint(file: &Spooled, meta: &UploadMeta) -> String {
     hex::encode(h.finalize())
 }
 
-/// Offers the file to each candidate element in turn.
+/// Offers the file to each candidate element in turn. With an `Idempotency-Key` (`key`), each
+/// attempt is recorded under the key before it is sent (see [`resolve_earlier_attempts`]).
 async fn store(
     state: &Inner,
     caller: &Caller,
+    key: Option<&str>,
     file: &Spooled,
     meta: &UploadMeta,
     auth: &str,
-    upload_id: &str,
 ) -> Result<serde_json::Value, ApiError> {
     let registry = registry(state).await?;
     let candidates = select::candidates(&registry, file.size);
     let mut reasons = Vec::new();
-    let upload_id = upload_id.to_string();
+    let upload_id = uuid::Uuid::new_v4().to_string();
     for element in &candidates {
+        if let Some(key) = key {
+            resolve_earlier_attempts(state, caller, key, &registry, &element.id, &upload_id)
+                .await?;
+        }
         match state
             .elements
             .upload(element, file, meta, auth, &upload_id)
@@ -325,6 +330,15 @@ async fn store(
                 return Ok(record);
             }
             Attempt::Rejected(e) => return Err(e),
+            // Another request with the same key cancelled this upload (this one's claim had
+            // expired while it stalled): that request's result is the key's.
+            Attempt::Superseded(reason) => {
+                return Err(ApiError::unavailable(
+                    "idempotency_claim_lost",
+                    format!("another request with this Idempotency-Key took over ({reason}); retry to get its result"),
+                )
+                .with_retry_after(1));
+            }
             Attempt::GaveUp(reason) => {
                 tracing::info!(element = %element.id, %reason, "gave up on a storage element; cancelling the upload there and trying the next");
                 state.metrics.fallthroughs.inc();
@@ -365,9 +379,8 @@ async fn store_once(
     meta: &UploadMeta,
     auth: &str,
 ) -> Result<(serde_json::Value, bool), ApiError> {
-    let upload_id = uuid::Uuid::new_v4().to_string();
     let Some(key) = key else {
-        return store(state, caller, file, meta, auth, &upload_id)
+        return store(state, caller, None, file, meta, auth)
             .await
             .map(|r| (r, false));
     };
@@ -381,17 +394,23 @@ async fn store_once(
                 let heartbeat = state.idempotency.keep_alive(&caller.sub, key, &claim);
                 tokio::pin!(heartbeat);
                 tokio::select! {
-                    stored = store_attempt(state, caller, key, file, meta, auth, &upload_id) => stored,
+                    stored = store(state, caller, Some(key), file, meta, auth) => stored,
                     () = &mut heartbeat => unreachable!("the heartbeat never ends"),
                 }
             };
             match stored {
                 Ok(record) => {
-                    state
+                    // Answered "stored" only once the result is recorded: a retry then replays
+                    // it, where otherwise it would cancel this very upload as an earlier attempt.
+                    let recorded = state
                         .idempotency
-                        .complete(&caller.sub, key, &print, &record)
+                        .complete(&caller.sub, key, &claim, &print, &record)
                         .await;
-                    Ok((record, false))
+                    match recorded {
+                        Ok(true) => Ok((record, false)),
+                        Ok(false) => claim_lost(state, caller, key).await,
+                        Err(e) => Err(e),
+                    }
                 }
                 Err(e) => {
                     state.idempotency.release(&caller.sub, key, &claim).await;
@@ -402,45 +421,65 @@ async fn store_once(
     }
 }
 
-/// [`store`] under a claimed key: first the attempts an earlier request with the key left
-/// without a result are cancelled on every element (its ingester may have died after an element
-/// committed, never answering and never cancelling), so the file is never stored twice; when an
-/// element cannot be asked, nothing is stored and the client retries later.
-async fn store_attempt(
+/// Records under `key` that `upload_id` goes to `element_id`, after cancelling the attempts
+/// other requests with the key left without a result, each on the element it went to: their
+/// ingester may have died after the element committed, never answering and never cancelling,
+/// so without this the file would be stored twice. When such an element cannot be asked,
+/// nothing is sent (503, the client retries later); an element no longer in the registry
+/// cannot be asked either, and holds nothing the archive serves.
+async fn resolve_earlier_attempts(
     state: &Inner,
     caller: &Caller,
     key: &str,
-    file: &Spooled,
-    meta: &UploadMeta,
-    auth: &str,
+    registry: &artstore_contract::Registry,
+    element_id: &str,
     upload_id: &str,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<(), ApiError> {
     let earlier = state
         .idempotency
-        .record_attempt(&caller.sub, key, upload_id)
+        .record_attempt(&caller.sub, key, element_id, upload_id)
         .await?;
-    if !earlier.is_empty() {
-        let registry = registry(state).await?;
-        let internal = state
-            .signer
-            .bearer(&caller.sub, caller.role, CALL_TOKEN_TTL_SECONDS)?;
-        state
-            .elements
-            .cancel_everywhere(&registry, &earlier, &internal)
-            .await
-            .map_err(|why| {
-                ApiError::unavailable(
-                    "earlier_attempt_unresolved",
-                    format!("an earlier request with this Idempotency-Key may have stored the file on an element that cannot be asked now ({why}); retry later"),
-                )
-                .with_retry_after(5)
-            })?;
-        state
-            .idempotency
-            .forget_attempts(&caller.sub, key, &earlier)
-            .await;
+    if earlier.is_empty() {
+        return Ok(());
     }
-    store(state, caller, file, meta, auth, upload_id).await
+    let internal = state
+        .signer
+        .bearer(&caller.sub, caller.role, CALL_TOKEN_TTL_SECONDS)?;
+    state
+        .elements
+        .cancel_attempts(registry, &earlier, &internal)
+        .await
+        .map_err(|why| {
+            ApiError::unavailable(
+                "earlier_attempt_unresolved",
+                format!("an earlier request with this Idempotency-Key may have stored the file on an element that cannot be asked now ({why}); retry later"),
+            )
+            .with_retry_after(5)
+        })?;
+    state
+        .idempotency
+        .forget_attempts(&caller.sub, key, &earlier)
+        .await;
+    Ok(())
+}
+
+/// The file is stored but the key's claim passed to another request meanwhile (this one stalled
+/// past the claim's expiry): the key's recorded result is the answer; without one yet, the
+/// client retries (the other request may have cancelled this upload, or this upload is now an
+/// earlier attempt the next request cancels).
+async fn claim_lost(
+    state: &Inner,
+    caller: &Caller,
+    key: &str,
+) -> Result<(serde_json::Value, bool), ApiError> {
+    match state.idempotency.recorded(&caller.sub, key).await? {
+        Some(record) => Ok((record, true)),
+        None => Err(ApiError::unavailable(
+            "idempotency_claim_lost",
+            "another request with this Idempotency-Key took over while this one stalled; retry to get its result",
+        )
+        .with_retry_after(1)),
+    }
 }
 
 /// [`store_once`] in its own task: once the file is spooled, a client that disconnects (or
@@ -493,7 +532,7 @@ fn count(state: &Inner, result: &Result<(serde_json::Value, bool), ApiError>) {
         (status = 413, description = "Over a limit: the file (`file_too_large`), one text field as sent (`field_too_large`), description and tags together (`metadata_too_large`), parts in the form (`too_many_parts`), or part headers and preamble (`multipart_overhead_too_large`).", body = artstore_common::error::ErrorBody),
         (status = 422, description = "The same key with different content (`idempotency_key_reused`).", body = artstore_common::error::ErrorBody),
         (status = 429, description = "Over the rate limit (`rate_limited`).", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
-        (status = 503, description = "No storage element could take the file (`no_storage_available`), an element that may hold an earlier attempt under the same `Idempotency-Key` cannot be asked (`earlier_attempt_unresolved`), or the registry (`registry_unavailable`) or Redis (`redis_unavailable`) is unavailable.", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
+        (status = 503, description = "No storage element could take the file (`no_storage_available`), an element that may hold an earlier attempt under the same `Idempotency-Key` cannot be asked (`earlier_attempt_unresolved`), another request with the key took over while this one stalled (`idempotency_claim_lost`), or the registry (`registry_unavailable`) or Redis (`redis_unavailable`) is unavailable.", body = artstore_common::error::ErrorBody, headers(("Retry-After" = u64, description = "Seconds."))),
     )
 )]
 async fn upload(
@@ -886,6 +925,7 @@ const ERROR_CODES: &[&str] = &[
     "element_not_writable",
     "file_not_found",
     "file_too_large",
+    "idempotency_claim_lost",
     "idempotency_in_progress",
     "idempotency_key_reused",
     "insufficient_storage",

@@ -42,12 +42,31 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0";
 
+/// Replaces a pending entry with its result, and forgets the key's attempts, only if the entry
+/// is still this request's.
+const COMPLETE: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+redis.call('DEL', KEYS[2])
+return 1";
+
 /// Deletes a pending entry only if it is still this request's.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0";
+
+/// An upload another request with the same key sent to an element without recording a result.
+#[derive(Debug, Clone)]
+pub struct EarlierAttempt {
+    pub element_id: String,
+    pub upload_id: String,
+    /// As stored in the attempts set.
+    entry: String,
+}
 
 pub enum Claim {
     /// This request owns the key: store the file, then `complete` or `release`.
@@ -102,43 +121,71 @@ impl Idempotency {
         format!("{}:{client}:{key}:attempts", self.prefix)
     }
 
-    /// Records `upload_id` as an attempt under the key before it goes to an element, and
-    /// returns the attempts recorded before it: upload ids of requests with this key that did
-    /// not record a result (they failed, or their ingester died, possibly after an element
-    /// committed). The caller cancels those before storing. One round trip.
+    /// Records that upload `upload_id` is about to go to element `element_id` under the key, and
+    /// returns the attempts other requests with the key recorded before: their requests failed,
+    /// or their ingester died, possibly after the element committed. The caller cancels those
+    /// before sending. One round trip.
     pub async fn record_attempt(
         &self,
         client: &str,
         key: &str,
+        element_id: &str,
         upload_id: &str,
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<Vec<EarlierAttempt>, ApiError> {
         let attempts = self.attempts_key(client, key);
         let mut conn = self.redis.clone();
-        let (earlier,): (Vec<String>,) = redis::pipe()
+        let (members,): (Vec<String>,) = redis::pipe()
             .atomic()
             .smembers(&attempts)
-            .sadd(&attempts, upload_id)
+            .sadd(&attempts, format!("{element_id} {upload_id}"))
             .ignore()
             .expire(&attempts, self.ttl_seconds as i64)
             .ignore()
             .query_async(&mut conn)
             .await
             .map_err(redis_error)?;
-        Ok(earlier)
+        Ok(members
+            .into_iter()
+            .filter_map(|entry| {
+                let (element_id, id) = entry.split_once(' ')?;
+                (id != upload_id).then(|| EarlierAttempt {
+                    element_id: element_id.to_string(),
+                    upload_id: id.to_string(),
+                    entry: entry.clone(),
+                })
+            })
+            .collect())
     }
 
-    /// Forgets earlier attempts once they are cancelled everywhere.
-    pub async fn forget_attempts(&self, client: &str, key: &str, upload_ids: &[String]) {
-        if upload_ids.is_empty() {
+    /// Forgets earlier attempts once they are cancelled.
+    pub async fn forget_attempts(&self, client: &str, key: &str, attempts: &[EarlierAttempt]) {
+        if attempts.is_empty() {
             return;
         }
+        let entries: Vec<&str> = attempts.iter().map(|a| a.entry.as_str()).collect();
         let mut conn = self.redis.clone();
         let removed: redis::RedisResult<i64> =
-            conn.srem(self.attempts_key(client, key), upload_ids).await;
+            conn.srem(self.attempts_key(client, key), entries).await;
         if let Err(e) = removed {
             // They are cancelled; the next attempt cancels them again (idempotent).
             tracing::warn!(error = %e, key, "could not forget cancelled attempts");
         }
+    }
+
+    /// The result recorded under the key, if any.
+    pub async fn recorded(
+        &self,
+        client: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, ApiError> {
+        let mut conn = self.redis.clone();
+        let text: Option<String> = conn
+            .get(self.redis_key(client, key))
+            .await
+            .map_err(redis_error)?;
+        Ok(text
+            .and_then(|t| serde_json::from_str::<Entry>(&t).ok())
+            .and_then(|e| e.record))
     }
 
     pub async fn claim(
@@ -194,35 +241,35 @@ impl Idempotency {
         }
     }
 
+    /// Records `record` as the key's result, if the key is still this request's claim (a claim
+    /// that expired while its owner was stalled may have passed to another request, which
+    /// cancelled this one's upload); in the same step forgets the key's attempts. `Ok(false)`:
+    /// the claim was no longer ours and nothing was written.
     pub async fn complete(
         &self,
         client: &str,
         key: &str,
+        claim: &ClaimToken,
         fingerprint: &str,
         record: &serde_json::Value,
-    ) {
+    ) -> Result<bool, ApiError> {
         let entry = Entry {
             fingerprint: fingerprint.to_string(),
             record: Some(record.clone()),
             owner: None,
         };
-        let Ok(text) = serde_json::to_string(&entry) else {
-            return;
-        };
+        let text = serde_json::to_string(&entry).map_err(ApiError::internal)?;
         let mut conn = self.redis.clone();
-        // The result replays from now on: the attempts behind it need no cancelling.
-        let stored: redis::RedisResult<()> = redis::pipe()
-            .atomic()
-            .set_ex(self.redis_key(client, key), text, self.ttl_seconds)
-            .ignore()
-            .del(self.attempts_key(client, key))
-            .ignore()
-            .query_async(&mut conn)
-            .await;
-        if let Err(e) = stored {
-            // The file is stored; only the replay memory is lost, so a retry would store it again.
-            tracing::warn!(error = %e, key, "could not record idempotency result");
-        }
+        let written: i64 = redis::Script::new(COMPLETE)
+            .key(self.redis_key(client, key))
+            .key(self.attempts_key(client, key))
+            .arg(&claim.pending)
+            .arg(text)
+            .arg(self.ttl_seconds)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(written == 1)
     }
 
     /// Forgets a claim whose request failed, so the client can retry with the same key.
@@ -255,5 +302,78 @@ impl Idempotency {
                 tracing::warn!(error = %e, key, "could not renew idempotency claim");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn idempotency() -> Idempotency {
+        let client = redis::Client::open(artstore_testsupport::services().redis_url.as_str())
+            .expect("redis client");
+        let conn = ConnectionManager::new(client).await.expect("redis");
+        Idempotency::new(conn, &artstore_testsupport::unique_prefix("idem"), 60)
+    }
+
+    async fn owner(idem: &Idempotency, key: &str) -> ClaimToken {
+        match idem.claim("c", key, "print").await {
+            Ok(Claim::Owner(claim)) => claim,
+            _ => panic!("expected to own the key"),
+        }
+    }
+
+    /// A claim that expired while its owner stalled passed to another request: the stalled
+    /// owner's result is not written over the new owner's, and its attempt is the new owner's
+    /// earlier attempt to cancel.
+    #[tokio::test]
+    async fn a_stalled_owner_neither_overwrites_nor_hides_its_attempt() {
+        let idem = idempotency().await;
+        let stalled = owner(&idem, "k").await;
+        assert!(
+            idem.record_attempt("c", "k", "se-a", "u1")
+                .await
+                .expect("record")
+                .is_empty()
+        );
+        // Its claim expires.
+        let mut conn = idem.redis.clone();
+        let () = conn.del(idem.redis_key("c", "k")).await.expect("DEL");
+
+        let next = owner(&idem, "k").await;
+        let earlier = idem
+            .record_attempt("c", "k", "se-b", "u2")
+            .await
+            .expect("record");
+        assert_eq!(
+            earlier
+                .iter()
+                .map(|a| (a.element_id.as_str(), a.upload_id.as_str()))
+                .collect::<Vec<_>>(),
+            vec![("se-a", "u1")]
+        );
+        let theirs = serde_json::json!({"file_id": "stalled"});
+        let ours = serde_json::json!({"file_id": "next"});
+        assert!(
+            !idem
+                .complete("c", "k", &stalled, "print", &theirs)
+                .await
+                .expect("complete")
+        );
+        assert_eq!(idem.recorded("c", "k").await.expect("read"), None);
+        assert!(
+            idem.complete("c", "k", &next, "print", &ours)
+                .await
+                .expect("complete")
+        );
+        assert_eq!(idem.recorded("c", "k").await.expect("read"), Some(ours));
+        // Recording the result forgot the attempts.
+        let _ = owner(&idem, "other").await;
+        assert!(
+            idem.record_attempt("c", "k", "se-c", "u3")
+                .await
+                .expect("record")
+                .is_empty()
+        );
     }
 }
