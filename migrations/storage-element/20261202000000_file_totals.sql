@@ -18,21 +18,23 @@ SET file_count = (SELECT count(*) FROM files),
     bytes = (SELECT COALESCE(sum(size), 0) FROM files)
 WHERE slot = 0;
 
-CREATE FUNCTION file_totals_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Inserts add their rows, deletes take theirs away; one UPDATE of a slot per statement (a
+-- rebuild's bulk insert included). Each branch's query is planned only when it runs, so each
+-- reads the one transition table its trigger has.
+CREATE FUNCTION file_totals_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+    b bigint;
 BEGIN
-    UPDATE file_totals t
-    SET file_count = t.file_count + d.n, bytes = t.bytes + d.b
-    FROM (SELECT count(*) AS n, COALESCE(sum(size), 0) AS b FROM new_rows) d
-    WHERE t.slot = pg_backend_pid() % 16 AND d.n > 0;
-    RETURN NULL;
-END $$;
-
-CREATE FUNCTION file_totals_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE file_totals t
-    SET file_count = t.file_count - d.n, bytes = t.bytes - d.b
-    FROM (SELECT count(*) AS n, COALESCE(sum(size), 0) AS b FROM old_rows) d
-    WHERE t.slot = pg_backend_pid() % 16 AND d.n > 0;
+    IF TG_OP = 'INSERT' THEN
+        SELECT count(*), COALESCE(sum(size), 0) INTO n, b FROM new_rows;
+    ELSE
+        SELECT -count(*), -COALESCE(sum(size), 0) INTO n, b FROM old_rows;
+    END IF;
+    IF n <> 0 THEN
+        UPDATE file_totals SET file_count = file_count + n, bytes = bytes + b
+        WHERE slot = pg_backend_pid() % 16;
+    END IF;
     RETURN NULL;
 END $$;
 
@@ -52,9 +54,9 @@ BEGIN
 END $$;
 
 CREATE TRIGGER file_totals_insert AFTER INSERT ON files
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION file_totals_inserted();
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION file_totals_changed();
 CREATE TRIGGER file_totals_delete AFTER DELETE ON files
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION file_totals_deleted();
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION file_totals_changed();
 CREATE TRIGGER file_totals_resize AFTER UPDATE OF size ON files
     FOR EACH ROW WHEN (OLD.size IS DISTINCT FROM NEW.size)
     EXECUTE FUNCTION file_totals_resized();

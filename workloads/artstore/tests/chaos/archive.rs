@@ -279,11 +279,21 @@ impl Archive {
 
 /// Waits until `url/readyz` answers 200.
 pub async fn ready(url: &str, within: Duration) -> Result<()> {
+    answers(url, "/readyz", within, Duration::from_millis(200)).await
+}
+
+/// Waits until `url/healthz` answers 200 (the process serves, whatever its dependencies do).
+pub async fn healthy(url: &str, within: Duration) -> Result<()> {
+    answers(url, "/healthz", within, Duration::from_millis(100)).await
+}
+
+/// Polls `url` + `path` every `poll` until it answers 2xx, for at most `within`.
+async fn answers(url: &str, path: &str, within: Duration, poll: Duration) -> Result<()> {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + within;
     loop {
         let ok = http
-            .get(format!("{url}/readyz"))
+            .get(format!("{url}{path}"))
             .timeout(Duration::from_secs(2))
             .send()
             .await
@@ -292,8 +302,8 @@ pub async fn ready(url: &str, within: Duration) -> Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("{url} not ready within {within:?}");
+            bail!("{url}{path} did not answer 2xx within {within:?}");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(poll).await;
     }
 }

@@ -202,7 +202,7 @@ impl Chaos<'_> {
                     Target::Element(i) => self.archive.elements[i].url.clone(),
                     _ => self.archive.query_url.clone(),
                 };
-                healthy(&url, within).await
+                archive::healthy(&url, within).await
             }
         }
     }
@@ -284,25 +284,5 @@ impl Chaos<'_> {
             self.supervise().await?;
         }
         Ok(())
-    }
-}
-
-async fn healthy(url: &str, within: Duration) -> Result<()> {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + within;
-    loop {
-        let ok = http
-            .get(format!("{url}/healthz"))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ok {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{url} not healthy within {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
