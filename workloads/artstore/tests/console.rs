@@ -387,7 +387,8 @@ async fn console_flow_in_a_real_browser() {
         .await
         .expect("close details");
 
-    // An admin sees the storage elements from the registry with their consistency check.
+    // An admin sees the storage elements from the registry with their last consistency report,
+    // runs a check on demand, and sees it as the last report afterwards.
     sign_in(&c, &console, &stack.token("admin")).await;
     // The link appears once the sign-in's first search has answered.
     eventually("the admin's navigation shows", || async {
@@ -399,7 +400,7 @@ async fn console_flow_in_a_real_browser() {
         .click()
         .await
         .expect("open storage elements");
-    let rows = eventually("both storage elements are listed", || async {
+    let element_rows = || async {
         let mut rows = Vec::new();
         for id in ["se-a", "se-b"] {
             let row = c
@@ -411,14 +412,44 @@ async fn console_flow_in_a_real_browser() {
             rows.push(row.text().await.ok()?);
         }
         Some(rows)
+    };
+    let rows = eventually("both storage elements are listed", element_rows).await;
+    for row in &rows {
+        assert!(row.contains("edit"), "mode shown: {row}");
+    }
+    css(&c, "#admin-check")
+        .await
+        .click()
+        .await
+        .expect("run a consistency check");
+    let checked = |rows: &Vec<String>| {
+        rows.iter()
+            .all(|r| r.contains("consistent") && r.contains("checked"))
+    };
+    eventually("each element shows the check's report", || async {
+        element_rows().await.filter(checked)
     })
     .await;
-    for row in &rows {
-        assert!(
-            row.contains("edit") && row.contains("consistent"),
-            "mode and consistency shown: {row}"
-        );
-    }
+    // Emptied first, so the rows read next are the refresh's (no new check runs then).
+    c.execute(
+        "document.querySelector('#elements tbody').replaceChildren()",
+        vec![],
+    )
+    .await
+    .expect("empty the table");
+    css(&c, "#admin-refresh")
+        .await
+        .click()
+        .await
+        .expect("refresh");
+    let rows = eventually("the report stays as the last one recorded", || async {
+        element_rows().await.filter(checked)
+    })
+    .await;
+    assert!(
+        rows.iter().all(|r| !r.contains("inconsistent")),
+        "a fresh archive is consistent: {rows:?}"
+    );
 
     // A wrong token: the server's message, not a blank page.
     sign_in(&c, &console, "not-a-token").await;

@@ -155,6 +155,8 @@ pub mod paths {
     pub const METRICS: &str = "/metrics";
     pub const STATUS: &str = "/api/v1/status";
     pub const CONSISTENCY: &str = "/api/v1/cache/consistency";
+    /// The last consistency report recorded (by a check run on demand or on schedule).
+    pub const LAST_CONSISTENCY: &str = "/api/v1/cache/consistency/last";
     /// How long `/readyz` waits for a process's dependencies before answering 503. A probe must
     /// wait longer than this, or a slow but healthy check reads as a failure.
     pub const READY_BUDGET_SECONDS: u64 = 2;

@@ -43,6 +43,7 @@ pub fn api_router(core: Arc<Core>, verifier: Verifier) -> Router {
         .route("/api/v1/uploads/{upload_id}", delete_route(cancel_upload))
         .route("/api/v1/status", get(status))
         .route("/api/v1/cache/consistency", get(consistency))
+        .route("/api/v1/cache/consistency/last", get(last_consistency))
         .route("/api/v1/cache/rebuild", post(rebuild_full))
         .route(
             "/api/v1/cache/rebuild/incremental",
@@ -596,6 +597,29 @@ async fn consistency(
     Ok(Json(maintenance::run(&core, MaintenanceKind::Consistency).await?).into_response())
 }
 
+/// The last consistency report recorded here, without running a check (a check lists every
+/// object of the backend).
+#[utoipa::path(
+    get, path = "/api/v1/cache/consistency/last", tag = "cache", operation_id = "last_consistency",
+    responses(
+        (status = 200, description = "The last report; `details.checked_at` says when.", body = artstore_contract::ConsistencyReport),
+        (status = 404, description = "No check has run on this element yet (`no_consistency_report`).", body = artstore_common::error::ErrorBody),
+    )
+)]
+async fn last_consistency(
+    State(core): State<AppState>,
+    token: TokenCaller,
+) -> Result<Response, ApiError> {
+    token.require(Role::Reader)?;
+    match maintenance::last_consistency(&core).await? {
+        Some(report) => Ok(Json(report).into_response()),
+        None => Err(ApiError::not_found(
+            "no_consistency_report",
+            "no consistency check has run on this element yet",
+        )),
+    }
+}
+
 /// Runs maintenance in its own task, so a client that goes away does not cut a run in half.
 async fn run_maintenance(
     core: AppState,
@@ -679,6 +703,7 @@ const ERROR_CODES: &[&str] = &[
     "invalid_retention_days",
     "invalid_tag",
     "invalid_upload_id",
+    "no_consistency_report",
     "range_not_satisfiable",
     "storage_unavailable",
     "upload_abandoned",
@@ -702,6 +727,7 @@ const ERROR_CODES: &[&str] = &[
         download,
         status,
         consistency,
+        last_consistency,
         rebuild_full,
         rebuild_incremental,
         cleanup_expired,

@@ -717,6 +717,18 @@ async fn delete_locked(core: &Core, file_id: Uuid) -> Result<(), ElementError> {
     Ok(())
 }
 
+/// The report of the last consistency check recorded in `maintenance_runs`, if any.
+pub async fn last_consistency(core: &Core) -> Result<Option<serde_json::Value>, ElementError> {
+    Ok(sqlx::query_scalar(
+        "SELECT report FROM maintenance_runs
+         WHERE kind = $1 AND report IS NOT NULL
+         ORDER BY finished_at DESC NULLS LAST, id DESC LIMIT 1",
+    )
+    .bind(MaintenanceKind::Consistency.as_str())
+    .fetch_optional(&core.pool)
+    .await?)
+}
+
 /// Runs one maintenance operation. Everything but the consistency check takes the maintenance
 /// lock exclusively (waiting for a run in progress) and is recorded in `maintenance_runs`.
 pub async fn run(core: &Core, kind: MaintenanceKind) -> Result<serde_json::Value, ElementError> {

@@ -270,12 +270,17 @@ async function startUpload(event) {
 
 // ---- admin ---------------------------------------------------------------------------------
 
-async function loadElements() {
-  const answer = await query("GET", "/api/v1/elements");
+// Shows each element's last recorded consistency report; `checkNow` runs a check on every
+// element first (it lists every object of each backend, so only when asked).
+async function loadElements(checkNow) {
+  const answer = await query("GET", checkNow === true ? "/api/v1/elements?check=now" : "/api/v1/elements");
   $("elements").tBodies[0].replaceChildren(...answer.elements.map((e) => {
     const s = e.status, c = e.consistency;
     const used = s ? s.used_bytes : e.used_bytes;
-    const consistency = c ? (c.is_consistent ? "consistent" : `${c.inconsistency_percentage.toFixed(2)}% inconsistent`) + ` (${c.total_attr_files} sidecars, ${c.total_cache_entries} rows)` : "";
+    const checkedAt = c && c.details && c.details.checked_at ? `, checked ${new Date(c.details.checked_at).toLocaleString()}` : "";
+    const consistency = c
+      ? (c.is_consistent ? "consistent" : `${c.inconsistency_percentage.toFixed(2)}% inconsistent`) + ` (${c.total_attr_files} sidecars, ${c.total_cache_entries} rows${checkedAt})`
+      : "no check yet";
     return el("tr", { "data-element-id": e.id },
       el("td", {}, e.id), el("td", {}, s ? s.mode : e.mode), el("td", { class: "num" }, s ? s.priority : e.priority),
       el("td", {}, `${formatSize(used)} / ${formatSize(e.capacity_bytes)}`), el("td", { class: "num" }, s ? s.file_count : ""),
@@ -300,7 +305,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("sign-out").addEventListener("click", signOut);
   $("nav-search").addEventListener("click", () => show("search"));
   $("nav-admin").addEventListener("click", () => show("admin"));
-  $("admin-refresh").addEventListener("click", guard(loadElements));
+  $("admin-refresh").addEventListener("click", guard(() => loadElements(false)));
+  $("admin-check").addEventListener("click", guard(() => loadElements(true)));
   $("search-form").addEventListener("submit", (e) => { e.preventDefault(); guard(() => runSearch(null))(); });
   $("next-page").addEventListener("click", guard(() => runSearch(state.cursor)));
   $("first-page").addEventListener("click", guard(() => runSearch(null)));

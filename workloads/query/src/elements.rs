@@ -150,6 +150,20 @@ impl ElementClient {
         element: &RegistryEntry,
         path: &str,
     ) -> Result<T, ElementError> {
+        self.get_json_if_any(element, path)
+            .await?
+            .ok_or_else(|| ElementError::Http {
+                element: element.id.clone(),
+                reason: format!("GET {path}: 404 Not Found"),
+            })
+    }
+
+    /// [`Self::get_json`], with `None` for a 404 (nothing of the kind there yet).
+    pub async fn get_json_if_any<T: serde::de::DeserializeOwned>(
+        &self,
+        element: &RegistryEntry,
+        path: &str,
+    ) -> Result<Option<T>, ElementError> {
         let err = |reason: String| ElementError::Http {
             element: element.id.clone(),
             reason,
@@ -164,12 +178,16 @@ impl ElementClient {
             .await
             .map_err(|e| err(e.to_string()))?;
         let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
         if !status.is_success() {
             return Err(err(format!("GET {path}: {status}")));
         }
         response
             .json::<T>()
             .await
+            .map(Some)
             .map_err(|e| err(format!("GET {path}: {e}")))
     }
 

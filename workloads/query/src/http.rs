@@ -7,8 +7,8 @@ use artstore_common::ApiError;
 use artstore_common::auth::{Caller, Role, Verifier, require_auth};
 use artstore_common::error::from_rejection;
 use axum::body::Body;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -253,7 +253,8 @@ pub struct ElementReport {
     pub entry: artstore_contract::RegistryEntry,
     /// Its `GET /api/v1/status`; absent when it did not answer.
     pub status: Option<artstore_contract::ElementStatus>,
-    /// Its consistency check, run for this answer; absent when it did not answer.
+    /// Its last recorded consistency report (`details.checked_at` says when), or with
+    /// `?check=now` a check run for this answer; absent when none has run or it did not answer.
     pub consistency: Option<artstore_contract::ConsistencyReport>,
     /// Why `status` or `consistency` is missing.
     pub error: Option<String>,
@@ -264,9 +265,20 @@ pub struct ElementsResponse {
     pub elements: Vec<ElementReport>,
 }
 
-/// The registry's storage elements with their status and a consistency check; admins only.
+/// `GET /api/v1/elements` query: `check=now` runs a consistency check on every element.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ElementsQuery {
+    /// `now`: run a consistency check on each element (it lists every object of the element's
+    /// backend) instead of showing the last one recorded.
+    #[param(pattern = "^now$")]
+    pub check: Option<String>,
+}
+
+/// The registry's storage elements with their status and last consistency report; admins only.
 #[utoipa::path(
     get, path = "/api/v1/elements", tag = "node", operation_id = "list_elements",
+    params(ElementsQuery),
     responses(
         (status = 200, description = "Every storage element in the registry.", body = ElementsResponse),
         (status = 503, description = "No registry is configured or it is unreadable (`registry_unavailable`).", body = artstore_common::error::ErrorBody),
@@ -275,8 +287,20 @@ pub struct ElementsResponse {
 async fn elements(
     State(state): State<AppState>,
     caller: Caller,
+    query: Result<Query<ElementsQuery>, QueryRejection>,
 ) -> Result<Json<ElementsResponse>, ApiError> {
     caller.require(Role::Admin)?;
+    let Query(query) = query.map_err(|e| from_rejection(e.body_text(), "invalid_query"))?;
+    let consistency_path = match query.check.as_deref() {
+        None => artstore_contract::paths::LAST_CONSISTENCY,
+        Some("now") => artstore_contract::paths::CONSISTENCY,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("check must be \"now\", not {other:?}"),
+            ));
+        }
+    };
     let registry = state
         .registry
         .current()
@@ -290,9 +314,9 @@ async fn elements(
                     entry,
                     artstore_contract::paths::STATUS
                 ),
-                client.get_json::<artstore_contract::ConsistencyReport>(
+                client.get_json_if_any::<artstore_contract::ConsistencyReport>(
                     entry,
-                    artstore_contract::paths::CONSISTENCY
+                    consistency_path
                 ),
             );
             let error = [status.as_ref().err(), consistency.as_ref().err()]
@@ -303,7 +327,7 @@ async fn elements(
             ElementReport {
                 entry: entry.clone(),
                 status: status.ok(),
-                consistency: consistency.ok(),
+                consistency: consistency.ok().flatten(),
                 error: (!error.is_empty()).then(|| error.join("; ")),
             }
         }

@@ -768,3 +768,28 @@ async fn sidecar_without_blob_is_an_orphan_to_repair_s3() {
 async fn sidecar_without_blob_is_an_orphan_to_repair_volume() {
     sidecar_without_blob_is_an_orphan_to_repair(Kind::Volume).await;
 }
+
+/// The last consistency report is kept: 404 with a code before any check, then the report of
+/// the newest check, without running one.
+#[tokio::test]
+async fn the_last_consistency_report_is_kept() {
+    let h = Harness::start(Kind::Volume).await;
+    let (status, error) = h
+        .get_json(&reader(), "/api/v1/cache/consistency/last")
+        .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (404, Some("no_consistency_report")),
+        "{error}"
+    );
+    h.upload("kept.txt", b"kept".to_vec()).await;
+    let (status, checked) = h.get_json(&reader(), "/api/v1/cache/consistency").await;
+    assert_eq!(status, 200, "{checked}");
+    let (status, last) = h
+        .get_json(&reader(), "/api/v1/cache/consistency/last")
+        .await;
+    assert_eq!(status, 200, "{last}");
+    assert_eq!(last, checked, "the same report, not a new check");
+    assert_eq!(last["total_attr_files"], 1);
+    h.finish().await;
+}
