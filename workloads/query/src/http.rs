@@ -281,6 +281,7 @@ pub struct ElementsQuery {
     params(ElementsQuery),
     responses(
         (status = 200, description = "Every storage element in the registry.", body = ElementsResponse),
+        (status = 400, description = "A `check` other than `now` (`invalid_query`).", body = artstore_common::error::ErrorBody),
         (status = 503, description = "No registry is configured or it is unreadable (`registry_unavailable`).", body = artstore_common::error::ErrorBody),
     )
 )]
