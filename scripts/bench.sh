@@ -40,7 +40,9 @@ cleanup() {
   bash scripts/services.sh stop "$services" || true
 }
 trap cleanup EXIT
-bash scripts/services.sh start "$services"
+# Volumes of 1 GiB (the tests' 64 MiB ones fill every few dozen uploads and stall writes ~1 s
+# while SeaweedFS grows new ones: that would time SeaweedFS's housekeeping, not the code).
+ARTSTORE_WEED_VOLUME_SIZE_MB=${ARTSTORE_WEED_VOLUME_SIZE_MB:-1024} bash scripts/services.sh start "$services"
 export ARTSTORE_SERVICES_ENV="$services/services.env"
 
 log "element-bench"

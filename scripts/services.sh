@@ -36,7 +36,10 @@ start() {
     --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/redis.log" --dir "$dir/redis"
   wait_tcp 127.0.0.1 "$redis_port" 10 || { log "redis did not start"; cat "$dir/redis/redis.log" >&2; exit 1; }
 
-  # SeaweedFS: every port explicit and bound to loopback, S3 credentials enforced.
+  # SeaweedFS: every port explicit and bound to loopback, S3 credentials enforced. Small volumes
+  # (64 MiB) so that every test can have its own bucket (each bucket grows volumes of its own);
+  # a full volume stalls writes ~1 s while new ones grow, so benchmarks ask for larger ones
+  # (ARTSTORE_WEED_VOLUME_SIZE_MB), as a production server has (30 GB by default).
   mkdir -p "$dir/s3/data"
   local p; declare -A ports
   for p in master master.grpc volume volume.grpc filer filer.grpc s3 s3.grpc admin admin.grpc; do ports[$p]=$(free_port); done
@@ -53,7 +56,7 @@ start() {
       -s3.port="$s3_port" -s3.port.grpc="${ports[s3.grpc]}" \
       -admin.port="${ports[admin]}" -admin.port.grpc="${ports[admin.grpc]}" \
       -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false \
-      -volume.max=5000 -master.volumeSizeLimitMB=64 \
+      -volume.max=5000 -master.volumeSizeLimitMB="${ARTSTORE_WEED_VOLUME_SIZE_MB:-64}" \
       >"$dir/s3/weed.log" 2>&1 & echo $! >"$dir/s3/weed.pid")
   # Ready means an S3 request gets an S3 answer (the port opens before the filer is up).
   local deadline=$((SECONDS + 60))

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use artstore_contract::{ElementMode, ElementStatus};
 use artstore_events::{EventType, FileRecord, Retention};
@@ -411,17 +411,20 @@ impl Core {
         request: UploadRequest,
         body: ByteChunks,
     ) -> Result<Uploaded, ElementError> {
+        // An ingester's upload reads its id's state and the capacity used in one round trip.
+        let mut used_bytes = None;
         if let Some(upload_id) = request.upload_id {
-            let mut conn = self.pool.acquire().await?;
-            let state = store::upload_id_state(&mut conn, upload_id).await?;
-            drop(conn);
+            let (used, state) =
+                store::used_bytes_and_upload_id_state(&self.pool, upload_id).await?;
             if let Some(record) = self.existing_upload(upload_id, state).await? {
                 return Ok(Uploaded {
                     record,
                     replayed: true,
                 });
             }
+            used_bytes = Some(used);
         }
+        let started = Instant::now();
         let _caller_watch = self.watch_caller(request.upload_id, request.caller_gone.clone());
         self.require_writable()?;
         layout::validate_filename(&request.filename)
@@ -446,7 +449,10 @@ impl Core {
         {
             return Err(ElementError::TooLarge { limit: max_file });
         }
-        let (_, used) = store::file_count_and_bytes(&self.pool).await?;
+        let used = match used_bytes {
+            Some(used) => used,
+            None => store::file_count_and_bytes(&self.pool).await?.1,
+        };
         let promise = request.content_length.unwrap_or(0);
         let reserved_before = self.reserved.fetch_add(promise, Ordering::SeqCst);
         let _reservation = Reservation {
@@ -505,7 +511,7 @@ impl Core {
         let sidecar = layout::sidecar_key(&key);
         // The sidecar is made once the body has ended (size and hash known), and the backend
         // may store it while the blob's last bytes are still on their way.
-        let described = Arc::new(Mutex::new(None::<FileRecord>));
+        let described = Arc::new(Mutex::new(None::<(FileRecord, Instant)>));
         let sidecar_upload_id = request.upload_id;
         let make_sidecar: MakeSidecar = {
             let (meter, described) = (meter.clone(), described.clone());
@@ -522,11 +528,12 @@ impl Core {
                 };
                 let bytes = sidecar.to_bytes().map_err(BackendError::storage)?;
                 if let Ok(mut slot) = described.lock() {
-                    *slot = Some(sidecar.record);
+                    *slot = Some((sidecar.record, Instant::now()));
                 }
                 Ok(bytes)
             })
         };
+        let storing = Instant::now();
         let stored = if self.crash_armed(CrashPoint::AfterBlob) {
             // Simulates a crash between the two writes: the blob alone (the overlapped write
             // can leave either one alone; maintenance repairs both).
@@ -557,7 +564,8 @@ impl Core {
             }
         };
         self.crash_at(CrashPoint::AfterBlob)?;
-        let Some(record) = stored else {
+        let stored_at = Instant::now();
+        let Some((record, body_ended)) = stored else {
             let _ = self.backend.delete(&sidecar).await;
             let _ = self.backend.delete(&key).await;
             return Err(ElementError::invalid(
@@ -572,15 +580,16 @@ impl Core {
         let upload_id = request.upload_id;
         // `Ok(Some(..))`: the same upload id committed meanwhile (a concurrent repeat).
         let committed: Result<Option<FileRecord>, ElementError> = async {
-            let mut tx = self.pool.begin().await?;
-            store::lock_for_write(&mut tx).await?;
-            // A rebuild found this attempt's sidecar (older than the grace period) and committed
-            // it already: the copy is visible, so finish as a commit would; a cancel from the
-            // ingester deletes it like any committed upload.
+            let mut tx = store::begin_write(&self.pool).await?;
             let mut restored = false;
-            if let Some(upload_id) = upload_id
-                && let Some(state) = store::claim_upload_id(&mut tx, upload_id, file_id).await?
-            {
+            if let (store::Inserted::UploadIdTaken, Some(upload_id)) = (
+                store::insert_and_announce(&mut tx, &record, upload_id).await?,
+                upload_id,
+            ) {
+                let state = store::upload_id_state(&mut tx, upload_id).await?;
+                // A rebuild found this attempt's sidecar (older than the grace period) and
+                // committed it already: the copy is visible, so finish as a commit would; a
+                // cancel from the ingester deletes it like any committed upload.
                 if state == store::UploadIdState::Committed(file_id) {
                     restored = true;
                 } else {
@@ -590,9 +599,6 @@ impl Core {
                         None => Err(ElementError::UploadCancelled(upload_id)),
                     };
                 }
-            }
-            if store::insert(&mut tx, &record).await? {
-                store::enqueue(&mut tx, EventType::Created, &record).await?;
             }
             // The last moment to honour a caller that gave up: after this the copy is visible
             // (unless a rebuild made it visible already; see above).
@@ -613,6 +619,15 @@ impl Core {
             });
         }
         self.relay_wake.notify_one();
+        let phases = [
+            ("prepare", storing - started),
+            ("receive", body_ended.saturating_duration_since(storing)),
+            ("backend", stored_at.saturating_duration_since(body_ended)),
+            ("commit", stored_at.elapsed()),
+        ];
+        for (phase, took) in phases {
+            self.metrics.upload_phase(phase, took.as_secs_f64());
+        }
         if upload_id.is_some() {
             self.prune_upload_ids().await;
         }
@@ -824,8 +839,7 @@ impl Core {
             validate_description(d)?;
         }
         let tags = patch.tags.map(normalise_tags).transpose()?;
-        let mut tx = self.pool.begin().await?;
-        store::lock_for_write(&mut tx).await?;
+        let mut tx = store::begin_write(&self.pool).await?;
         let row = store::get_for_update(&mut tx, file_id)
             .await?
             .ok_or(ElementError::NotFound(file_id))?;
@@ -870,8 +884,7 @@ impl Core {
         caller: Option<&Caller>,
         file_id: Uuid,
     ) -> Result<(), ElementError> {
-        let mut tx = self.pool.begin().await?;
-        store::lock_for_write(&mut tx).await?;
+        let mut tx = store::begin_write(&self.pool).await?;
         let row = store::get_for_update(&mut tx, file_id)
             .await?
             .ok_or(ElementError::NotFound(file_id))?;

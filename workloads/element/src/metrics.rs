@@ -1,10 +1,25 @@
 //! The element's Prometheus metrics.
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Default)]
+/// A step of a stored upload, timed apart so `/metrics` shows where an upload's time goes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UploadPhase {
+    /// `prepare` (checks, capacity), `receive` (until the body's last byte), `backend` (from
+    /// there until blob and sidecar are stored), `commit` (the cache + outbox transaction).
+    pub phase: &'static str,
+}
+
+fn phase_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+#[derive(Clone)]
 pub struct Metrics {
     pub uploads: Counter,
     pub upload_bytes: Counter,
@@ -15,6 +30,30 @@ pub struct Metrics {
     /// point or the rollback). Zero means this element sends no more writes for them; a request
     /// its S3 client gave up on may still be completed by the S3 server.
     pub uploads_in_flight: Gauge,
+    pub upload_phase_seconds: Family<UploadPhase, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            uploads: Counter::default(),
+            upload_bytes: Counter::default(),
+            events_published: Counter::default(),
+            relay_failures: Counter::default(),
+            outbox_pending: Gauge::default(),
+            uploads_in_flight: Gauge::default(),
+            upload_phase_seconds: Family::new_with_constructor(phase_histogram),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records how long one phase of a stored upload took.
+    pub fn upload_phase(&self, phase: &'static str, seconds: f64) {
+        self.upload_phase_seconds
+            .get_or_create(&UploadPhase { phase })
+            .observe(seconds);
+    }
 }
 
 impl Metrics {
@@ -48,6 +87,11 @@ impl Metrics {
             "artstore_element_uploads_in_flight",
             "Uploads being stored or rolled back",
             self.uploads_in_flight.clone(),
+        );
+        registry.register(
+            "artstore_element_upload_phase_seconds",
+            "Time per phase of stored uploads (prepare, receive, backend, commit)",
+            self.upload_phase_seconds.clone(),
         );
     }
 }

@@ -4,7 +4,7 @@
 use artstore_events::{EventType, FileEvent, FileRecord};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 /// Advisory lock key of cache maintenance. Rebuilds hold it exclusively; writes to the cache hold
@@ -19,13 +19,13 @@ pub struct CacheRow {
     pub cache_updated_at: DateTime<Utc>,
 }
 
-/// Takes the maintenance lock shared until the transaction ends (writes wait for a rebuild).
-pub async fn lock_for_write(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-        .bind(MAINTENANCE_LOCK)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Begins a write: a transaction holding the maintenance lock shared until it ends (writes
+/// wait for a rebuild). `BEGIN` and the lock go as one simple query: one round trip, not two.
+pub async fn begin_write(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    pool.begin_with(sqlx::AssertSqlSafe(format!(
+        "BEGIN; SELECT pg_advisory_xact_lock_shared({MAINTENANCE_LOCK})"
+    )))
+    .await
 }
 
 /// Tries the maintenance lock shared for the transaction; `false` while a rebuild runs or waits.
@@ -82,6 +82,92 @@ pub async fn insert(conn: &mut PgConnection, record: &FileRecord) -> Result<bool
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// What [`insert_and_announce`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// The row and its `file.created` outbox row (and the upload id's claim) are written.
+    New,
+    /// The row existed already: nothing written.
+    Existed,
+    /// The upload id was recorded already (by a repeat, a cancel or a rebuild): nothing written.
+    UploadIdTaken,
+}
+
+/// Inserts a new row and its `file.created` outbox row, first claiming `upload_id` for the file
+/// when one is given, all in one statement (one round trip instead of three).
+pub async fn insert_and_announce(
+    conn: &mut PgConnection,
+    record: &FileRecord,
+    upload_id: Option<Uuid>,
+) -> Result<Inserted, sqlx::Error> {
+    let event = FileEvent::new(EventType::Created, record.clone(), Utc::now());
+    // With no upload id, `claimed` is one row that claims nothing.
+    let (claimed, inserted): (i64, i64) = sqlx::query_as(
+        "WITH claimed AS (
+             INSERT INTO uploads (upload_id, file_id)
+             SELECT $13, $1 WHERE $13::uuid IS NOT NULL
+             ON CONFLICT (upload_id) DO NOTHING
+             RETURNING upload_id),
+         allowed AS (
+             SELECT 1 FROM claimed UNION ALL SELECT 1 WHERE $13::uuid IS NULL),
+         inserted AS (
+             INSERT INTO files (file_id, storage_key, size, sha256, created_by,
+                                retention_expires_at, version, record, cache_updated_at)
+             SELECT $1::uuid, $2::text, $3::bigint, $4::text, $5::text, $6::timestamptz,
+                    $7::bigint, $8::jsonb, now()
+             FROM allowed
+             ON CONFLICT (file_id) DO NOTHING
+             RETURNING file_id, version),
+         announced AS (
+             INSERT INTO outbox (event_type, event_id, file_id, version, occurred_at, payload)
+             SELECT $9, $10, file_id, version, $11, $12 FROM inserted
+             RETURNING 1)
+         SELECT (SELECT count(*) FROM allowed), (SELECT count(*) FROM announced)",
+    )
+    .bind(record.file_id)
+    .bind(&record.storage_key)
+    .bind(i64::try_from(record.size).unwrap_or(i64::MAX))
+    .bind(&record.sha256)
+    .bind(&record.created_by)
+    .bind(record.retention_expires_at)
+    .bind(record.version)
+    .bind(Json(record))
+    .bind(event.event_type.as_str())
+    .bind(event.event_id)
+    .bind(event.occurred_at)
+    .bind(Json(&event.payload))
+    .bind(upload_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(match (claimed, inserted) {
+        (0, _) => Inserted::UploadIdTaken,
+        (_, 0) => Inserted::Existed,
+        _ => Inserted::New,
+    })
+}
+
+/// The bytes the cache holds and what `upload_id` already stands for, in one round trip: what
+/// an ingester's upload checks before it reads its body.
+pub async fn used_bytes_and_upload_id_state(
+    pool: &PgPool,
+    upload_id: Uuid,
+) -> Result<(i64, UploadIdState), sqlx::Error> {
+    let (used, file_id, abandoned): (i64, Option<Uuid>, Option<bool>) = sqlx::query_as(
+        "SELECT COALESCE((SELECT sum(bytes) FROM file_totals), 0)::bigint, u.file_id, u.abandoned
+         FROM (SELECT 1) AS one LEFT JOIN uploads u ON u.upload_id = $1",
+    )
+    .bind(upload_id)
+    .fetch_one(pool)
+    .await?;
+    let state = match (file_id, abandoned) {
+        (_, Some(true)) => UploadIdState::Abandoned,
+        (Some(file_id), _) => UploadIdState::Committed(file_id),
+        // No row, or one this code never writes (neither committed nor abandoned).
+        _ => UploadIdState::Unknown,
+    };
+    Ok((used, state))
 }
 
 /// Replaces the row's record when `record` is newer; `false` when it is not.

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Profiles the small-upload path: a release dev-stack on fresh services takes 4 KiB uploads
+# through the ingester at full rate (32 in flight) while `perf record` samples every CPU; then
+# prints where the CPU went, per process (ingester, storage elements, query node, PostgreSQL,
+# Redis, SeaweedFS, the load generator, the kernel's own threads) and the busiest functions
+# inside the ingester and the storage element. Output and perf.data in target/profile/.
+#
+#   scripts/profile-uploads.sh [--seconds 20]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+root=$(repo_root)
+cd "$root"
+
+seconds=20
+[ "${1:-}" = "--seconds" ] && seconds=$2
+
+bash scripts/install.sh
+if ! command -v perf >/dev/null; then
+  log "installing linux-perf (Debian)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-perf >/dev/null
+fi
+cargo build --release -p artstore --bin artstore --bin stack-bench
+bin="$root/target/release"
+
+out="$root/target/profile"
+services="$out/services"
+stack_dir="$out/stack"
+mkdir -p "$out"
+stack_pid=""
+cleanup() {
+  [ -n "$stack_pid" ] && kill "$stack_pid" 2>/dev/null && wait "$stack_pid" 2>/dev/null
+  bash scripts/services.sh stop "$services" || true
+}
+trap cleanup EXIT
+# Large SeaweedFS volumes, as for the benchmarks (scripts/bench.sh says why).
+ARTSTORE_WEED_VOLUME_SIZE_MB=1024 bash scripts/services.sh start "$services"
+rm -f "$stack_dir/stack.json"
+"$bin/artstore" dev-stack --services-env "$services/services.env" --dir "$stack_dir" \
+  --name artstore_profile > "$out/dev-stack.log" 2>&1 &
+stack_pid=$!
+for _ in $(seq 600); do
+  [ -s "$stack_dir/stack.json" ] && break
+  kill -0 "$stack_pid" 2>/dev/null || { log "dev-stack exited; see $out/dev-stack.log"; exit 1; }
+  sleep 0.2
+done
+[ -s "$stack_dir/stack.json" ] || { log "dev-stack never wrote stack.json"; exit 1; }
+
+"$bin/stack-bench" --stack "$stack_dir/stack.json" --ingester-load-only --throughput-seconds 3 >/dev/null
+log "profiling $seconds s of uploads through the ingester"
+"$bin/stack-bench" --stack "$stack_dir/stack.json" --ingester-load-only \
+  --throughput-seconds $((seconds + 2)) > "$out/load.txt" &
+load_pid=$!
+sleep 1
+# Which process is which (the stack's children run this same binary, told apart by arguments).
+ps -eo pid=,args= > "$out/processes.txt"
+perf record -e cpu-clock -F 999 -a -o "$out/perf.data" -- sleep "$seconds" 2>"$out/perf-record.log"
+wait "$load_pid"
+perf script -i "$out/perf.data" -F pid,ip,sym 2>/dev/null > "$out/samples.txt"
+
+python3 - "$out/processes.txt" "$out/samples.txt" "$(cat "$out/load.txt")" > "$out/profile.txt" <<'PY'
+import collections, sys
+roles = {}
+for line in open(sys.argv[1]):
+    pid, _, args = line.strip().partition(' ')
+    for needle, role in (('ingester serve', 'ingester'), ('storage-element serve', 'storage element'),
+                         ('query-node serve', 'query node'), ('postgres', 'PostgreSQL'),
+                         ('redis-server', 'Redis'), ('weed', 'SeaweedFS (S3)'),
+                         ('stack-bench', 'load generator (stack-bench)')):
+        if needle in args:
+            roles[pid] = role
+            break
+per_role, per_sym = collections.Counter(), collections.defaultdict(collections.Counter)
+for line in open(sys.argv[2]):
+    parts = line.split(None, 1)
+    if not parts:
+        continue
+    pid = parts[0]
+    # "<pid> <address> <symbol>"; the symbol is missing where perf could not resolve one.
+    rest = parts[1].split(None, 1) if len(parts) > 1 else []
+    sym = rest[1].strip() if len(rest) > 1 else '[unresolved]'
+    role = roles.get(pid, 'idle' if pid == '0' else 'other (kernel threads, perf)')
+    per_role[role] += 1
+    per_sym[role][sym] += 1
+total = sum(per_role.values())
+busy = total - per_role['idle']
+print(f"# {sys.argv[3]}")
+print(f"# CPU samples by process: {total} samples, {100 * busy / total:.0f} % busy")
+print("| process | share of busy CPU |")
+print("|---|---|")
+for role, n in per_role.most_common():
+    if role != 'idle':
+        print(f"| {role} | {100 * n / busy:.1f} % |")
+for role in ('ingester', 'storage element'):
+    n_role = per_role[role]
+    print(f"\n# busiest functions in the {role} (share of its own samples)")
+    for sym, n in per_sym[role].most_common(25):
+        print(f"  {100 * n / max(n_role, 1):5.1f} %  {sym[:110]}")
+PY
+cat "$out/profile.txt"
+log "report in $out/profile.txt; perf.data beside it (perf report -i $out/perf.data)"
