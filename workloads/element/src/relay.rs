@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use artstore_events::publish::xadd_event;
+use artstore_events::publish::xadd_events;
 use artstore_events::{EventType, FileEvent, FileRecord};
 use chrono::{DateTime, Utc};
 use redis::aio::MultiplexedConnection;
@@ -107,46 +107,49 @@ impl Relay {
             self.metrics.outbox_pending.set(0);
             return Ok(0);
         }
-        let mut sent_ids = Vec::with_capacity(rows.len());
-        let mut stream_ids = Vec::with_capacity(rows.len());
+        // Events up to the first row of an unknown type (left unsent, reported as the failure).
+        let mut events = Vec::with_capacity(rows.len());
         let mut failure = None;
-        match self.connection().await {
-            Err(e) => failure = Some((rows[0].id, e)),
-            Ok(mut conn) => {
-                for row in &rows {
-                    let Some(event_type) = EventType::parse(&row.event_type) else {
-                        tracing::error!(id = row.id, event_type = %row.event_type, "outbox row of unknown type left unsent");
-                        failure = Some((
-                            row.id,
-                            RelayError::Database(sqlx::Error::Protocol(format!(
-                                "unknown event type {}",
-                                row.event_type
-                            ))),
-                        ));
-                        break;
-                    };
-                    let event = FileEvent {
-                        event_type,
-                        event_id: row.event_id,
-                        file_id: row.file_id,
-                        version: row.version,
-                        storage_element_id: row.payload.storage_element_id.clone(),
-                        occurred_at: row.occurred_at,
-                        payload: row.payload.0.clone(),
-                    };
-                    match xadd_event(&mut conn, &self.config.stream, self.config.max_len, &event)
+        for row in &rows {
+            let Some(event_type) = EventType::parse(&row.event_type) else {
+                tracing::error!(id = row.id, event_type = %row.event_type, "outbox row of unknown type left unsent");
+                failure = Some((
+                    row.id,
+                    RelayError::Database(sqlx::Error::Protocol(format!(
+                        "unknown event type {}",
+                        row.event_type
+                    ))),
+                ));
+                break;
+            };
+            events.push(FileEvent {
+                event_type,
+                event_id: row.event_id,
+                file_id: row.file_id,
+                version: row.version,
+                storage_element_id: row.payload.storage_element_id.clone(),
+                occurred_at: row.occurred_at,
+                payload: row.payload.0.clone(),
+            });
+        }
+        let mut sent_ids = Vec::with_capacity(events.len());
+        let mut stream_ids = Vec::with_capacity(events.len());
+        if !events.is_empty() {
+            let published = match self.connection().await {
+                Ok(mut conn) => {
+                    xadd_events(&mut conn, &self.config.stream, self.config.max_len, &events)
                         .await
-                    {
-                        Ok(stream_id) => {
-                            sent_ids.push(row.id);
-                            stream_ids.push(stream_id);
-                        }
-                        Err(e) => {
-                            failure = Some((row.id, e.into()));
-                            break;
-                        }
-                    }
+                        .map_err(RelayError::from)
                 }
+                Err(e) => Err(e),
+            };
+            match published {
+                Ok(ids) => {
+                    sent_ids.extend(rows.iter().take(ids.len()).map(|row| row.id));
+                    stream_ids = ids;
+                }
+                // None counted as sent: the whole batch goes again (duplicates are ignored).
+                Err(e) => failure = Some((rows[0].id, e)),
             }
         }
         if !sent_ids.is_empty() {
@@ -168,9 +171,15 @@ impl Relay {
         }
         tx.commit().await?;
         self.metrics.events_published.inc_by(sent_ids.len() as u64);
-        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-            .fetch_one(&self.pool)
-            .await?;
+        // A batch that took every pending row leaves only rows committed since (the next batch
+        // takes them at once: their commits woke the relay); otherwise count.
+        let pending: i64 = if failure.is_none() && (rows.len() as i64) < BATCH {
+            0
+        } else {
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?
+        };
         self.metrics.outbox_pending.set(pending);
         match failure {
             Some((_, e)) => {
@@ -221,7 +230,9 @@ impl Relay {
                 return;
             }
             match self.publish_batch().await {
-                Ok(n) if n > 0 => {
+                // A full batch: more are waiting. (After a partial one, the commits since have
+                // left a wake-up, so waiting for it loses nothing and saves an empty batch.)
+                Ok(n) if n as i64 >= BATCH => {
                     backoff = MIN_BACKOFF;
                     continue;
                 }

@@ -12,6 +12,26 @@ pub async fn xadd_event<C: ConnectionLike + Send>(
     max_len: Option<u64>,
     event: &FileEvent,
 ) -> redis::RedisResult<String> {
+    xadd_command(stream, max_len, event).query_async(conn).await
+}
+
+/// Appends `events` in order, as [`xadd_event`] does each, in one round trip (a pipeline, not a
+/// transaction). Returns the entry ids. On an error some of them may have been appended: a
+/// caller publishes them again, which consumers ignore (they apply a version once).
+pub async fn xadd_events<C: ConnectionLike + Send>(
+    conn: &mut C,
+    stream: &str,
+    max_len: Option<u64>,
+    events: &[FileEvent],
+) -> redis::RedisResult<Vec<String>> {
+    let mut pipe = redis::pipe();
+    for event in events {
+        pipe.add_command(xadd_command(stream, max_len, event));
+    }
+    pipe.query_async(conn).await
+}
+
+fn xadd_command(stream: &str, max_len: Option<u64>, event: &FileEvent) -> redis::Cmd {
     let mut cmd = redis::cmd("XADD");
     cmd.arg(stream);
     if let Some(max_len) = max_len {
@@ -21,5 +41,5 @@ pub async fn xadd_event<C: ConnectionLike + Send>(
     for (name, value) in event.to_fields() {
         cmd.arg(name).arg(value);
     }
-    cmd.query_async(conn).await
+    cmd
 }
