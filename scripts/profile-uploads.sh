@@ -5,22 +5,36 @@
 # Redis, SeaweedFS, the load generator, the kernel's own threads) and the busiest functions
 # inside the ingester and the storage element. Output and perf.data in target/profile/.
 #
-#   scripts/profile-uploads.sh [--seconds 20]
+#   scripts/profile-uploads.sh [--seconds 20] [--symbols]
+#
+# The release build is stripped, so functions show as [unknown]; --symbols builds a release with
+# symbols and line tables into target/profiling (a full build of its own, ~12 min cold).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 root=$(repo_root)
 cd "$root"
 
 seconds=20
-[ "${1:-}" = "--seconds" ] && seconds=$2
+symbols=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seconds) seconds=$2; shift 2 ;;
+    --symbols) symbols=1; shift ;;
+    *) echo "usage: $0 [--seconds N] [--symbols]" >&2; exit 2 ;;
+  esac
+done
 
 bash scripts/install.sh
 if ! command -v perf >/dev/null; then
   log "installing linux-perf (Debian)"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-perf >/dev/null
 fi
+if [ $symbols = 1 ]; then
+  export CARGO_TARGET_DIR="$root/target/profiling" CARGO_PROFILE_RELEASE_STRIP=false \
+    CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
+fi
 cargo build --release -p artstore --bin artstore --bin stack-bench
-bin="$root/target/release"
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
 out="$root/target/profile"
 services="$out/services"

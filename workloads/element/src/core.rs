@@ -580,33 +580,39 @@ impl Core {
         let upload_id = request.upload_id;
         // `Ok(Some(..))`: the same upload id committed meanwhile (a concurrent repeat).
         let committed: Result<Option<FileRecord>, ElementError> = async {
-            let mut tx = store::begin_write(&self.pool).await?;
-            let mut restored = false;
-            if let (store::Inserted::UploadIdTaken, Some(upload_id)) = (
-                store::insert_and_announce(&mut tx, &record, upload_id).await?,
-                upload_id,
-            ) {
-                let state = store::upload_id_state(&mut tx, upload_id).await?;
-                // A rebuild found this attempt's sidecar (older than the grace period) and
-                // committed it already: the copy is visible, so finish as a commit would; a
-                // cancel from the ingester deletes it like any committed upload.
-                if state == store::UploadIdState::Committed(file_id) {
-                    restored = true;
-                } else {
-                    // Taken meanwhile: by a concurrent attempt (replay its file) or a cancel.
-                    return match self.existing_upload(upload_id, state).await? {
-                        Some(existing) => Ok(Some(existing)),
-                        None => Err(ElementError::UploadCancelled(upload_id)),
-                    };
-                }
+            // The last moment to honour a caller that gave up: after the one statement below
+            // the copy is visible.
+            let inserted = if caller_gone.as_ref().is_some_and(|t| t.is_cancelled()) {
+                None
+            } else {
+                Some(store::insert_and_announce(&self.pool, &record, upload_id).await?)
+            };
+            let Some(upload_id) = upload_id else {
+                return match inserted {
+                    Some(_) => Ok(None),
+                    None => Err(ElementError::Abandoned),
+                };
+            };
+            if inserted == Some(store::Inserted::New) {
+                return Ok(None);
             }
-            // The last moment to honour a caller that gave up: after this the copy is visible
-            // (unless a rebuild made it visible already; see above).
-            if !restored && caller_gone.as_ref().is_some_and(|t| t.is_cancelled()) {
+            let mut conn = self.pool.acquire().await?;
+            let state = store::upload_id_state(&mut conn, upload_id).await?;
+            drop(conn);
+            // A rebuild found this attempt's sidecar (older than the grace period) and
+            // committed it already: the copy is visible, so finish as a commit would; a cancel
+            // from the ingester deletes it like any committed upload.
+            if state == store::UploadIdState::Committed(file_id) {
+                return Ok(None);
+            }
+            if inserted.is_none() {
                 return Err(ElementError::Abandoned);
             }
-            tx.commit().await?;
-            Ok(None)
+            // Taken meanwhile: by a concurrent attempt (replay its file) or a cancel.
+            match self.existing_upload(upload_id, state).await? {
+                Some(existing) => Ok(Some(existing)),
+                None => Err(ElementError::UploadCancelled(upload_id)),
+            }
         }
         .await;
         if !matches!(committed, Ok(None)) {

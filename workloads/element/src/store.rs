@@ -95,23 +95,27 @@ pub enum Inserted {
     UploadIdTaken,
 }
 
-/// Inserts a new row and its `file.created` outbox row, first claiming `upload_id` for the file
-/// when one is given, all in one statement (one round trip instead of three).
+/// Commits a new row and its `file.created` outbox row, first claiming `upload_id` for the file
+/// when one is given, as one statement in a transaction of its own that holds the maintenance
+/// lock shared (as [`begin_write`] does): one round trip where a transaction of its own would
+/// take five.
 pub async fn insert_and_announce(
-    conn: &mut PgConnection,
+    pool: &PgPool,
     record: &FileRecord,
     upload_id: Option<Uuid>,
 ) -> Result<Inserted, sqlx::Error> {
     let event = FileEvent::new(EventType::Created, record.clone(), Utc::now());
-    // With no upload id, `claimed` is one row that claims nothing.
+    // Every write below reads from `locked`, so the lock is taken before any of them. With no
+    // upload id, `allowed` is one row that claims nothing.
     let (claimed, inserted): (i64, i64) = sqlx::query_as(
-        "WITH claimed AS (
+        "WITH locked AS (SELECT pg_advisory_xact_lock_shared($14)),
+         claimed AS (
              INSERT INTO uploads (upload_id, file_id)
-             SELECT $13, $1 WHERE $13::uuid IS NOT NULL
+             SELECT $13, $1 FROM locked WHERE $13::uuid IS NOT NULL
              ON CONFLICT (upload_id) DO NOTHING
              RETURNING upload_id),
          allowed AS (
-             SELECT 1 FROM claimed UNION ALL SELECT 1 WHERE $13::uuid IS NULL),
+             SELECT 1 FROM claimed UNION ALL SELECT 1 FROM locked WHERE $13::uuid IS NULL),
          inserted AS (
              INSERT INTO files (file_id, storage_key, size, sha256, created_by,
                                 retention_expires_at, version, record, cache_updated_at)
@@ -139,7 +143,8 @@ pub async fn insert_and_announce(
     .bind(event.occurred_at)
     .bind(Json(&event.payload))
     .bind(upload_id)
-    .fetch_one(conn)
+    .bind(MAINTENANCE_LOCK)
+    .fetch_one(pool)
     .await?;
     Ok(match (claimed, inserted) {
         (0, _) => Inserted::UploadIdTaken,
