@@ -34,9 +34,9 @@ mkdir -p "$out"
 rows="$out/rows.tsv"
 : > "$rows"
 export ARTSTORE_BENCH_SUMMARY="$rows"
-stack_pid=""
+dev_stack_pid=""
 cleanup() {
-  [ -n "$stack_pid" ] && kill "$stack_pid" 2>/dev/null && wait "$stack_pid" 2>/dev/null
+  [ -n "$dev_stack_pid" ] && kill "$dev_stack_pid" 2>/dev/null && wait "$dev_stack_pid" 2>/dev/null
   bash scripts/services.sh stop "$services" || true
 }
 trap cleanup EXIT
@@ -54,16 +54,7 @@ log "query-bench --events $events --sizes $sizes"
 
 log "stack-bench (release dev-stack on the same services)"
 stack_dir="$out/stack"
-rm -f "$stack_dir/stack.json"
-"$bin/artstore" dev-stack --services-env "$ARTSTORE_SERVICES_ENV" --dir "$stack_dir" \
-  --name artstore_bench > "$out/dev-stack.log" 2>&1 &
-stack_pid=$!
-for _ in $(seq 600); do
-  [ -s "$stack_dir/stack.json" ] && break
-  kill -0 "$stack_pid" 2>/dev/null || { log "dev-stack exited; see $out/dev-stack.log"; exit 1; }
-  sleep 0.2
-done
-[ -s "$stack_dir/stack.json" ] || { log "dev-stack never wrote stack.json"; exit 1; }
+start_dev_stack "$bin/artstore" "$ARTSTORE_SERVICES_ENV" "$stack_dir" artstore_bench "$out/dev-stack.log"
 "$bin/stack-bench" --stack "$stack_dir/stack.json" "${stack_args[@]}" | tee "$out/stack-bench.txt"
 
 {

@@ -19,3 +19,19 @@ wait_tcp() { # host port seconds
     sleep 0.1
   done
 }
+# Starts a release `artstore dev-stack` in the background on the services of <services.env> and
+# waits for its stack.json; sets dev_stack_pid. Args: <artstore binary> <services.env> <dir>
+# <name> <log>.
+start_dev_stack() {
+  local bin=$1 env=$2 dir=$3 name=$4 logfile=$5
+  rm -f "$dir/stack.json"
+  "$bin" dev-stack --services-env "$env" --dir "$dir" --name "$name" > "$logfile" 2>&1 &
+  dev_stack_pid=$!
+  for _ in $(seq 600); do
+    [ -s "$dir/stack.json" ] && return 0
+    kill -0 "$dev_stack_pid" 2>/dev/null || { log "dev-stack exited; see $logfile"; return 1; }
+    sleep 0.2
+  done
+  log "dev-stack never wrote $dir/stack.json"
+  return 1
+}

@@ -40,24 +40,15 @@ out="$root/target/profile"
 services="$out/services"
 stack_dir="$out/stack"
 mkdir -p "$out"
-stack_pid=""
+dev_stack_pid=""
 cleanup() {
-  [ -n "$stack_pid" ] && kill "$stack_pid" 2>/dev/null && wait "$stack_pid" 2>/dev/null
+  [ -n "$dev_stack_pid" ] && kill "$dev_stack_pid" 2>/dev/null && wait "$dev_stack_pid" 2>/dev/null
   bash scripts/services.sh stop "$services" || true
 }
 trap cleanup EXIT
 # Large SeaweedFS volumes, as for the benchmarks (scripts/bench.sh says why).
 ARTSTORE_WEED_VOLUME_SIZE_MB=1024 bash scripts/services.sh start "$services"
-rm -f "$stack_dir/stack.json"
-"$bin/artstore" dev-stack --services-env "$services/services.env" --dir "$stack_dir" \
-  --name artstore_profile > "$out/dev-stack.log" 2>&1 &
-stack_pid=$!
-for _ in $(seq 600); do
-  [ -s "$stack_dir/stack.json" ] && break
-  kill -0 "$stack_pid" 2>/dev/null || { log "dev-stack exited; see $out/dev-stack.log"; exit 1; }
-  sleep 0.2
-done
-[ -s "$stack_dir/stack.json" ] || { log "dev-stack never wrote stack.json"; exit 1; }
+start_dev_stack "$bin/artstore" "$services/services.env" "$stack_dir" artstore_profile "$out/dev-stack.log"
 
 "$bin/stack-bench" --stack "$stack_dir/stack.json" --ingester-load-only --throughput-seconds 3 >/dev/null
 log "profiling $seconds s of uploads through the ingester"

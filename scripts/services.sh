@@ -10,6 +10,8 @@ source "$(dirname "$0")/lib.sh"
 
 cmd=${1:-}
 dir=${2:-$(repo_root)/target/artstore-services}
+# Absolute: `stop` runs pg_ctl from inside the directory.
+case "$dir" in /*) ;; *) dir="$PWD/$dir" ;; esac
 
 start() {
   if [ -f "$dir/services.env" ]; then stop; fi

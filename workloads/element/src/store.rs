@@ -4,7 +4,7 @@
 use artstore_events::{EventType, FileEvent, FileRecord};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 /// Advisory lock key of cache maintenance. Rebuilds hold it exclusively; writes to the cache hold
@@ -63,24 +63,32 @@ pub async fn get_for_update(
         .await
 }
 
+/// Binds a row's columns as `$1..$8`: file_id, storage_key, size, sha256, created_by,
+/// retention_expires_at, version, record.
+fn bind_row<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    record: &'q FileRecord,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(record.file_id)
+        .bind(&record.storage_key)
+        .bind(i64::try_from(record.size).unwrap_or(i64::MAX))
+        .bind(&record.sha256)
+        .bind(&record.created_by)
+        .bind(record.retention_expires_at)
+        .bind(record.version)
+        .bind(Json(record))
+}
+
 /// Inserts a new row; `false` when the file is already cached (a rebuild got there first).
 pub async fn insert(conn: &mut PgConnection, record: &FileRecord) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO files (file_id, storage_key, size, sha256, created_by, retention_expires_at,
                             version, record, cache_updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
          ON CONFLICT (file_id) DO NOTHING",
-    )
-    .bind(record.file_id)
-    .bind(&record.storage_key)
-    .bind(i64::try_from(record.size).unwrap_or(i64::MAX))
-    .bind(&record.sha256)
-    .bind(&record.created_by)
-    .bind(record.retention_expires_at)
-    .bind(record.version)
-    .bind(Json(record))
-    .execute(conn)
-    .await?;
+    );
+    let done = bind_row(query, record).execute(conn).await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -107,7 +115,7 @@ pub async fn insert_and_announce(
     let event = FileEvent::new(EventType::Created, record.clone(), Utc::now());
     // Every write below reads from `locked`, so the lock is taken before any of them. With no
     // upload id, `allowed` is one row that claims nothing.
-    let (claimed, inserted): (i64, i64) = sqlx::query_as(
+    let query = sqlx::query(
         "WITH locked AS (SELECT pg_advisory_xact_lock_shared($14)),
          claimed AS (
              INSERT INTO uploads (upload_id, file_id)
@@ -129,23 +137,17 @@ pub async fn insert_and_announce(
              SELECT $9, $10, file_id, version, $11, $12 FROM inserted
              RETURNING 1)
          SELECT (SELECT count(*) FROM allowed), (SELECT count(*) FROM announced)",
-    )
-    .bind(record.file_id)
-    .bind(&record.storage_key)
-    .bind(i64::try_from(record.size).unwrap_or(i64::MAX))
-    .bind(&record.sha256)
-    .bind(&record.created_by)
-    .bind(record.retention_expires_at)
-    .bind(record.version)
-    .bind(Json(record))
-    .bind(event.event_type.as_str())
-    .bind(event.event_id)
-    .bind(event.occurred_at)
-    .bind(Json(&event.payload))
-    .bind(upload_id)
-    .bind(MAINTENANCE_LOCK)
-    .fetch_one(pool)
-    .await?;
+    );
+    let counts = bind_row(query, record)
+        .bind(event.event_type.as_str())
+        .bind(event.event_id)
+        .bind(event.occurred_at)
+        .bind(Json(&event.payload))
+        .bind(upload_id)
+        .bind(MAINTENANCE_LOCK)
+        .fetch_one(pool)
+        .await?;
+    let (claimed, inserted): (i64, i64) = (counts.try_get(0)?, counts.try_get(1)?);
     Ok(match (claimed, inserted) {
         (0, _) => Inserted::UploadIdTaken,
         (_, 0) => Inserted::Existed,
@@ -180,22 +182,13 @@ pub async fn update_if_newer(
     conn: &mut PgConnection,
     record: &FileRecord,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let query = sqlx::query(
         "UPDATE files SET storage_key = $2, size = $3, sha256 = $4, created_by = $5,
                           retention_expires_at = $6, version = $7, record = $8,
                           cache_updated_at = now()
          WHERE file_id = $1 AND version < $7",
-    )
-    .bind(record.file_id)
-    .bind(&record.storage_key)
-    .bind(i64::try_from(record.size).unwrap_or(i64::MAX))
-    .bind(&record.sha256)
-    .bind(&record.created_by)
-    .bind(record.retention_expires_at)
-    .bind(record.version)
-    .bind(Json(record))
-    .execute(conn)
-    .await?;
+    );
+    let done = bind_row(query, record).execute(conn).await?;
     Ok(done.rows_affected() == 1)
 }
 
