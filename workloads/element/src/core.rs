@@ -411,6 +411,7 @@ impl Core {
         request: UploadRequest,
         body: ByteChunks,
     ) -> Result<Uploaded, ElementError> {
+        let started = Instant::now();
         // An ingester's upload reads its id's state and the capacity used in one round trip.
         let mut used_bytes = None;
         if let Some(upload_id) = request.upload_id {
@@ -424,7 +425,6 @@ impl Core {
             }
             used_bytes = Some(used);
         }
-        let started = Instant::now();
         let _caller_watch = self.watch_caller(request.upload_id, request.caller_gone.clone());
         self.require_writable()?;
         layout::validate_filename(&request.filename)

@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 /// A step of a stored upload, timed apart so `/metrics` shows where an upload's time goes.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UploadPhase {
-    /// `prepare` (checks, capacity), `receive` (until the body's last byte), `backend` (from
+    /// `prepare` (checks, capacity, the upload id's state), `receive` (until the body's last byte), `backend` (from
     /// there until blob and sidecar are stored), `commit` (the cache + outbox transaction).
     pub phase: &'static str,
 }
@@ -54,9 +54,7 @@ impl Metrics {
             .get_or_create(&UploadPhase { phase })
             .observe(seconds);
     }
-}
 
-impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "artstore_element_uploads",

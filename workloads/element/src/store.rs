@@ -161,6 +161,7 @@ pub async fn used_bytes_and_upload_id_state(
     pool: &PgPool,
     upload_id: Uuid,
 ) -> Result<(i64, UploadIdState), sqlx::Error> {
+    // `abandoned` is NULL exactly when there is no row (the column is NOT NULL).
     let (used, file_id, abandoned): (i64, Option<Uuid>, Option<bool>) = sqlx::query_as(
         "SELECT COALESCE((SELECT sum(bytes) FROM file_totals), 0)::bigint, u.file_id, u.abandoned
          FROM (SELECT 1) AS one LEFT JOIN uploads u ON u.upload_id = $1",
@@ -168,13 +169,8 @@ pub async fn used_bytes_and_upload_id_state(
     .bind(upload_id)
     .fetch_one(pool)
     .await?;
-    let state = match (file_id, abandoned) {
-        (_, Some(true)) => UploadIdState::Abandoned,
-        (Some(file_id), _) => UploadIdState::Committed(file_id),
-        // No row, or one this code never writes (neither committed nor abandoned).
-        _ => UploadIdState::Unknown,
-    };
-    Ok((used, state))
+    let row = abandoned.map(|abandoned| (file_id, abandoned));
+    Ok((used, UploadIdState::from_row(row)))
 }
 
 /// Replaces the row's record when `record` is newer; `false` when it is not.
@@ -274,6 +270,19 @@ pub enum UploadIdState {
     Abandoned,
 }
 
+impl UploadIdState {
+    /// From an `uploads` row's `file_id` and `abandoned`; `None` for no row.
+    fn from_row(row: Option<(Option<Uuid>, bool)>) -> Self {
+        match row {
+            None => UploadIdState::Unknown,
+            Some((_, true)) => UploadIdState::Abandoned,
+            Some((Some(file_id), false)) => UploadIdState::Committed(file_id),
+            // Not written by this code (an id is either committed with a file or abandoned).
+            Some((None, false)) => UploadIdState::Unknown,
+        }
+    }
+}
+
 pub async fn upload_id_state(
     conn: &mut PgConnection,
     upload_id: Uuid,
@@ -283,13 +292,7 @@ pub async fn upload_id_state(
             .bind(upload_id)
             .fetch_optional(conn)
             .await?;
-    Ok(match row {
-        None => UploadIdState::Unknown,
-        Some((_, true)) => UploadIdState::Abandoned,
-        Some((Some(file_id), false)) => UploadIdState::Committed(file_id),
-        // Not written by this code (an id is either committed with a file or abandoned).
-        Some((None, false)) => UploadIdState::Unknown,
-    })
+    Ok(UploadIdState::from_row(row))
 }
 
 /// What each of `upload_ids` stands for (ids not listed are unknown).
@@ -306,12 +309,10 @@ pub async fn upload_id_states(
     Ok(rows
         .into_iter()
         .map(|(upload_id, file_id, abandoned)| {
-            let state = match (file_id, abandoned) {
-                (_, true) => UploadIdState::Abandoned,
-                (Some(file_id), false) => UploadIdState::Committed(file_id),
-                (None, false) => UploadIdState::Unknown,
-            };
-            (upload_id, state)
+            (
+                upload_id,
+                UploadIdState::from_row(Some((file_id, abandoned))),
+            )
         })
         .collect())
 }

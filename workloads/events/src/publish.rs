@@ -4,19 +4,9 @@ use redis::aio::ConnectionLike;
 
 use crate::FileEvent;
 
-/// Appends `event` to `stream` with XADD, trimming the stream to about `max_len` entries
-/// (`MAXLEN ~`, cheap for Redis) when given. Returns the entry id Redis assigned.
-pub async fn xadd_event<C: ConnectionLike + Send>(
-    conn: &mut C,
-    stream: &str,
-    max_len: Option<u64>,
-    event: &FileEvent,
-) -> redis::RedisResult<String> {
-    xadd_command(stream, max_len, event).query_async(conn).await
-}
-
-/// Appends `events` in order, as [`xadd_event`] does each, in one round trip (a pipeline, not a
-/// transaction). Returns the entry ids. On an error some of them may have been appended: a
+/// Appends `events` to `stream` in order with XADD, trimming the stream to about `max_len`
+/// entries (`MAXLEN ~`, cheap for Redis) when given, in one round trip (a pipeline, not a
+/// transaction). Returns the entry ids Redis assigned. On an error some of them may have been appended: a
 /// caller publishes them again, which consumers ignore (they apply a version once).
 pub async fn xadd_events<C: ConnectionLike + Send>(
     conn: &mut C,
