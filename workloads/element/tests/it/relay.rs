@@ -16,6 +16,21 @@ async fn relay_publishes_everything_after_redis_comes_back() {
         first["file_id"].as_str().expect("id")
     );
 
+    // The relay marks a row sent after Redis has taken its event: wait for that mark, so the
+    // rows counted below are only the uploads made while Redis is down.
+    ts::eventually(
+        std::time::Duration::from_secs(10),
+        "the first event marked sent",
+        || async {
+            let unsent: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+                    .fetch_one(&h.db.pool)
+                    .await
+                    .ok()?;
+            (unsent == 0).then_some(())
+        },
+    )
+    .await;
     // Redis goes away (and loses its data); the element keeps taking files.
     redis.stop();
     let mut expected = Vec::new();
