@@ -151,7 +151,9 @@ struct Cursor {
 /// A validated request.
 struct Plan {
     query: Option<String>,
-    like_pattern: Option<String>,
+    /// `%query%`, LIKE's metacharacters literal: the name term of relevance, and for queries of
+    /// `MIN_TRIGRAM_CHARS` or more also a match of its own (partial names).
+    name_pattern: Option<String>,
     filters: Filters,
     field: SortField,
     order: Order,
@@ -336,13 +338,10 @@ fn plan(request: SearchRequest) -> Result<Plan, ApiError> {
             Some((cursor.k, cursor.id))
         }
     };
-    let like_pattern = query
-        .as_ref()
-        .filter(|q| q.chars().count() >= MIN_TRIGRAM_CHARS)
-        .map(|q| format!("%{}%", like_escape(q)));
+    let name_pattern = query.as_ref().map(|q| format!("%{}%", like_escape(q)));
     Ok(Plan {
         query,
-        like_pattern,
+        name_pattern,
         filters: request.filters,
         field,
         order,
@@ -359,7 +358,11 @@ fn push_where(qb: &mut QueryBuilder<Postgres>, plan: &Plan) {
         qb.push(" AND (search_vector @@ websearch_to_tsquery('simple', ");
         qb.push_bind(q.clone());
         qb.push(")");
-        if let Some(pattern) = &plan.like_pattern {
+        if let Some(pattern) = plan
+            .name_pattern
+            .as_ref()
+            .filter(|_| q.chars().count() >= MIN_TRIGRAM_CHARS)
+        {
             qb.push(" OR original_filename ILIKE ");
             qb.push_bind(pattern.clone());
         }
@@ -409,6 +412,26 @@ fn push_where(qb: &mut QueryBuilder<Postgres>, plan: &Plan) {
     }
 }
 
+/// Relevance: `ts_rank` (filename words weigh most, then tags, owner, description) plus, when the
+/// name contains the query (any case), the share of the name the query makes up. Trigram
+/// `similarity()` cost ten times more per candidate and was most of a broad query's time
+/// (docs/performance.md). LIKE first: it compares bytes, and most names that hold the query
+/// hold it in the case it was typed; ILIKE lowercases a copy of every name it is asked about.
+fn push_score(qb: &mut QueryBuilder<Postgres>, plan: &Plan) {
+    let query = plan.query.clone().unwrap_or_default();
+    let query_chars = query.chars().count() as f64;
+    let pattern = plan.name_pattern.clone().unwrap_or_default();
+    qb.push("(ts_rank(search_vector, websearch_to_tsquery('simple', ");
+    qb.push_bind(query);
+    qb.push("))::float8 + CASE WHEN original_filename LIKE ");
+    qb.push_bind(pattern.clone());
+    qb.push(" OR original_filename ILIKE ");
+    qb.push_bind(pattern);
+    qb.push(" THEN ");
+    qb.push_bind(query_chars);
+    qb.push(" / greatest(char_length(original_filename), 1) ELSE 0 END)");
+}
+
 fn sort_expr(field: SortField) -> &'static str {
     match field {
         SortField::Relevance => "score",
@@ -441,12 +464,9 @@ fn page_query(plan: &Plan) -> QueryBuilder<Postgres> {
         // Rank at most RANK_CANDIDATES matches (the newest), then page through them. The
         // candidates carry only their id and score (narrow rows stay in memory; whole records
         // would spill to disk); the page's records are read after the page is chosen.
-        qb.push("WITH candidates AS (SELECT file_id, (");
-        qb.push("ts_rank(search_vector, websearch_to_tsquery('simple', ");
-        qb.push_bind(plan.query.clone().unwrap_or_default());
-        qb.push("))::float8 + similarity(original_filename, ");
-        qb.push_bind(plan.query.clone().unwrap_or_default());
-        qb.push(")::float8) AS score FROM file_cache");
+        qb.push("WITH candidates AS (SELECT file_id, ");
+        push_score(&mut qb, plan);
+        qb.push(" AS score FROM file_cache");
         push_where(&mut qb, plan);
         qb.push(" ORDER BY created_at DESC, file_id DESC LIMIT ");
         qb.push_bind(RANK_CANDIDATES);
@@ -540,16 +560,20 @@ fn db_error(e: sqlx::Error) -> ApiError {
 
 pub async fn search(pool: &PgPool, request: SearchRequest) -> Result<SearchResponse, ApiError> {
     let plan = plan(request)?;
-    let mut tx = pool.begin().await.map_err(db_error)?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"
-    )))
-    .execute(&mut *tx)
-    .await
-    .map_err(db_error)?;
+    // BEGIN and the timeout as one simple query: one round trip.
+    let mut tx = pool
+        .begin_with(sqlx::AssertSqlSafe(format!(
+            "BEGIN; SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"
+        )))
+        .await
+        .map_err(db_error)?;
     let mut page = page_query(&plan);
+    // Unnamed statements, planned for each request's values: a cached generic plan cannot know
+    // whether a word is in three files or in all of them, and PostgreSQL switches to one after
+    // five runs of a statement (measured: broad queries 1 s instead of 7-15 ms).
     let mut hits: Vec<Hit> = page
         .build_query_as::<Hit>()
+        .persistent(false)
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -562,6 +586,7 @@ pub async fn search(pool: &PgPool, request: SearchRequest) -> Result<SearchRespo
     } else {
         count_query(&plan)
             .build_query_scalar::<i64>()
+            .persistent(false)
             .fetch_one(&mut *tx)
             .await
             .map_err(db_error)?

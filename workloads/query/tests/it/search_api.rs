@@ -116,10 +116,22 @@ async fn full_text_partial_names_and_websearch_syntax() {
     assert_eq!(names(&f, &r), vec!["100%_done_notes.txt"]);
     let r = ok(&f, serde_json::json!({"query": "%%%"})).await;
     assert_eq!(r["total_count"], 0);
-    // Relevance puts the filename match first, and reports a score.
+    // Relevance: both names hold the word; the one the query is more of comes first.
     let r = ok(&f, serde_json::json!({"query": "report"})).await;
     assert_eq!(r["total_count"], 2);
-    assert!(r["results"][0]["score"].as_f64().is_some());
+    assert_eq!(
+        names(&f, &r),
+        vec!["annual report 2025.pdf", "quarterly_report-2026.pdf"]
+    );
+    let score = |i: usize| r["results"][i]["score"].as_f64().expect("score");
+    assert!(score(0) > score(1), "{r}");
+    // Matching a name word as well as a tag outranks matching the tag only.
+    let r = ok(
+        &f,
+        serde_json::json!({"query": "personal holiday OR personal"}),
+    )
+    .await;
+    assert_eq!(names(&f, &r)[0], "holiday-photo.jpg", "{r}");
 }
 
 #[tokio::test]
