@@ -18,19 +18,7 @@ async fn relay_publishes_everything_after_redis_comes_back() {
 
     // The relay marks a row sent after Redis has taken its event: wait for that mark, so the
     // rows counted below are only the uploads made while Redis is down.
-    ts::eventually(
-        std::time::Duration::from_secs(10),
-        "the first event marked sent",
-        || async {
-            let unsent: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-                    .fetch_one(&h.db.pool)
-                    .await
-                    .ok()?;
-            (unsent == 0).then_some(())
-        },
-    )
-    .await;
+    wait_outbox_sent(&h, "the first event marked sent").await;
     // Redis goes away (and loses its data); the element keeps taking files.
     redis.stop();
     let mut expected = Vec::new();
@@ -71,18 +59,18 @@ async fn relay_publishes_everything_after_redis_comes_back() {
             .all(|e| e.event_type == EventType::Created && e.version == 1)
     );
     // The relay marks rows sent just after XADD, so the stream may show them a moment earlier.
-    ts::eventually(
-        std::time::Duration::from_secs(10),
-        "the outbox marked sent",
-        || async {
-            let pending: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-                    .fetch_one(&h.db.pool)
-                    .await
-                    .expect("outbox");
-            (pending == 0).then_some(())
-        },
-    )
-    .await;
+    wait_outbox_sent(&h, "the outbox marked sent").await;
     h.finish().await;
+}
+
+/// Waits until the relay has marked every outbox row sent.
+async fn wait_outbox_sent(h: &Harness, what: &str) {
+    ts::eventually(std::time::Duration::from_secs(10), what, || async {
+        let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&h.db.pool)
+            .await
+            .ok()?;
+        (unsent == 0).then_some(())
+    })
+    .await
 }

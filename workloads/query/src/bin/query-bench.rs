@@ -363,6 +363,30 @@ async fn sync_bench(a: &Args) -> Result<()> {
 /// of rows), 100 owners (1 % each), 50 tags, 4 elements, mixed mime types. The secondary
 /// indexes are dropped for the load and built again after it (one sorted build each instead of
 /// a million GIN insertions: minutes become about a minute at 1M).
+/// The synthetic words `w0000`…: one per thousand files (at least a thousand), so a word is in
+/// ~3,000 files (name + two description words) at every size, as its query class says.
+#[derive(Clone, Copy)]
+struct Vocabulary {
+    words: i64,
+    width: i32,
+}
+
+impl Vocabulary {
+    fn for_files(n: i64) -> Self {
+        let words = (n / 1000).max(1000);
+        let width = ((words - 1).max(1).ilog10() as i32 + 1).max(4);
+        Vocabulary { words, width }
+    }
+
+    fn word(self, i: usize) -> String {
+        format!(
+            "w{:0width$}",
+            i as i64 % self.words,
+            width = self.width as usize
+        )
+    }
+}
+
 async fn generate(pool: &PgPool, n: i64) -> Result<()> {
     let indexes: Vec<(String, String)> = sqlx::query_as(
         "SELECT i.indexname::text, i.indexdef FROM pg_indexes i \
@@ -380,15 +404,17 @@ async fn generate(pool: &PgPool, n: i64) -> Result<()> {
         "INSERT INTO file_cache (file_id, version, original_filename, storage_key, size, sha256, \
          mime_type, description, tags, storage_element_id, created_at, created_by, updated_at, retention) \
          SELECT gen_random_uuid(), 1, \
-           'doc-' || g || '-' || 'w' || lpad(((g * 7919) % 1000)::text, 4, '0') || '.' || (ARRAY['pdf','png','txt','mp4'])[1 + g % 4], \
+           'doc-' || g || '-' || 'w' || lpad(((g * 7919) % $2)::text, $3, '0') || '.' || (ARRAY['pdf','png','txt','mp4'])[1 + g % 4], \
            'k/' || g, (g::bigint * 104729) % 10000000, md5(g::text) || md5(g::text), \
            (ARRAY['application/pdf','image/png','text/plain','video/mp4'])[1 + g % 4], \
-           'file about w' || lpad(((g * 31) % 1000)::text, 4, '0') || ' and w' || lpad(((g * 17) % 1000)::text, 4, '0'), \
+           'file about w' || lpad(((g * 31) % $2)::text, $3, '0') || ' and w' || lpad(((g * 17) % $2)::text, $3, '0'), \
            ARRAY['t' || (g % 50), 'g' || (g % 7)], 'se-' || (g % 4), \
            timestamptz '2026-01-01' + (g * interval '13 seconds'), 'owner-' || (g % 100), now(), 'permanent' \
          FROM generate_series(1, $1) AS g",
     )
     .bind(n)
+    .bind(Vocabulary::for_files(n).words)
+    .bind(Vocabulary::for_files(n).width)
     .execute(pool)
     .await?;
     let mut conn = pool.acquire().await?;
@@ -457,7 +483,8 @@ async fn search_bench(a: &Args, n: i64) -> Result<()> {
         println!("search @ {n} files (reused database {}):", db.name);
     }
     type Make = Box<dyn Fn(usize) -> SearchRequest>;
-    let word = |i: usize| format!("w{:04}", (i * 37) % 1000);
+    let vocabulary = Vocabulary::for_files(n);
+    let word = move |i: usize| vocabulary.word(i * 37);
     let shapes: Vec<(&str, Make)> = vec![
         (
             "selective: one file's number, relevance",
