@@ -14,7 +14,8 @@ dir=${2:-$(repo_root)/target/artstore-services}
 case "$dir" in /*) ;; *) dir="$PWD/$dir" ;; esac
 
 start() {
-  if [ -f "$dir/services.env" ]; then stop; fi
+  # A start that failed halfway leaves no env file but may leave processes and huge pages.
+  if [ -d "$dir" ]; then stop; fi
   rm -rf "$dir"; mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   local t0=$SECONDS pg_port redis_port s3_port
@@ -22,7 +23,8 @@ start() {
 
   # shared_buffers 1 GB (not the 128 MB default): a search over a million cached files visits
   # thousands of heap pages, and reading them through the OS page cache costs 2-3x the CPU
-  # (docs/performance.md, "Search at a million files"). Memory is only used as pages are read.
+  # (docs/performance.md, "Search at a million files"). On huge pages (below) the whole pool is
+  # reserved when the server starts.
   # PostgreSQL refuses to run as root: the data directory belongs to the postgres user.
   mkdir -p "$dir/pg"
   local as_pg=()
@@ -90,31 +92,42 @@ ENV
 # fault the first time it touches each page of the buffer pool (~5 µs each on these machines), so
 # a search on a fresh connection costs 3x one on a warm connection (docs/performance.md). As
 # root, reserves the pages the server needs (PostgreSQL computes the number) and gives them back
-# on stop; prints the huge_pages setting to use. ARTSTORE_PG_HUGE_PAGES=0 turns it off.
+# on stop; a reservation the kernel cannot fully grant is given back at once. Prints the
+# huge_pages setting: always `try` (PostgreSQL's default), so a shortfall (say another server
+# mapped the pages first) costs speed, never the start. ARTSTORE_PG_HUGE_PAGES=0 reserves none.
 reserve_huge_pages() {
-  local settings=$1 need free total
+  local settings=$1 need available total
   if [ "${ARTSTORE_PG_HUGE_PAGES:-1}" = 0 ] || [ "$(id -u)" != 0 ] || [ ! -w /proc/sys/vm/nr_hugepages ]; then
-    echo off; return
+    echo try; return
   fi
   # shellcheck disable=SC2086 # the settings are words on purpose
   need=$(cd "$dir/pg" && runuser -u postgres -- "$(pg_bin_dir)/postgres" -D "$dir/pg/data" $settings \
     -C shared_memory_size_in_huge_pages 2>/dev/null) || { echo try; return; }
-  free=$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)
-  if [ "$free" -lt "$need" ]; then
+  available=$(huge_pages_unclaimed)
+  if [ "$available" -lt "$need" ]; then
     total=$(cat /proc/sys/vm/nr_hugepages)
-    echo $((total + need - free)) >/proc/sys/vm/nr_hugepages 2>/dev/null || true
+    echo $((total + need - available)) >/proc/sys/vm/nr_hugepages 2>/dev/null || true
     echo $(($(cat /proc/sys/vm/nr_hugepages) - total)) >"$dir/pg/huge-pages-added"
-    free=$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)
+    if [ "$(huge_pages_unclaimed)" -lt "$need" ]; then
+      log "only $(huge_pages_unclaimed) of $need huge pages: PostgreSQL runs on 4 KiB pages"
+      release_huge_pages
+    fi
   fi
-  if [ "$free" -ge "$need" ]; then echo on; else echo try; fi
+  echo try
+}
+
+# Huge pages neither in use nor promised to a running server.
+huge_pages_unclaimed() {
+  awk '/^HugePages_Free:/ {f=$2} /^HugePages_Rsvd:/ {r=$2} END {print f - r}' /proc/meminfo
 }
 
 release_huge_pages() {
   local added total
   [ -f "$dir/pg/huge-pages-added" ] || return 0
   added=$(cat "$dir/pg/huge-pages-added"); total=$(cat /proc/sys/vm/nr_hugepages)
-  echo $((total > added ? total - added : 0)) >/proc/sys/vm/nr_hugepages 2>/dev/null || true
-  rm -f "$dir/pg/huge-pages-added"
+  # Forget the record only once the pages are given back (a non-root stop cannot).
+  echo $((total > added ? total - added : 0)) 2>/dev/null >/proc/sys/vm/nr_hugepages || return 0
+  rm -f "$dir/pg/huge-pages-added" || true
 }
 
 stop() {

@@ -97,6 +97,9 @@ async fn full_text_partial_names_and_websearch_syntax() {
     // A partial filename (trigram match), not a word of its own.
     let r = ok(&f, serde_json::json!({"query": "quarterl"})).await;
     assert_eq!(names(&f, &r), vec!["quarterly_report-2026.pdf"]);
+    // No word matches it (ts_rank 0): its score is the name term alone, 8 of 25 characters.
+    let score = r["results"][0]["score"].as_f64().expect("score");
+    assert!((score - 8.0 / 25.0).abs() < 1e-9, "{r}");
     // websearch: phrase, OR, exclusion.
     let r = ok(&f, serde_json::json!({"query": "\"annual report\""})).await;
     assert_eq!(names(&f, &r), vec!["annual report 2025.pdf"]);
