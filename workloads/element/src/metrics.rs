@@ -10,8 +10,9 @@ use prometheus_client::registry::Registry;
 /// A step of a stored upload, timed apart so `/metrics` shows where an upload's time goes.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UploadPhase {
-    /// `prepare` (checks, capacity, the upload id's state), `receive` (until the body's last byte), `backend` (from
-    /// there until blob and sidecar are stored), `commit` (the cache + outbox transaction).
+    /// `prepare` (checks, capacity, the upload id's state), `receive` (until the body's last
+    /// byte), `backend` (from there until blob and sidecar are stored), `commit` (the cache +
+    /// outbox transaction).
     pub phase: &'static str,
 }
 

@@ -6,8 +6,8 @@ use crate::FileEvent;
 
 /// Appends `events` to `stream` in order with XADD, trimming the stream to about `max_len`
 /// entries (`MAXLEN ~`, cheap for Redis) when given, in one round trip (a pipeline, not a
-/// transaction). Returns the entry ids Redis assigned. On an error some of them may have been appended: a
-/// caller publishes them again, which consumers ignore (they apply a version once).
+/// transaction). Returns the entry ids Redis assigned. On an error some of them may have been
+/// appended: a caller publishes them again, which consumers ignore (they apply a version once).
 pub async fn xadd_events<C: ConnectionLike + Send>(
     conn: &mut C,
     stream: &str,

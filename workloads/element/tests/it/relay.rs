@@ -28,11 +28,11 @@ async fn relay_publishes_everything_after_redis_comes_back() {
             .await;
         expected.push(record["file_id"].as_str().expect("id").to_string());
     }
-    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-        .fetch_one(&h.db.pool)
-        .await
-        .expect("outbox");
-    assert_eq!(pending, 5, "events wait in the outbox");
+    assert_eq!(
+        unsent(&h).await.expect("outbox"),
+        5,
+        "events wait in the outbox"
+    );
     // Let the relay fail at least once against the dead server.
     ts::eventually(
         std::time::Duration::from_secs(10),
@@ -63,14 +63,17 @@ async fn relay_publishes_everything_after_redis_comes_back() {
     h.finish().await;
 }
 
+/// Outbox rows the relay has not marked sent.
+async fn unsent(h: &Harness) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        .fetch_one(&h.db.pool)
+        .await
+}
+
 /// Waits until the relay has marked every outbox row sent.
 async fn wait_outbox_sent(h: &Harness, what: &str) {
     ts::eventually(std::time::Duration::from_secs(10), what, || async {
-        let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-            .fetch_one(&h.db.pool)
-            .await
-            .ok()?;
-        (unsent == 0).then_some(())
+        (unsent(h).await.ok()? == 0).then_some(())
     })
     .await
 }

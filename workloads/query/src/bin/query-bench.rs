@@ -390,6 +390,7 @@ impl Vocabulary {
 /// dropped for the load and built again after it (one sorted build each instead of a million
 /// GIN insertions: minutes become about a minute at 1M).
 async fn generate(pool: &PgPool, n: i64) -> Result<()> {
+    let vocabulary = Vocabulary::for_files(n);
     let indexes: Vec<(String, String)> = sqlx::query_as(
         "SELECT i.indexname::text, i.indexdef FROM pg_indexes i \
          JOIN pg_index x ON x.indexrelid = (quote_ident(i.schemaname) || '.' || quote_ident(i.indexname))::regclass \
@@ -415,8 +416,8 @@ async fn generate(pool: &PgPool, n: i64) -> Result<()> {
          FROM generate_series(1, $1) AS g",
     )
     .bind(n)
-    .bind(Vocabulary::for_files(n).words)
-    .bind(Vocabulary::for_files(n).width)
+    .bind(vocabulary.words)
+    .bind(vocabulary.width)
     .execute(pool)
     .await?;
     let mut conn = pool.acquire().await?;

@@ -243,11 +243,7 @@ async fn a_node_trimmed_past_resyncs_from_the_storage_elements() {
     for f in &files {
         env.wait_version(f.file_id, 1, false).await;
     }
-    // The rows are written before the resync counts itself done.
-    eventually(WAIT, "the resync counted", || async {
-        (node.resyncer.completed() >= 1).then_some(())
-    })
-    .await;
+    wait_resync_completed(&node).await;
     // Events after the resync flow as usual.
     let next = on("se-a", "after-resync.txt");
     env.publish(&event(EventType::Created, &next)).await;
@@ -421,10 +417,7 @@ async fn only_a_real_loss_triggers_a_resync() {
     for f in &unread {
         env.wait_version(f.file_id, 1, false).await;
     }
-    eventually(WAIT, "a resync ran", || async {
-        (node.resyncer.completed() >= 1).then_some(())
-    })
-    .await;
+    wait_resync_completed(&node).await;
     node.shutdown().await;
 }
 
@@ -510,4 +503,13 @@ async fn configured_timeouts_bound_database_and_element_calls() {
     let listing = client.list_page(&entry("se-frozen", &url), 10, None).await;
     assert!(listing.is_err(), "a frozen element fails the listing");
     drop(frozen);
+}
+
+/// Waits until a resync has counted itself done (it writes its rows first, so seeing them is
+/// not enough).
+async fn wait_resync_completed(node: &artstore_query::QueryNode) {
+    eventually(WAIT, "a resync completed", || async {
+        (node.resyncer.completed() >= 1).then_some(())
+    })
+    .await;
 }
