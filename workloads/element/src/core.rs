@@ -22,6 +22,7 @@ use crate::backend::{BackendError, BlobBackend, ByteChunks, MakeSidecar};
 use crate::error::ElementError;
 use crate::layout;
 use crate::metrics::Metrics;
+use crate::packs::Packer;
 use crate::sidecar::Sidecar;
 use crate::store;
 
@@ -50,6 +51,8 @@ pub struct Core {
     /// Wakes the relay when an outbox row was committed.
     pub relay_wake: Arc<Notify>,
     pub metrics: Metrics,
+    /// The sidecars written since the last pack.
+    pub packs: Packer,
     /// When upload ids were last pruned (seconds since the epoch).
     upload_ids_pruned_at: std::sync::atomic::AtomicI64,
     /// Bytes promised to uploads in flight, so concurrent uploads cannot overfill the element.
@@ -285,6 +288,7 @@ impl Core {
         metrics: Metrics,
     ) -> Self {
         Core {
+            packs: Packer::new(backend.clone()),
             settings,
             pool,
             backend,
@@ -511,7 +515,7 @@ impl Core {
         let sidecar = layout::sidecar_key(&key);
         // The sidecar is made once the body has ended (size and hash known), and the backend
         // may store it while the blob's last bytes are still on their way.
-        let described = Arc::new(Mutex::new(None::<(FileRecord, Instant)>));
+        let described = Arc::new(Mutex::new(None::<(FileRecord, Bytes, Instant)>));
         let sidecar_upload_id = request.upload_id;
         let make_sidecar: MakeSidecar = {
             let (meter, described) = (meter.clone(), described.clone());
@@ -528,7 +532,7 @@ impl Core {
                 };
                 let bytes = sidecar.to_bytes().map_err(BackendError::storage)?;
                 if let Ok(mut slot) = described.lock() {
-                    *slot = Some((sidecar.record, Instant::now()));
+                    *slot = Some((sidecar.record, bytes.clone(), Instant::now()));
                 }
                 Ok(bytes)
             })
@@ -565,7 +569,7 @@ impl Core {
         };
         self.crash_at(CrashPoint::AfterBlob)?;
         let stored_at = Instant::now();
-        let Some((record, body_ended)) = stored else {
+        let Some((record, sidecar_bytes, body_ended)) = stored else {
             let _ = self.backend.delete(&sidecar).await;
             let _ = self.backend.delete(&key).await;
             return Err(ElementError::invalid(
@@ -625,6 +629,7 @@ impl Core {
             });
         }
         self.relay_wake.notify_one();
+        self.packs.record(&sidecar, &sidecar_bytes);
         let phases = [
             ("prepare", storing - started),
             ("receive", body_ended.saturating_duration_since(storing)),
@@ -859,12 +864,9 @@ impl Core {
         }
         record.version += 1;
         record.updated_at = Utc::now();
-        self.backend
-            .put_small(
-                &layout::sidecar_key(&record.storage_key),
-                sidecar_bytes(&record)?,
-            )
-            .await?;
+        let sidecar = layout::sidecar_key(&record.storage_key);
+        let bytes = sidecar_bytes(&record)?;
+        self.backend.put_small(&sidecar, bytes.clone()).await?;
         self.crash_at(CrashPoint::AfterSidecar)?;
         self.pause_at(CrashPoint::AfterSidecar).await;
         if store::update_if_newer(&mut tx, &record).await? {
@@ -872,6 +874,7 @@ impl Core {
         }
         tx.commit().await?;
         self.relay_wake.notify_one();
+        self.packs.record(&sidecar, &bytes);
         let row = store::get(&self.pool, file_id)
             .await?
             .ok_or(ElementError::NotFound(file_id))?;

@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub const SIDECAR_SUFFIX: &str = ".attr.json";
+/// Where sidecar packs live (outside the dated tree, so no pack is ever taken for a file).
+pub const PACK_PREFIX: &str = "packs/";
 const MAX_FILENAME_BYTES: usize = 255;
 const MAX_STEM_CHARS: usize = 64;
 const MAX_USER_CHARS: usize = 32;
@@ -99,6 +101,19 @@ pub fn blob_key(filename: &str, user: &str, at: DateTime<Utc>, file_id: Uuid) ->
 
 pub fn sidecar_key(blob_key: &str) -> String {
     format!("{blob_key}{SIDECAR_SUFFIX}")
+}
+
+/// The key of a new sidecar pack: written once, never changed, sorted by when it was made.
+pub fn pack_key(at: DateTime<Utc>, id: Uuid) -> String {
+    format!(
+        "{PACK_PREFIX}{}-{}.ndjson",
+        at.format("%Y%m%dT%H%M%S"),
+        id.simple()
+    )
+}
+
+pub fn is_pack_key(key: &str) -> bool {
+    key.starts_with(PACK_PREFIX)
 }
 
 /// The file id inside a blob key (the 36 characters after the last `_` of the file name).

@@ -12,6 +12,7 @@ pub mod http;
 pub mod layout;
 pub mod maintenance;
 pub mod metrics;
+pub mod packs;
 pub mod relay;
 pub mod sidecar;
 pub mod store;
@@ -160,6 +161,8 @@ impl RunningElement {
         self.cancel.cancel();
         let _ = self.server.await;
         let _ = self.relay.await;
+        // The sidecars written since the last full pack (a crash loses only this shortcut).
+        self.core.packs.flush().await;
     }
 }
 

@@ -19,6 +19,7 @@ use sqlx::PgConnection;
 use crate::backend::{BackendError, ObjectInfo};
 use crate::core::Core;
 use crate::error::ElementError;
+use crate::packs::{self, PackEntry};
 use crate::sidecar::Sidecar;
 use crate::store::UploadIdState;
 use crate::{layout, store};
@@ -85,6 +86,16 @@ pub struct RunReport {
     /// committed as another file) left by a crash before the commit: deleted, nothing announced.
     #[serde(default)]
     pub abandoned_uploads_removed: u64,
+    /// Sidecars taken from packs (copies checked against the stored sidecar's MD5) instead of
+    /// read one by one; included in `scanned`.
+    #[serde(default)]
+    pub sidecars_from_packs: u64,
+    /// Packs written (of sidecars read one by one, or all of them when the packs were
+    /// rewritten) and old packs removed after a rewrite.
+    #[serde(default)]
+    pub packs_written: u64,
+    #[serde(default)]
+    pub packs_removed: u64,
     pub errors: Vec<String>,
 }
 
@@ -99,6 +110,8 @@ struct Entry {
     /// The cache row's version and freshness, when the file is cached.
     row_version: Option<i64>,
     cache_updated_at: Option<DateTime<Utc>>,
+    /// A packed copy of the sidecar whose MD5 is the stored sidecar's.
+    packed_sidecar: Option<String>,
 }
 
 impl Entry {
@@ -133,25 +146,61 @@ impl Entry {
     }
 }
 
+/// The packs a scan found, and what loading them gave.
+#[derive(Default)]
+struct ScanPacks {
+    keys: Vec<String>,
+    /// Entries loaded (distinct key and MD5).
+    entries: u64,
+    /// Entries that are a listed sidecar's current bytes.
+    current: u64,
+}
+
+impl ScanPacks {
+    /// Most entries dead, or many more packs than the live ones need (small packs left by
+    /// restarts): worth writing anew.
+    fn worth_rewriting(&self) -> bool {
+        let needed = self.current as usize / packs::PACK_ENTRIES + 1;
+        !self.keys.is_empty() && (self.entries > 2 * self.current || self.keys.len() > 2 * needed)
+    }
+}
+
 /// Lists the backend page by page into a temporary table on `conn` (PostgreSQL holds the
-/// listing, not this process, so memory stays flat in the number of files), then opens the
-/// cursor `scan` over it joined with the cache. The table and cursor end with `conn`'s
-/// transaction.
-async fn open_scan(core: &Core, conn: &mut PgConnection) -> Result<(), ElementError> {
+/// listing, not this process, so memory stays flat in the number of files), loads the sidecar
+/// packs when `with_packs` (and the backend can vouch for them), then opens the cursor `scan`
+/// over the listing joined with the cache and the packs. The tables and cursor end with
+/// `conn`'s transaction.
+async fn open_scan(
+    core: &Core,
+    conn: &mut PgConnection,
+    with_packs: bool,
+) -> Result<ScanPacks, ElementError> {
     sqlx::query(
         "CREATE TEMPORARY TABLE listing (
              file_id uuid PRIMARY KEY,
-             sidecar_key text, sidecar_modified timestamptz,
-             blob_key text, blob_modified timestamptz
+             sidecar_key text, sidecar_modified timestamptz, sidecar_md5 text,
+             blob_key text, blob_modified timestamptz, blob_md5 text
          ) ON COMMIT DROP",
     )
     .execute(&mut *conn)
     .await?;
+    sqlx::query(
+        "CREATE TEMPORARY TABLE packed (
+             sidecar_key text, md5 text, sidecar text, PRIMARY KEY (sidecar_key, md5)
+         ) ON COMMIT DROP",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let mut packs = ScanPacks::default();
     let mut pages = core.backend.list_pages();
     while let Some(page) = pages.next().await {
         let mut sidecars = HashMap::new();
         let mut blobs = HashMap::new();
         for object in page? {
+            if layout::is_pack_key(&object.key) {
+                packs.keys.push(object.key);
+                continue;
+            }
             let Some(id) = layout::file_id_of_blob_key(&object.key) else {
                 tracing::debug!(key = %object.key, "object outside the layout ignored");
                 continue;
@@ -162,34 +211,101 @@ async fn open_scan(core: &Core, conn: &mut PgConnection) -> Result<(), ElementEr
                 blobs.insert(id, object);
             }
         }
-        for (objects, column) in [(sidecars, "sidecar"), (blobs, "blob")] {
-            if objects.is_empty() {
-                continue;
-            }
-            let (ids, objects): (Vec<Uuid>, Vec<ObjectInfo>) = objects.into_iter().unzip();
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO listing (file_id, {column}_key, {column}_modified)
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[])
-                 ON CONFLICT (file_id) DO UPDATE
-                 SET {column}_key = EXCLUDED.{column}_key,
-                     {column}_modified = EXCLUDED.{column}_modified"
-            )))
-            .bind(ids)
-            .bind(objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>())
-            .bind(objects.iter().map(|o| o.modified).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await?;
-        }
+        list_into(conn, "sidecar", sidecars).await?;
+        list_into(conn, "blob", blobs).await?;
+    }
+    if with_packs && core.backend.lists_content_md5() {
+        load_packs(core, conn, &mut packs).await?;
     }
     sqlx::query(
         "DECLARE scan NO SCROLL CURSOR FOR
          SELECT coalesce(l.file_id, f.file_id) AS file_id,
                 l.sidecar_key, l.sidecar_modified, l.blob_key, l.blob_modified,
-                f.version AS row_version, f.cache_updated_at
-         FROM listing l FULL JOIN files f ON f.file_id = l.file_id",
+                f.version AS row_version, f.cache_updated_at,
+                p.sidecar AS packed_sidecar
+         FROM listing l FULL JOIN files f ON f.file_id = l.file_id
+         LEFT JOIN packed p ON p.sidecar_key = l.sidecar_key AND p.md5 = l.sidecar_md5",
     )
     .execute(&mut *conn)
     .await?;
+    Ok(packs)
+}
+
+/// Adds one listing page's sidecars or blobs to the `listing` table.
+async fn list_into(
+    conn: &mut PgConnection,
+    column: &str,
+    objects: HashMap<Uuid, ObjectInfo>,
+) -> Result<(), ElementError> {
+    if objects.is_empty() {
+        return Ok(());
+    }
+    let (ids, objects): (Vec<Uuid>, Vec<ObjectInfo>) = objects.into_iter().unzip();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO listing (file_id, {column}_key, {column}_modified, {column}_md5)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::text[])
+         ON CONFLICT (file_id) DO UPDATE
+         SET {column}_key = EXCLUDED.{column}_key,
+             {column}_modified = EXCLUDED.{column}_modified,
+             {column}_md5 = EXCLUDED.{column}_md5"
+    )))
+    .bind(ids)
+    .bind(objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>())
+    .bind(objects.iter().map(|o| o.modified).collect::<Vec<_>>())
+    .bind(
+        objects
+            .iter()
+            .map(|o| o.content_md5.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Reads every pack into the `packed` table, a pack at a time, each entry under the MD5 of its
+/// own bytes (PostgreSQL computes it), so only a copy identical to the stored sidecar joins.
+/// A pack that cannot be read is skipped: its sidecars are read one by one.
+async fn load_packs(
+    core: &Core,
+    conn: &mut PgConnection,
+    packs: &mut ScanPacks,
+) -> Result<(), ElementError> {
+    for key in &packs.keys {
+        let bytes = match core.backend.get_small(key).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "sidecar pack unreadable; its sidecars are read one by one");
+                continue;
+            }
+        };
+        let (entries, bad) = packs::decode(&bytes);
+        if bad > 0 {
+            tracing::warn!(%key, bad, "lines of a sidecar pack skipped");
+        }
+        let loaded = sqlx::query(
+            "INSERT INTO packed (sidecar_key, md5, sidecar)
+             SELECT k, md5(s), s FROM UNNEST($1::text[], $2::text[]) AS u(k, s)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.sidecar.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *conn)
+        .await?;
+        packs.entries += loaded.rows_affected();
+    }
+    let current: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM listing l
+         JOIN packed p ON p.sidecar_key = l.sidecar_key AND p.md5 = l.sidecar_md5",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    packs.current = current as u64;
     Ok(())
 }
 
@@ -209,29 +325,91 @@ fn grace_cutoff(core: &Core) -> DateTime<Utc> {
     Utc::now() - grace
 }
 
-/// Reads the sidecars of `entries` (several at once), each with its outcome. A loop rather than
-/// stream combinators: their closures trip the compiler's `Send` check of spawned runs.
+/// Sidecars a full rebuild packs as it reads them.
+struct Repack {
+    /// Every sidecar read, packed ones too (the old packs are being rewritten); otherwise only
+    /// those read one by one.
+    everything: bool,
+    pending: Vec<PackEntry>,
+    written: u64,
+    failed: bool,
+}
+
+impl Repack {
+    fn new(everything: bool) -> Self {
+        Repack {
+            everything,
+            pending: Vec::new(),
+            written: 0,
+            failed: false,
+        }
+    }
+
+    fn keep(&mut self, key: &str, sidecar: &[u8]) {
+        self.pending.extend(PackEntry::new(key, sidecar));
+    }
+
+    /// Writes full packs; with `all`, the rest too.
+    async fn write(&mut self, core: &Core, all: bool, report: &mut RunReport) {
+        while self.pending.len() >= packs::PACK_ENTRIES || (all && !self.pending.is_empty()) {
+            let rest = self
+                .pending
+                .split_off(self.pending.len().min(packs::PACK_ENTRIES));
+            let entries = std::mem::replace(&mut self.pending, rest);
+            match packs::write(core.backend.as_ref(), &entries).await {
+                Ok(_) => self.written += 1,
+                Err(e) => {
+                    self.failed = true;
+                    report.errors.push(format!("sidecar pack: {e}"));
+                }
+            }
+        }
+    }
+}
+
+/// Reads the sidecars of `entries` (several at once; a packed copy instead when there is one),
+/// each with its outcome, handing the bytes to `repack` when given. A loop rather than stream
+/// combinators: their closures trip the compiler's `Send` check of spawned runs.
 async fn read_sidecars<'a>(
     core: &Core,
     entries: Vec<&'a Entry>,
+    mut repack: Option<&mut Repack>,
 ) -> Vec<(&'a Entry, Result<Sidecar, ElementError>)> {
     let mut out = Vec::with_capacity(entries.len());
-    let mut pending = entries.into_iter();
+    let mut to_get = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Some(key) = entry.sidecar_key.as_deref() else {
+            continue;
+        };
+        match &entry.packed_sidecar {
+            Some(packed) => {
+                if let Some(repack) = repack.as_deref_mut().filter(|r| r.everything) {
+                    repack.keep(key, packed.as_bytes());
+                }
+                out.push((entry, Sidecar::parse(key, packed.as_bytes())));
+            }
+            None => to_get.push((entry, key)),
+        }
+    }
+    let mut pending = to_get.into_iter();
     let mut in_flight = FuturesUnordered::new();
     loop {
         while in_flight.len() < READS_IN_FLIGHT {
-            let Some(entry) = pending.next() else {
+            let Some((entry, key)) = pending.next() else {
                 break;
             };
-            let Some(key) = entry.sidecar_key.as_deref() else {
-                continue;
-            };
-            in_flight.push(async move { (entry, core.read_sidecar_with_upload_id(key).await) });
+            in_flight.push(async move { (entry, key, core.backend.get_small(key).await) });
         }
-        match in_flight.next().await {
-            Some(done) => out.push(done),
-            None => break,
-        }
+        let Some((entry, key, read)) = in_flight.next().await else {
+            break;
+        };
+        let outcome = read.map_err(ElementError::from).and_then(|bytes| {
+            if let Some(repack) = repack.as_deref_mut() {
+                repack.keep(key, &bytes);
+            }
+            Sidecar::parse(key, &bytes)
+        });
+        out.push((entry, outcome));
     }
     out
 }
@@ -239,7 +417,7 @@ async fn read_sidecars<'a>(
 /// Compares sidecars with cache rows. Read-only; does not take the maintenance lock.
 pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError> {
     let mut tx = core.pool.begin().await?;
-    open_scan(core, &mut tx).await?;
+    open_scan(core, &mut tx, false).await?;
     let cutoff = grace_cutoff(core);
     let (mut sidecars, mut rows, mut expired) = (0u64, 0u64, 0u64);
     let (mut orphan_cache, mut orphan_attr, mut stale) =
@@ -282,7 +460,7 @@ pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError>
                 orphan_blobs.push(key.clone());
             }
         }
-        for (entry, read) in read_sidecars(core, suspects).await {
+        for (entry, read) in read_sidecars(core, suspects, None).await {
             if let Ok(sidecar) = read
                 && entry
                     .row_version
@@ -293,7 +471,7 @@ pub async fn consistency(core: &Core) -> Result<ConsistencyReport, ElementError>
         }
         // A sidecar without a row is a file to restore, unless it is what an upload the
         // ingester gave up on left behind (a rebuild removes those instead).
-        let read = read_sidecars(core, unrowed).await;
+        let read = read_sidecars(core, unrowed, None).await;
         let states =
             upload_states(&mut tx, read.iter().filter_map(|(_, r)| r.as_ref().ok())).await?;
         for (entry, outcome) in &read {
@@ -552,7 +730,10 @@ async fn incremental(
     full: bool,
     report: &mut RunReport,
 ) -> Result<(), ElementError> {
-    open_scan(core, lock).await?;
+    let packs = open_scan(core, lock, full).await?;
+    // A full rebuild reads every sidecar anyway: it packs those it had to read one by one.
+    let mut repack =
+        (full && core.backend.lists_content_md5()).then(|| Repack::new(packs.worth_rewriting()));
     let cutoff = grace_cutoff(core);
     loop {
         let batch = next_batch(lock).await?;
@@ -568,8 +749,15 @@ async fn incremental(
                 to_read.push(entry);
             }
         }
-        let read = read_sidecars(core, to_read).await;
+        report.sidecars_from_packs += to_read
+            .iter()
+            .filter(|e| e.packed_sidecar.is_some())
+            .count() as u64;
+        let read = read_sidecars(core, to_read, repack.as_mut()).await;
         apply(core, read, cutoff, report).await?;
+        if let Some(repack) = repack.as_mut() {
+            repack.write(core, false, report).await;
+        }
         for entry in &batch {
             if entry.is_orphan_sidecar(cutoff)
                 && let Some(key) = &entry.sidecar_key
@@ -600,9 +788,16 @@ async fn incremental(
         }
     }
     sqlx::query("CLOSE scan").execute(&mut *lock).await?;
-    sqlx::query("DROP TABLE listing")
+    sqlx::query("DROP TABLE listing, packed")
         .execute(&mut *lock)
         .await?;
+    if let Some(mut repack) = repack {
+        repack.write(core, true, report).await;
+        report.packs_written = repack.written;
+        if repack.everything && !repack.failed {
+            remove_packs(core, &packs.keys, report).await;
+        }
+    }
     for upload in core.backend.incomplete_uploads(cutoff).await? {
         match core.backend.remove_incomplete(&upload).await {
             Ok(()) => report.incomplete_uploads_removed += 1,
@@ -610,6 +805,17 @@ async fn incremental(
         }
     }
     Ok(())
+}
+
+/// Removes packs a rewrite has replaced (written once and never changed, so nothing newer is
+/// lost with them).
+async fn remove_packs(core: &Core, keys: &[String], report: &mut RunReport) {
+    for key in keys {
+        match core.backend.delete(key).await {
+            Ok(()) => report.packs_removed += 1,
+            Err(e) => report.errors.push(format!("{key}: {e}")),
+        }
+    }
 }
 
 /// Brings one row in line with its sidecar (or removes it when the sidecar is gone) and queues

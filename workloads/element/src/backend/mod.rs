@@ -44,6 +44,9 @@ pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
     pub modified: Option<DateTime<Utc>>,
+    /// The MD5 of the object's bytes, in lowercase hex, when the backend's listing gives it
+    /// (an S3 ETag of an object stored in one PUT).
+    pub content_md5: Option<String>,
 }
 
 /// An upload that was started and never finished: an S3 multipart upload never completed or
@@ -123,6 +126,12 @@ pub trait BlobBackend: Send + Sync {
             }
             Ok(found)
         })
+    }
+
+    /// Whether the listing gives each object's MD5 ([`ObjectInfo::content_md5`]); only then can
+    /// a rebuild tell that a packed sidecar is the stored one, so only then are packs kept.
+    fn lists_content_md5(&self) -> bool {
+        false
     }
 
     /// Whether the backend answers (readiness).

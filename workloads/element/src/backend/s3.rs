@@ -94,6 +94,15 @@ pub async fn client(settings: &S3Settings, timeouts: S3Timeouts) -> Client {
     Client::from_conf(conf)
 }
 
+/// The MD5 an ETag stands for: S3 quotes it, and an object stored in parts (`<hex>-<parts>`) or
+/// encrypted with a managed key has an ETag that is no MD5 of its bytes (the caller then sees
+/// a mismatch and reads the object itself).
+fn etag_md5(etag: &str) -> Option<String> {
+    let hex = etag.trim_matches('"');
+    (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
+}
+
 fn is_not_found<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
     err.raw_response()
         .is_some_and(|response| response.status().as_u16() == 404)
@@ -246,6 +255,10 @@ impl S3Backend {
 impl BlobBackend for S3Backend {
     fn kind(&self) -> &'static str {
         "s3"
+    }
+
+    fn lists_content_md5(&self) -> bool {
+        true
     }
 
     fn put_stream(
@@ -435,6 +448,7 @@ impl BlobBackend for S3Backend {
                         modified: object.last_modified().and_then(|t| {
                             chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
                         }),
+                        content_md5: object.e_tag().and_then(etag_md5),
                     })
                 })
                 .collect();
@@ -534,5 +548,20 @@ impl BlobBackend for S3Backend {
                 .map(|_| ())
                 .map_err(|e| BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::etag_md5;
+
+    #[test]
+    fn only_a_one_part_etag_is_an_md5() {
+        assert_eq!(
+            etag_md5("\"D41D8CD98F00B204E9800998ECF8427E\"").as_deref(),
+            Some("d41d8cd98f00b204e9800998ecf8427e")
+        );
+        assert_eq!(etag_md5("\"d41d8cd98f00b204e9800998ecf8427e-3\""), None);
+        assert_eq!(etag_md5("\"not-an-md5\""), None);
     }
 }

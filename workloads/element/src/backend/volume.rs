@@ -182,6 +182,7 @@ impl VolumeBackend {
                 key,
                 size: meta.len(),
                 modified: meta.modified().ok().map(chrono::DateTime::from),
+                content_md5: None,
             });
         }
         Ok(found)

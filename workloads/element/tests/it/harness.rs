@@ -311,8 +311,18 @@ impl Harness {
         .await
     }
 
-    /// Keys of every object in the backend.
+    /// Keys of every file's object in the backend (blobs and sidecars; not sidecar packs).
     pub async fn object_keys(&self) -> Vec<String> {
+        self.keys_where(|key| !artstore_element::layout::is_pack_key(key))
+            .await
+    }
+
+    /// Keys of the sidecar packs in the backend.
+    pub async fn pack_keys(&self) -> Vec<String> {
+        self.keys_where(artstore_element::layout::is_pack_key).await
+    }
+
+    async fn keys_where(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
         let mut keys: Vec<String> = self
             .element
             .core
@@ -322,6 +332,7 @@ impl Harness {
             .expect("list")
             .into_iter()
             .map(|o| o.key)
+            .filter(|key| keep(key))
             .collect();
         keys.sort();
         keys

@@ -793,3 +793,162 @@ async fn the_last_consistency_report_is_kept() {
     assert_eq!(last["total_attr_files"], 1);
     h.finish().await;
 }
+
+/// The sidecars in every pack, by key.
+async fn packed_sidecars(h: &Harness) -> Vec<(String, Value)> {
+    let mut found = Vec::new();
+    for key in h.pack_keys().await {
+        let bytes = h.element.core.backend.get_small(&key).await.expect("pack");
+        let (entries, bad) = artstore_element::packs::decode(&bytes);
+        assert_eq!(bad, 0, "{key}");
+        found.extend(entries.into_iter().map(|e| {
+            let sidecar = serde_json::from_str(&e.sidecar).expect("sidecar json");
+            (e.key, sidecar)
+        }));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+/// A full rebuild takes a sidecar from the packs only when the packed copy is byte for byte the
+/// stored sidecar (its MD5 is the listing's): an edited file's stale copy, a forged copy and a
+/// deleted file's copy are never restored; what it had to read one by one it packs, and packs
+/// mostly dead are rewritten without the dead entries.
+#[tokio::test]
+async fn full_rebuild_takes_sidecars_from_packs_only_when_they_match() {
+    let h = Harness::start(Kind::S3).await;
+    let core = &h.element.core;
+    let mut files = Vec::new();
+    for name in ["kept.txt", "edited.txt", "deleted.txt"] {
+        let record = h.upload(name, content(64, files.len() as u8)).await;
+        files.push((
+            record["file_id"].as_str().expect("id").to_string(),
+            format!("{}.attr.json", record["storage_key"].as_str().expect("key")),
+        ));
+    }
+    assert_eq!(
+        core.packs.flush().await,
+        3,
+        "the element packs what it wrote"
+    );
+    assert_eq!(h.pack_keys().await.len(), 1);
+    let (kept, edited, deleted) = (&files[0], &files[1], &files[2]);
+
+    let response = h
+        .http
+        .patch(h.url(&format!("/api/v1/files/{}", edited.0)))
+        .bearer_auth(writer())
+        .json(&serde_json::json!({"description": "after the pack"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(response.status(), 200);
+    let response = h
+        .http
+        .delete(h.url(&format!("/api/v1/files/{}", deleted.0)))
+        .bearer_auth(writer())
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 204);
+    // A forged copy of the kept file's sidecar under its key.
+    let mut forged: Value =
+        serde_json::from_slice(&core.backend.get_small(&kept.1).await.expect("sidecar"))
+            .expect("json");
+    forged["description"] = "forged".into();
+    artstore_element::packs::write(
+        core.backend.as_ref(),
+        &[artstore_element::packs::PackEntry {
+            key: kept.1.clone(),
+            sidecar: forged.to_string(),
+        }],
+    )
+    .await
+    .expect("forged pack");
+
+    sqlx::query("TRUNCATE files")
+        .execute(&h.db.pool)
+        .await
+        .expect("truncate");
+    let (status, run) = h.post_json(&admin(), "/api/v1/cache/rebuild").await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["errors"], serde_json::json!([]), "{run}");
+    assert_eq!(
+        (
+            run["added"].as_u64(),
+            run["scanned"].as_u64(),
+            run["sidecars_from_packs"].as_u64()
+        ),
+        (Some(2), Some(2), Some(1)),
+        "the kept file from its pack, the edited one read itself, the deleted one not at all: {run}"
+    );
+    let (_, view) = h
+        .get_json(&reader(), &format!("/api/v1/files/{}", kept.0))
+        .await;
+    assert!(view["description"].is_null(), "{view}");
+    let (_, view) = h
+        .get_json(&reader(), &format!("/api/v1/files/{}", edited.0))
+        .await;
+    assert_eq!(view["description"], "after the pack");
+    let (status, _) = h
+        .get_json(&reader(), &format!("/api/v1/files/{}", deleted.0))
+        .await;
+    assert_eq!(status, 404);
+
+    // Four packed entries, one of them current: the packs were rewritten with the two live
+    // sidecars as stored, the deleted file's metadata gone with the old packs.
+    assert_eq!(
+        (run["packs_written"].as_u64(), run["packs_removed"].as_u64()),
+        (Some(1), Some(2)),
+        "{run}"
+    );
+    let packed = packed_sidecars(&h).await;
+    let mut expected = vec![kept.1.clone(), edited.1.clone()];
+    expected.sort();
+    assert_eq!(
+        packed.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(
+        packed
+            .iter()
+            .any(|(_, s)| s["description"] == "after the pack")
+    );
+
+    // The next full rebuild takes both from the pack and rewrites nothing; packs are no orphans.
+    let (_, run) = h.post_json(&admin(), "/api/v1/cache/rebuild").await;
+    assert_eq!(
+        (
+            run["refreshed"].as_u64(),
+            run["sidecars_from_packs"].as_u64(),
+            run["packs_written"].as_u64(),
+            run["packs_removed"].as_u64()
+        ),
+        (Some(2), Some(2), Some(0), Some(0)),
+        "{run}"
+    );
+    assert!(consistency(&h).await.is_consistent);
+    assert_eq!(h.object_keys().await.len(), 4);
+    assert_eq!(h.pack_keys().await.len(), 1);
+    h.finish().await;
+}
+
+/// A volume's listing gives no MD5 to check a packed copy against: it keeps no packs.
+#[tokio::test]
+async fn a_volume_keeps_no_sidecar_packs() {
+    let h = Harness::start(Kind::Volume).await;
+    h.upload("a.txt", content(64, 1)).await;
+    assert_eq!(h.element.core.packs.flush().await, 0);
+    sqlx::query("TRUNCATE files")
+        .execute(&h.db.pool)
+        .await
+        .expect("truncate");
+    let (status, run) = h.post_json(&admin(), "/api/v1/cache/rebuild").await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(
+        (run["added"].as_u64(), run["packs_written"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert!(h.pack_keys().await.is_empty());
+    h.finish().await;
+}
