@@ -110,6 +110,8 @@ struct Entry {
     /// The cache row's version and freshness, when the file is cached.
     row_version: Option<i64>,
     cache_updated_at: Option<DateTime<Utc>>,
+    /// The stored sidecar's MD5, when the listing gives it.
+    sidecar_md5: Option<String>,
     /// A packed copy of the sidecar whose MD5 is the stored sidecar's.
     packed_sidecar: Option<String>,
 }
@@ -146,10 +148,15 @@ impl Entry {
     }
 }
 
+/// A pack larger than this is none the element wrote (a thousand sidecars are ~1 MB): it is
+/// not loaded (a rewrite removes it).
+const MAX_PACK_BYTES: u64 = 64 << 20;
+
 /// The packs a scan found, and what loading them gave.
 #[derive(Default)]
 struct ScanPacks {
-    keys: Vec<String>,
+    /// Every pack listed, with its size.
+    keys: Vec<(String, u64)>,
     /// Entries loaded (distinct key and MD5).
     entries: u64,
     /// Entries that are a listed sidecar's current bytes.
@@ -157,11 +164,12 @@ struct ScanPacks {
 }
 
 impl ScanPacks {
-    /// Most entries dead, or many more packs than the live ones need (small packs left by
-    /// restarts): worth writing anew.
+    /// Any dead entry (a deleted or changed file's copy: the rewrite is what removes a deleted
+    /// file's metadata from the packs), or more packs than the live entries need (small packs
+    /// left by restarts): worth writing anew.
     fn worth_rewriting(&self) -> bool {
-        let needed = self.current as usize / packs::PACK_ENTRIES + 1;
-        !self.keys.is_empty() && (self.entries > 2 * self.current || self.keys.len() > 2 * needed)
+        let needed = (self.current as usize).div_ceil(packs::PACK_ENTRIES);
+        !self.keys.is_empty() && (self.entries > self.current || self.keys.len() > needed)
     }
 }
 
@@ -179,7 +187,7 @@ async fn open_scan(
         "CREATE TEMPORARY TABLE listing (
              file_id uuid PRIMARY KEY,
              sidecar_key text, sidecar_modified timestamptz, sidecar_md5 text,
-             blob_key text, blob_modified timestamptz, blob_md5 text
+             blob_key text, blob_modified timestamptz
          ) ON COMMIT DROP",
     )
     .execute(&mut *conn)
@@ -198,7 +206,7 @@ async fn open_scan(
         let mut blobs = HashMap::new();
         for object in page? {
             if layout::is_pack_key(&object.key) {
-                packs.keys.push(object.key);
+                packs.keys.push((object.key, object.size));
                 continue;
             }
             let Some(id) = layout::file_id_of_blob_key(&object.key) else {
@@ -211,8 +219,8 @@ async fn open_scan(
                 blobs.insert(id, object);
             }
         }
-        list_into(conn, "sidecar", sidecars).await?;
-        list_into(conn, "blob", blobs).await?;
+        list_into(conn, Listed::Sidecars, sidecars).await?;
+        list_into(conn, Listed::Blobs, blobs).await?;
     }
     if with_packs && core.backend.lists_content_md5() {
         load_packs(core, conn, &mut packs).await?;
@@ -222,7 +230,7 @@ async fn open_scan(
          SELECT coalesce(l.file_id, f.file_id) AS file_id,
                 l.sidecar_key, l.sidecar_modified, l.blob_key, l.blob_modified,
                 f.version AS row_version, f.cache_updated_at,
-                p.sidecar AS packed_sidecar
+                l.sidecar_md5, p.sidecar AS packed_sidecar
          FROM listing l FULL JOIN files f ON f.file_id = l.file_id
          LEFT JOIN packed p ON p.sidecar_key = l.sidecar_key AND p.md5 = l.sidecar_md5",
     )
@@ -231,47 +239,68 @@ async fn open_scan(
     Ok(packs)
 }
 
-/// Adds one listing page's sidecars or blobs to the `listing` table.
+#[derive(Clone, Copy)]
+enum Listed {
+    Sidecars,
+    Blobs,
+}
+
+/// Adds one listing page's sidecars (with their MD5s) or blobs to the `listing` table.
 async fn list_into(
     conn: &mut PgConnection,
-    column: &str,
+    listed: Listed,
     objects: HashMap<Uuid, ObjectInfo>,
 ) -> Result<(), ElementError> {
     if objects.is_empty() {
         return Ok(());
     }
     let (ids, objects): (Vec<Uuid>, Vec<ObjectInfo>) = objects.into_iter().unzip();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO listing (file_id, {column}_key, {column}_modified, {column}_md5)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::text[])
-         ON CONFLICT (file_id) DO UPDATE
-         SET {column}_key = EXCLUDED.{column}_key,
-             {column}_modified = EXCLUDED.{column}_modified,
-             {column}_md5 = EXCLUDED.{column}_md5"
-    )))
-    .bind(ids)
-    .bind(objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>())
-    .bind(objects.iter().map(|o| o.modified).collect::<Vec<_>>())
-    .bind(
-        objects
-            .iter()
-            .map(|o| o.content_md5.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .execute(&mut *conn)
-    .await?;
+    let sql = match listed {
+        Listed::Sidecars => {
+            "INSERT INTO listing (file_id, sidecar_key, sidecar_modified, sidecar_md5)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::text[])
+             ON CONFLICT (file_id) DO UPDATE
+             SET sidecar_key = EXCLUDED.sidecar_key,
+                 sidecar_modified = EXCLUDED.sidecar_modified,
+                 sidecar_md5 = EXCLUDED.sidecar_md5"
+        }
+        Listed::Blobs => {
+            "INSERT INTO listing (file_id, blob_key, blob_modified)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[])
+             ON CONFLICT (file_id) DO UPDATE
+             SET blob_key = EXCLUDED.blob_key, blob_modified = EXCLUDED.blob_modified"
+        }
+    };
+    let mut query = sqlx::query(sql)
+        .bind(ids)
+        .bind(objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>())
+        .bind(objects.iter().map(|o| o.modified).collect::<Vec<_>>());
+    if let Listed::Sidecars = listed {
+        query = query.bind(
+            objects
+                .iter()
+                .map(|o| o.content_md5.as_deref())
+                .collect::<Vec<_>>(),
+        );
+    }
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 
 /// Reads every pack into the `packed` table, a pack at a time, each entry under the MD5 of its
 /// own bytes (PostgreSQL computes it), so only a copy identical to the stored sidecar joins.
-/// A pack that cannot be read is skipped: its sidecars are read one by one.
+/// A pack that cannot be read or loaded is skipped (its own savepoint): its sidecars are read
+/// one by one.
 async fn load_packs(
     core: &Core,
     conn: &mut PgConnection,
     packs: &mut ScanPacks,
 ) -> Result<(), ElementError> {
-    for key in &packs.keys {
+    for (key, size) in &packs.keys {
+        if *size > MAX_PACK_BYTES {
+            tracing::warn!(%key, size, "sidecar pack too large to be one the element wrote; not loaded");
+            continue;
+        }
         let bytes = match core.backend.get_small(key).await {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -283,9 +312,10 @@ async fn load_packs(
         if bad > 0 {
             tracing::warn!(%key, bad, "lines of a sidecar pack skipped");
         }
+        sqlx::query("SAVEPOINT pack").execute(&mut *conn).await?;
         let loaded = sqlx::query(
             "INSERT INTO packed (sidecar_key, md5, sidecar)
-             SELECT k, md5(s), s FROM UNNEST($1::text[], $2::text[]) AS u(k, s)
+             SELECT k, md5(convert_to(s, 'UTF8')), s FROM UNNEST($1::text[], $2::text[]) AS u(k, s)
              ON CONFLICT DO NOTHING",
         )
         .bind(entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>())
@@ -296,8 +326,21 @@ async fn load_packs(
                 .collect::<Vec<_>>(),
         )
         .execute(&mut *conn)
-        .await?;
-        packs.entries += loaded.rows_affected();
+        .await;
+        match loaded {
+            Ok(loaded) => {
+                packs.entries += loaded.rows_affected();
+                sqlx::query("RELEASE SAVEPOINT pack")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "sidecar pack not loaded; its sidecars are read one by one");
+                sqlx::query("ROLLBACK TO SAVEPOINT pack")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
     }
     let current: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM listing l
@@ -331,7 +374,6 @@ struct Repack {
     /// those read one by one.
     everything: bool,
     pending: Vec<PackEntry>,
-    written: u64,
     failed: bool,
 }
 
@@ -340,13 +382,16 @@ impl Repack {
         Repack {
             everything,
             pending: Vec::new(),
-            written: 0,
             failed: false,
         }
     }
 
-    fn keep(&mut self, key: &str, sidecar: &[u8]) {
-        self.pending.extend(PackEntry::new(key, sidecar));
+    /// Keeps a sidecar read and parsed, when its bytes are the ones listed: only such a copy
+    /// is ever taken from a pack (on a store whose ETags are no MD5s, none is kept).
+    fn keep(&mut self, entry: &Entry, key: &str, sidecar: &[u8]) {
+        if entry.sidecar_md5.as_deref() == Some(packs::md5_hex(sidecar).as_str()) {
+            self.pending.extend(PackEntry::new(key, sidecar));
+        }
     }
 
     /// Writes full packs; with `all`, the rest too.
@@ -357,10 +402,13 @@ impl Repack {
                 .split_off(self.pending.len().min(packs::PACK_ENTRIES));
             let entries = std::mem::replace(&mut self.pending, rest);
             match packs::write(core.backend.as_ref(), &entries).await {
-                Ok(_) => self.written += 1,
+                Ok(_) => report.packs_written += 1,
                 Err(e) => {
+                    // One error is enough to tell: the rest would say the same.
+                    if !self.failed {
+                        report.errors.push(format!("sidecar pack: {e}"));
+                    }
                     self.failed = true;
-                    report.errors.push(format!("sidecar pack: {e}"));
                 }
             }
         }
@@ -383,10 +431,13 @@ async fn read_sidecars<'a>(
         };
         match &entry.packed_sidecar {
             Some(packed) => {
-                if let Some(repack) = repack.as_deref_mut().filter(|r| r.everything) {
-                    repack.keep(key, packed.as_bytes());
+                let parsed = Sidecar::parse(key, packed.as_bytes());
+                if let Some(repack) = repack.as_deref_mut().filter(|r| r.everything)
+                    && parsed.is_ok()
+                {
+                    repack.keep(entry, key, packed.as_bytes());
                 }
-                out.push((entry, Sidecar::parse(key, packed.as_bytes())));
+                out.push((entry, parsed));
             }
             None => to_get.push((entry, key)),
         }
@@ -404,10 +455,11 @@ async fn read_sidecars<'a>(
             break;
         };
         let outcome = read.map_err(ElementError::from).and_then(|bytes| {
+            let parsed = Sidecar::parse(key, &bytes)?;
             if let Some(repack) = repack.as_deref_mut() {
-                repack.keep(key, &bytes);
+                repack.keep(entry, key, &bytes);
             }
-            Sidecar::parse(key, &bytes)
+            Ok(parsed)
         });
         out.push((entry, outcome));
     }
@@ -793,7 +845,6 @@ async fn incremental(
         .await?;
     if let Some(mut repack) = repack {
         repack.write(core, true, report).await;
-        report.packs_written = repack.written;
         if repack.everything && !repack.failed {
             remove_packs(core, &packs.keys, report).await;
         }
@@ -809,8 +860,8 @@ async fn incremental(
 
 /// Removes packs a rewrite has replaced (written once and never changed, so nothing newer is
 /// lost with them).
-async fn remove_packs(core: &Core, keys: &[String], report: &mut RunReport) {
-    for key in keys {
+async fn remove_packs(core: &Core, keys: &[(String, u64)], report: &mut RunReport) {
+    for (key, _) in keys {
         match core.backend.delete(key).await {
             Ok(()) => report.packs_removed += 1,
             Err(e) => report.errors.push(format!("{key}: {e}")),

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::backend::{BackendError, BlobBackend};
@@ -32,14 +33,28 @@ pub struct PackEntry {
 }
 
 impl PackEntry {
-    /// `None` when the bytes are no UTF-8 (no sidecar the element writes; such a file is simply
-    /// read one by one).
+    /// `None` for what no pack holds: a key that is no sidecar's, bytes that are no UTF-8 or
+    /// hold a NUL (PostgreSQL's text refuses it; no sidecar the element writes has one). Such a
+    /// sidecar is simply read one by one.
     pub fn new(key: &str, sidecar: &[u8]) -> Option<PackEntry> {
-        Some(PackEntry {
+        let entry = PackEntry {
             key: key.to_string(),
             sidecar: String::from_utf8(sidecar.to_vec()).ok()?,
-        })
+        };
+        entry.is_packable().then_some(entry)
     }
+
+    fn is_packable(&self) -> bool {
+        layout::blob_key_of_sidecar(&self.key).is_some()
+            && !self.key.contains('\0')
+            && !self.sidecar.contains('\0')
+    }
+}
+
+/// The lowercase hex MD5 of `bytes`, as an S3 listing gives it.
+pub fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(bytes))
 }
 
 pub fn encode(entries: &[PackEntry]) -> Result<Bytes, BackendError> {
@@ -51,14 +66,16 @@ pub fn encode(entries: &[PackEntry]) -> Result<Bytes, BackendError> {
     Ok(Bytes::from(out))
 }
 
-/// The pack's entries, and how many of its lines were not entries.
+/// The pack's entries, and how many of its lines were not entries (or none a pack may hold).
 pub fn decode(bytes: &[u8]) -> (Vec<PackEntry>, usize) {
     let mut bad = 0;
     let entries = bytes
         .split(|b| *b == b'\n')
         .filter(|line| !line.is_empty())
         .filter_map(|line| {
-            let entry = serde_json::from_slice(line).ok();
+            let entry = serde_json::from_slice::<PackEntry>(line)
+                .ok()
+                .filter(PackEntry::is_packable);
             bad += usize::from(entry.is_none());
             entry
         })
@@ -82,13 +99,20 @@ pub async fn write(
 pub struct Packer {
     backend: Arc<dyn BlobBackend>,
     pending: Mutex<Vec<PackEntry>>,
+    /// Full packs on their way to the backend ([`Packer::flush`] waits for them).
+    writing: Mutex<JoinSet<()>>,
 }
+
+/// Full packs written at once, at most; beyond that a full pack is dropped (a slow backend
+/// must not pile up memory), its sidecars left to the next full rebuild.
+const WRITES_IN_FLIGHT: usize = 4;
 
 impl Packer {
     pub fn new(backend: Arc<dyn BlobBackend>) -> Self {
         Packer {
             backend,
             pending: Mutex::new(Vec::new()),
+            writing: Mutex::new(JoinSet::new()),
         }
     }
 
@@ -108,14 +132,29 @@ impl Packer {
             pending.push(entry);
             (pending.len() >= PACK_ENTRIES).then(|| std::mem::take(&mut *pending))
         };
-        if let Some(entries) = full {
-            let backend = self.backend.clone();
-            tokio::spawn(async move { write_logged(backend.as_ref(), &entries).await });
+        let (Some(entries), Ok(mut writing)) = (full, self.writing.lock()) else {
+            return;
+        };
+        while writing.try_join_next().is_some() {}
+        if writing.len() >= WRITES_IN_FLIGHT {
+            tracing::warn!(
+                sidecars = entries.len(),
+                "sidecar packs are not keeping up; a full rebuild reads these sidecars one by one"
+            );
+            return;
         }
+        let backend = self.backend.clone();
+        writing.spawn(async move { write_logged(backend.as_ref(), &entries).await });
     }
 
-    /// Writes what is pending as a pack now; returns how many sidecars it held.
+    /// Writes what is pending as a pack now, after the full packs still on their way; returns
+    /// how many sidecars the new pack held.
     pub async fn flush(&self) -> usize {
+        let writing = match self.writing.lock() {
+            Ok(mut writing) => std::mem::take(&mut *writing),
+            Err(_) => JoinSet::new(),
+        };
+        writing.join_all().await;
         let entries = match self.pending.lock() {
             Ok(mut pending) => std::mem::take(&mut *pending),
             Err(_) => return 0,
@@ -161,7 +200,7 @@ mod tests {
 
     #[test]
     fn lines_that_are_no_entries_are_counted_and_skipped() {
-        let good = PackEntry::new("k.attr.json", b"{}").expect("utf-8");
+        let good = PackEntry::new("k.attr.json", b"{}").expect("packable");
         let mut bytes = encode(std::slice::from_ref(&good))
             .expect("encode")
             .to_vec();
@@ -170,8 +209,25 @@ mod tests {
     }
 
     #[test]
-    fn bytes_that_are_no_text_are_not_packed() {
-        assert_eq!(PackEntry::new("k", &[0xff, 0xfe]), None);
+    fn what_no_pack_may_hold_is_not_packed_nor_read_back() {
+        assert_eq!(
+            PackEntry::new("a.attr.json", &[0xff, 0xfe]),
+            None,
+            "no UTF-8"
+        );
+        assert_eq!(
+            PackEntry::new("a.attr.json", b"{\"x\": \"\0\"}"),
+            None,
+            "NUL"
+        );
+        assert_eq!(PackEntry::new("a.bin", b"{}"), None, "no sidecar key");
+        let forged = b"{\"key\":\"a.attr.json\",\"sidecar\":\"\\u0000\"}\n{\"key\":\"a.bin\",\"sidecar\":\"{}\"}\n";
+        assert_eq!(decode(forged), (vec![], 2));
+    }
+
+    #[test]
+    fn md5_is_the_one_an_s3_listing_gives() {
+        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
     }
 
     #[test]

@@ -22,8 +22,19 @@ use super::{
 /// the upload's tail after its last byte, so small parts, few at once (docs/performance.md:
 /// 64 MiB took 25-36 ms after the body's end with 5 MiB × 2, 118-140 ms with 8 or 5 MiB × 3).
 const PART_SIZE: usize = 5 * 1024 * 1024;
-/// Parts uploaded concurrently; memory is about `(PARTS_IN_FLIGHT + 1) * PART_SIZE`.
+/// Parts uploaded concurrently; memory is about `(PARTS_IN_FLIGHT + 1) * part_size(n)`.
 const PARTS_IN_FLIGHT: usize = 2;
+/// S3 takes at most this many parts per upload.
+const MAX_PARTS: usize = 10_000;
+/// Parts of each size before the next size.
+const PARTS_PER_SIZE: usize = 1_000;
+
+/// The size of part `number` (from 1): 5 MiB for the first thousand parts (5 GiB), one more
+/// 5 MiB for each thousand after, so the 10,000 parts S3 allows hold 268 GiB while a body of a
+/// few GiB keeps small parts (and ~15 MiB of memory).
+fn part_size(number: usize) -> usize {
+    PART_SIZE * (1 + number.saturating_sub(1) / PARTS_PER_SIZE)
+}
 
 #[derive(Debug, Clone)]
 pub struct S3Settings {
@@ -110,9 +121,13 @@ fn is_not_found<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) ->
         .is_some_and(|response| response.status().as_u16() == 404)
 }
 
-/// Fills `buf` from `body` up to `PART_SIZE`; returns whether the body has ended.
-async fn fill(body: &mut ByteChunks, buf: &mut BytesMut) -> Result<bool, BackendError> {
-    while buf.len() < PART_SIZE {
+/// Fills `buf` from `body` up to `size`; returns whether the body has ended.
+async fn fill(
+    body: &mut ByteChunks,
+    buf: &mut BytesMut,
+    size: usize,
+) -> Result<bool, BackendError> {
+    while buf.len() < size {
         match body.next().await {
             Some(chunk) => buf.extend_from_slice(&chunk.map_err(BackendError::Body)?),
             None => return Ok(true),
@@ -210,8 +225,14 @@ impl S3Backend {
                 if ended {
                     break;
                 }
-                buf.reserve(PART_SIZE);
-                ended = fill(&mut body, &mut buf).await?;
+                if part_number as usize >= MAX_PARTS {
+                    return Err(BackendError::Body(std::io::Error::other(format!(
+                        "a body over {MAX_PARTS} parts is larger than S3 takes in one object"
+                    ))));
+                }
+                let size = part_size(part_number as usize + 1);
+                buf.reserve(size);
+                ended = fill(&mut body, &mut buf, size).await?;
                 total += buf.len() as u64;
                 if ended && let Some(signal) = body_ended.take() {
                     let _ = signal.send(total);
@@ -271,7 +292,7 @@ impl BlobBackend for S3Backend {
         let key = key.to_string();
         Box::pin(async move {
             let mut buf = BytesMut::with_capacity(PART_SIZE);
-            let ended = fill(&mut body, &mut buf).await?;
+            let ended = fill(&mut body, &mut buf, PART_SIZE).await?;
             let total = buf.len() as u64;
             if ended {
                 self.put_bytes(&key, buf.freeze()).await?;
@@ -290,7 +311,7 @@ impl BlobBackend for S3Backend {
     ) -> BoxFuture<'a, Result<u64, BackendError>> {
         Box::pin(async move {
             let mut buf = BytesMut::with_capacity(PART_SIZE);
-            let ended = fill(&mut body, &mut buf).await?;
+            let ended = fill(&mut body, &mut buf, PART_SIZE).await?;
             let total = buf.len() as u64;
             if ended {
                 // One part: both PUTs at once, no copy of the body (`freeze` shares it).
@@ -556,6 +577,17 @@ impl BlobBackend for S3Backend {
 #[cfg(test)]
 mod tests {
     use super::etag_md5;
+
+    #[test]
+    fn parts_grow_so_the_largest_object_fits_in_the_parts_s3_allows() {
+        use super::{MAX_PARTS, PART_SIZE, part_size};
+        assert_eq!(part_size(1), PART_SIZE);
+        assert_eq!(part_size(1_000), PART_SIZE);
+        assert_eq!(part_size(1_001), 2 * PART_SIZE);
+        let largest: usize = (1..=MAX_PARTS).map(part_size).sum();
+        assert!(largest >= 250 << 30, "{largest}");
+        assert_eq!(part_size(MAX_PARTS), 10 * PART_SIZE, "memory stays bounded");
+    }
 
     #[test]
     fn only_a_one_part_etag_is_an_md5() {

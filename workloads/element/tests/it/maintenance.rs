@@ -952,3 +952,60 @@ async fn a_volume_keeps_no_sidecar_packs() {
     assert!(h.pack_keys().await.is_empty());
     h.finish().await;
 }
+
+/// A pack that cannot be read back or loaded (garbage, an entry PostgreSQL refuses) is skipped:
+/// the rebuild reads those sidecars one by one, succeeds, and its rewrite replaces the pack.
+#[tokio::test]
+async fn a_damaged_pack_costs_reads_never_the_rebuild() {
+    let h = Harness::start(Kind::S3).await;
+    let core = &h.element.core;
+    let record = h.upload("a.txt", content(64, 1)).await;
+    let sidecar_key = format!("{}.attr.json", record["storage_key"].as_str().expect("key"));
+    let sidecar = core.backend.get_small(&sidecar_key).await.expect("sidecar");
+    // A true copy beside an entry whose key is too long for the packed table's index: the
+    // pack's load fails as a whole.
+    let huge_key: String = (0..250)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect::<String>()
+        + ".attr.json";
+    artstore_element::packs::write(
+        core.backend.as_ref(),
+        &[
+            artstore_element::packs::PackEntry::new(&sidecar_key, &sidecar).expect("packable"),
+            artstore_element::packs::PackEntry {
+                key: huge_key,
+                sidecar: "{}".into(),
+            },
+        ],
+    )
+    .await
+    .expect("pack");
+    core.backend
+        .put_small(
+            &artstore_element::layout::pack_key(chrono::Utc::now(), uuid::Uuid::now_v7()),
+            bytes::Bytes::from_static(b"\x00\x01 not a pack"),
+        )
+        .await
+        .expect("garbage pack");
+    sqlx::query("TRUNCATE files")
+        .execute(&h.db.pool)
+        .await
+        .expect("truncate");
+    let (status, run) = h.post_json(&admin(), "/api/v1/cache/rebuild").await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["errors"], serde_json::json!([]), "{run}");
+    assert_eq!(
+        (
+            run["added"].as_u64(),
+            run["sidecars_from_packs"].as_u64(),
+            run["packs_written"].as_u64(),
+            run["packs_removed"].as_u64()
+        ),
+        (Some(1), Some(0), Some(1), Some(2)),
+        "{run}"
+    );
+    let packed = packed_sidecars(&h).await;
+    assert_eq!(packed.len(), 1);
+    assert_eq!(packed[0].0, sidecar_key);
+    h.finish().await;
+}
