@@ -74,7 +74,33 @@ for line in open(sys.argv[1]):
         if needle in args:
             roles[pid] = role
             break
+# Where a sample's function comes from: the kernel (addresses in its half), the C library's
+# allocator and copies, or the crate its Rust path starts with.
+GROUPS = (('aws_', 'AWS SDK (S3 client)'), ('sqlx', 'sqlx (PostgreSQL client)'),
+          ('hyper', 'hyper / HTTP'), ('h2::', 'hyper / HTTP'), ('http::', 'hyper / HTTP'),
+          ('reqwest', 'hyper / HTTP'), ('axum', 'axum / tower'), ('tower', 'axum / tower'),
+          ('tokio', 'tokio'), ('serde', 'serde / JSON'), ('sha2', 'SHA-256'),
+          ('regex', 'regex (SDK endpoint rules)'), ('tracing', 'tracing'),
+          ('redis', 'redis client'), ('jsonwebtoken', 'JWT'), ('artstore', 'ArtStore code'))
+ALLOC = ('malloc', '_int_malloc', '_int_free', 'cfree', 'free', 'realloc', '_int_realloc',
+         'unlink_chunk', 'malloc_consolidate', 'calloc')
+def group(addr, sym):
+    if addr.startswith('ffffffff'):
+        return 'kernel (syscalls, network, scheduling)'
+    base = sym.split('@')[0].split('.')[0]
+    if base in ALLOC:
+        return 'C allocator'
+    if 'memmove' in sym or 'memcpy' in sym or 'memset' in sym:
+        return 'memory copies'
+    path = sym.lstrip('<&* ').replace('{{closure}}', '')
+    for prefix, name in GROUPS:
+        if path.startswith(prefix) or f' {prefix}' in sym[:60] or f'<{prefix}' in sym[:60]:
+            return name
+    if sym in ('[unknown]', '[unresolved]'):
+        return 'unresolved'
+    return 'other'
 per_role, per_sym = collections.Counter(), collections.defaultdict(collections.Counter)
+per_group = collections.defaultdict(collections.Counter)
 for line in open(sys.argv[2]):
     parts = line.split(None, 1)
     if not parts:
@@ -86,6 +112,7 @@ for line in open(sys.argv[2]):
     role = roles.get(pid, 'idle' if pid == '0' else 'other (kernel threads, perf)')
     per_role[role] += 1
     per_sym[role][sym] += 1
+    per_group[role][group(rest[0] if rest else '', sym)] += 1
 total = sum(per_role.values())
 busy = total - per_role['idle']
 print(f"# {sys.argv[3]}")
@@ -95,6 +122,13 @@ print("|---|---|")
 for role, n in per_role.most_common():
     if role != 'idle':
         print(f"| {role} | {100 * n / busy:.1f} % |")
+for role in ('ingester', 'storage element'):
+    n_role = per_role[role]
+    print(f"\n# the {role}'s samples by where the function comes from")
+    print("| from | share |")
+    print("|---|---|")
+    for name, n in per_group[role].most_common():
+        print(f"| {name} | {100 * n / max(n_role, 1):.1f} % |")
 for role in ('ingester', 'storage element'):
     n_role = per_role[role]
     print(f"\n# busiest functions in the {role} (share of its own samples)")
