@@ -794,6 +794,18 @@ async fn the_last_consistency_report_is_kept() {
     h.finish().await;
 }
 
+/// Empties the cache and runs a full rebuild, which must report no error; returns its report.
+async fn lose_cache_and_rebuild(h: &Harness) -> Value {
+    sqlx::query("TRUNCATE files")
+        .execute(&h.db.pool)
+        .await
+        .expect("truncate");
+    let (status, run) = h.post_json(&admin(), "/api/v1/cache/rebuild").await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["errors"], serde_json::json!([]), "{run}");
+    run
+}
+
 /// The sidecars in every pack, by key.
 async fn packed_sidecars(h: &Harness) -> Vec<(String, Value)> {
     let mut found = Vec::new();
@@ -866,13 +878,7 @@ async fn full_rebuild_takes_sidecars_from_packs_only_when_they_match() {
     .await
     .expect("forged pack");
 
-    sqlx::query("TRUNCATE files")
-        .execute(&h.db.pool)
-        .await
-        .expect("truncate");
-    let (status, run) = h.post_json(&admin(), "/api/v1/cache/rebuild").await;
-    assert_eq!(status, 200, "{run}");
-    assert_eq!(run["errors"], serde_json::json!([]), "{run}");
+    let run = lose_cache_and_rebuild(&h).await;
     assert_eq!(
         (
             run["added"].as_u64(),
@@ -939,12 +945,7 @@ async fn a_volume_keeps_no_sidecar_packs() {
     let h = Harness::start(Kind::Volume).await;
     h.upload("a.txt", content(64, 1)).await;
     assert_eq!(h.element.core.packs.flush().await, 0);
-    sqlx::query("TRUNCATE files")
-        .execute(&h.db.pool)
-        .await
-        .expect("truncate");
-    let (status, run) = h.post_json(&admin(), "/api/v1/cache/rebuild").await;
-    assert_eq!(status, 200, "{run}");
+    let run = lose_cache_and_rebuild(&h).await;
     assert_eq!(
         (run["added"].as_u64(), run["packs_written"].as_u64()),
         (Some(1), Some(0))
@@ -987,13 +988,7 @@ async fn a_damaged_pack_costs_reads_never_the_rebuild() {
         )
         .await
         .expect("garbage pack");
-    sqlx::query("TRUNCATE files")
-        .execute(&h.db.pool)
-        .await
-        .expect("truncate");
-    let (status, run) = h.post_json(&admin(), "/api/v1/cache/rebuild").await;
-    assert_eq!(status, 200, "{run}");
-    assert_eq!(run["errors"], serde_json::json!([]), "{run}");
+    let run = lose_cache_and_rebuild(&h).await;
     assert_eq!(
         (
             run["added"].as_u64(),
