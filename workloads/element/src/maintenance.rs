@@ -386,11 +386,21 @@ impl Repack {
         }
     }
 
-    /// Keeps a sidecar read and parsed, when its bytes are the ones listed: only such a copy
-    /// is ever taken from a pack (on a store whose ETags are no MD5s, none is kept).
-    fn keep(&mut self, entry: &Entry, key: &str, sidecar: &[u8]) {
+    /// Keeps a sidecar read one by one and parsed, when its bytes are the ones listed: only
+    /// such a copy is ever taken from a pack (on a store whose ETags are no MD5s, none is kept).
+    fn keep_read(&mut self, entry: &Entry, key: &str, sidecar: &[u8]) {
         if entry.sidecar_md5.as_deref() == Some(packs::md5_hex(sidecar).as_str()) {
             self.pending.extend(PackEntry::new(key, sidecar));
+        }
+    }
+
+    /// Keeps a packed copy for the rewrite; PostgreSQL already matched its MD5 to the listing's.
+    fn keep_packed(&mut self, key: &str, sidecar: &str) {
+        if self.everything {
+            self.pending.push(PackEntry {
+                key: key.to_string(),
+                sidecar: sidecar.to_string(),
+            });
         }
     }
 
@@ -432,10 +442,10 @@ async fn read_sidecars<'a>(
         match &entry.packed_sidecar {
             Some(packed) => {
                 let parsed = Sidecar::parse(key, packed.as_bytes());
-                if let Some(repack) = repack.as_deref_mut().filter(|r| r.everything)
+                if let Some(repack) = repack.as_deref_mut()
                     && parsed.is_ok()
                 {
-                    repack.keep(entry, key, packed.as_bytes());
+                    repack.keep_packed(key, packed);
                 }
                 out.push((entry, parsed));
             }
@@ -457,7 +467,7 @@ async fn read_sidecars<'a>(
         let outcome = read.map_err(ElementError::from).and_then(|bytes| {
             let parsed = Sidecar::parse(key, &bytes)?;
             if let Some(repack) = repack.as_deref_mut() {
-                repack.keep(entry, key, &bytes);
+                repack.keep_read(entry, key, &bytes);
             }
             Ok(parsed)
         });

@@ -8,8 +8,9 @@
 //! A pack is NDJSON, one `{"key": <sidecar key>, "sidecar": <its bytes as a string>}` per line,
 //! under [`layout::PACK_PREFIX`]. The element packs the sidecars it writes (uploads, edits) a
 //! thousand at a time, and what is left when it shuts down; a full rebuild packs the sidecars it
-//! had to read one by one and, when most packed entries are dead or the packs are many small
-//! ones, rewrites them. (No flush on a timer: a quiet element would make a small pack per tick.)
+//! had to read one by one and, when any packed entry is dead or the packs are more than the live
+//! entries need, rewrites them. (No flush on a timer: a quiet element would make a small pack
+//! per tick.)
 
 use std::sync::{Arc, Mutex};
 
