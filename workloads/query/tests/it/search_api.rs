@@ -100,6 +100,12 @@ async fn full_text_partial_names_and_websearch_syntax() {
     // No word matches it (ts_rank 0): its score is the name term alone, 8 of 25 characters.
     let score = r["results"][0]["score"].as_f64().expect("score");
     assert!((score - 8.0 / 25.0).abs() < 1e-9, "{r}");
+    // Parts of two words of a name, in the name's order: the name match finds it; the same
+    // parts in another order are in no name.
+    let r = ok(&f, serde_json::json!({"query": "nual repo"})).await;
+    assert_eq!(names(&f, &r), vec!["annual report 2025.pdf"]);
+    let r = ok(&f, serde_json::json!({"query": "port annu"})).await;
+    assert_eq!(r["total_count"], 0, "{r}");
     // websearch: phrase, OR, exclusion.
     let r = ok(&f, serde_json::json!({"query": "\"annual report\""})).await;
     assert_eq!(names(&f, &r), vec!["annual report 2025.pdf"]);
