@@ -9,6 +9,8 @@ pub mod headers;
 mod idle_io;
 pub mod openapi;
 pub mod ops;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod registry;
 pub mod serve;
 pub mod telemetry;

@@ -64,7 +64,10 @@ impl RegistryHandle {
             reason,
         };
         let previous = cached.lock().ok().and_then(|c| c.clone());
-        let meta = match tokio::fs::metadata(path).await {
+        // A plain stat on this thread: the file is a mounted ConfigMap or a local file, and this
+        // runs for every upload; tokio::fs would hand it to the blocking pool and back, which
+        // cost more than the stat itself (docs/performance.md).
+        let meta = match std::fs::metadata(path) {
             Ok(meta) => meta,
             Err(e) => {
                 return previous

@@ -26,7 +26,6 @@ use artstore_common::ops::Ops;
 use artstore_contract::ElementMode;
 use axum::Router;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -176,7 +175,7 @@ pub async fn connect_database_with(
 ) -> Result<PgPool, sqlx::Error> {
     let options: sqlx::postgres::PgConnectOptions = url.parse()?;
     let statement_ms = timeouts.statement.as_millis().to_string();
-    PgPoolOptions::new()
+    artstore_common::pg::pool_options()
         .max_connections(16)
         .acquire_timeout(timeouts.acquire)
         .connect_with(options.options([("statement_timeout", statement_ms.as_str())]))

@@ -10,7 +10,7 @@ use artstore_common::auth::Verifier;
 use artstore_common::ops::{Ops, ReadyCheck};
 use artstore_events::consumer::{Consumer, ConsumerConfig};
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -128,7 +128,7 @@ pub fn lazy_pool_with(
     let options: PgConnectOptions = database_url.parse().map_err(NodeError::DatabaseUrl)?;
     let statement_ms = timeouts.db_statement.as_millis().to_string();
     let options = options.options([("statement_timeout", statement_ms.as_str())]);
-    Ok(PgPoolOptions::new()
+    Ok(artstore_common::pg::pool_options()
         .max_connections(max_connections)
         .acquire_timeout(timeouts.db_acquire)
         .connect_lazy_with(options))
