@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::CrashPoint;
-use crate::backend::{BackendError, BlobBackend, ByteChunks, MakeSidecar};
+use crate::backend::{BackendError, BlobBackend, ByteChunks, Described, MakeSidecar};
 use crate::error::ElementError;
 use crate::layout;
 use crate::metrics::Metrics;
@@ -531,10 +531,14 @@ impl Core {
                     upload_id: sidecar_upload_id,
                 };
                 let bytes = sidecar.to_bytes().map_err(BackendError::storage)?;
+                let blob_sha256 = sidecar.record.sha256.clone();
                 if let Ok(mut slot) = described.lock() {
                     *slot = Some((sidecar.record, bytes.clone(), Instant::now()));
                 }
-                Ok(bytes)
+                Ok(Described {
+                    sidecar: bytes,
+                    blob_sha256,
+                })
             })
         };
         let storing = Instant::now();

@@ -16,7 +16,13 @@ pub use volume::VolumeBackend;
 pub const LIST_PAGE: usize = 1000;
 
 /// Makes a sidecar's bytes from the size of the blob it describes.
-pub type MakeSidecar = Box<dyn FnOnce(u64) -> Result<Bytes, BackendError> + Send>;
+pub type MakeSidecar = Box<dyn FnOnce(u64) -> Result<Described, BackendError> + Send>;
+
+/// A sidecar made at its blob's end, and the blob's SHA-256 (lowercase hex) it records.
+pub struct Described {
+    pub sidecar: Bytes,
+    pub blob_sha256: String,
+}
 
 /// A stream of body chunks.
 pub type ByteChunks = BoxStream<'static, Result<Bytes, std::io::Error>>;
@@ -90,7 +96,8 @@ pub trait BlobBackend: Send + Sync {
     ) -> BoxFuture<'a, Result<u64, BackendError>> {
         Box::pin(async move {
             let size = self.put_stream(key, body).await?;
-            self.put_small(sidecar_key, make_sidecar(size)?).await?;
+            self.put_small(sidecar_key, make_sidecar(size)?.sidecar)
+                .await?;
             Ok(size)
         })
     }

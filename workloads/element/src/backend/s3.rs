@@ -4,10 +4,16 @@
 
 use std::time::Duration;
 
+use aws_runtime::auth::PayloadSigningOverride;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -107,6 +113,28 @@ pub async fn client(settings: &S3Settings, timeouts: S3Timeouts) -> Client {
     Client::from_conf(conf)
 }
 
+/// Has a request signed with a payload hash known beforehand (`PayloadSigningOverride`, which
+/// the SDK's signer reads from the request's config bag).
+#[derive(Debug)]
+struct KnownPayloadSha256(String);
+
+impl Intercept for KnownPayloadSha256 {
+    fn name(&self) -> &'static str {
+        "KnownPayloadSha256"
+    }
+
+    fn modify_before_signing(
+        &self,
+        _context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        cfg.interceptor_state()
+            .store_put(PayloadSigningOverride::Precomputed(self.0.clone()));
+        Ok(())
+    }
+}
+
 /// The MD5 an ETag stands for: S3 quotes it, and an object stored in parts (`<hex>-<parts>`) or
 /// encrypted with a managed key has an ETag that is no MD5 of its bytes (the caller then sees
 /// a mismatch and reads the object itself).
@@ -160,6 +188,28 @@ impl S3Backend {
             .bucket(&self.bucket)
             .key(self.full_key(key))
             .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    /// `put_bytes` for a body whose SHA-256 is known: SigV4 signs it with that hash instead of
+    /// the SDK hashing the body again (docs/performance.md). A server that checks payload hashes
+    /// (AWS S3 does; SeaweedFS does not) then checks the body against the sidecar's hash.
+    async fn put_hashed_bytes(
+        &self,
+        key: &str,
+        body: Bytes,
+        sha256: String,
+    ) -> Result<(), BackendError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .body(ByteStream::from(body))
+            .customize()
+            .interceptor(KnownPayloadSha256(sha256))
             .send()
             .await
             .map_err(|e| BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e)))?;
@@ -315,10 +365,10 @@ impl BlobBackend for S3Backend {
             let total = buf.len() as u64;
             if ended {
                 // One part: both PUTs at once, no copy of the body (`freeze` shares it).
-                let sidecar = make_sidecar(total)?;
+                let described = make_sidecar(total)?;
                 tokio::try_join!(
-                    self.put_bytes(key, buf.freeze()),
-                    self.put_bytes(sidecar_key, sidecar)
+                    self.put_hashed_bytes(key, buf.freeze(), described.blob_sha256),
+                    self.put_bytes(sidecar_key, described.sidecar)
                 )?;
                 return Ok(total);
             }
@@ -329,7 +379,8 @@ impl BlobBackend for S3Backend {
                 let Ok(size) = ended_rx.await else {
                     return Ok(());
                 };
-                self.put_bytes(sidecar_key, make_sidecar(size)?).await
+                self.put_bytes(sidecar_key, make_sidecar(size)?.sidecar)
+                    .await
             };
             // Not `try_join`: a failed sidecar must not cut the multipart upload off before it
             // completes or aborts itself (the caller then deletes both).
