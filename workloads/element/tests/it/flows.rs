@@ -880,3 +880,67 @@ async fn running_totals_match_the_files() {
     assert_eq!(kept, counted);
     h.finish().await;
 }
+
+/// A TCP relay to the test S3 server that keeps what the element sends through it.
+async fn recording_relay(target: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("relay listener");
+    let url = format!("http://{}", listener.local_addr().expect("relay address"));
+    let target = target.trim_start_matches("http://").to_string();
+    let kept = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                continue;
+            };
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let upstream = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = client_read.read(&mut buf).await {
+                        if n == 0 || server_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        if let Ok(mut sent) = kept.lock() {
+                            sent.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                };
+                let downstream = tokio::io::copy(&mut server_read, &mut client_write);
+                let _ = tokio::join!(upstream, downstream);
+            });
+        }
+    });
+    (url, sent)
+}
+
+#[tokio::test]
+async fn a_one_part_blob_is_signed_with_the_hash_its_sidecar_records() {
+    let (relay, sent) = recording_relay(artstore_testsupport::services().s3_endpoint.clone()).await;
+    let h = Harness::start_with(Kind::S3, None, |config| {
+        if let artstore_element::BackendConfig::S3(s3) = &mut config.backend {
+            s3.endpoint = relay.clone();
+        }
+    })
+    .await;
+    let data = content(300_000, 7);
+    let record = h.upload("signed.bin", data.clone()).await;
+    assert_eq!(record["sha256"], sha256_hex(&data));
+    let sent = String::from_utf8_lossy(&sent.lock().expect("sent").clone()).to_lowercase();
+    let blob_put = sent
+        .split("put /")
+        .find(|request| request.contains("signed_") && !request.contains(".attr.json"))
+        .expect("the blob's PutObject went through the relay");
+    let header = format!("x-amz-content-sha256: {}", sha256_hex(&data));
+    assert!(
+        blob_put.contains(&header),
+        "the blob's PutObject is not signed with the sidecar's hash: {}",
+        blob_put.split("\r\n\r\n").next().unwrap_or_default()
+    );
+    h.finish().await;
+}
