@@ -183,33 +183,29 @@ impl S3Backend {
     }
 
     async fn put_bytes(&self, key: &str, body: Bytes) -> Result<(), BackendError> {
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e)))?;
-        Ok(())
+        self.put_bytes_signed(key, body, None).await
     }
 
-    /// `put_bytes` for a body whose SHA-256 is known: SigV4 signs it with that hash instead of
-    /// the SDK hashing the body again (docs/performance.md). A server that checks payload hashes
-    /// (AWS S3 does; SeaweedFS does not) then checks the body against the sidecar's hash.
-    async fn put_hashed_bytes(
+    /// A PutObject of `body`. With `sha256` (the body's, known already) SigV4 signs that hash
+    /// instead of the SDK hashing the body again (docs/performance.md); a server that checks
+    /// payload hashes (AWS S3 does; SeaweedFS does not) then checks the body against it.
+    async fn put_bytes_signed(
         &self,
         key: &str,
         body: Bytes,
-        sha256: String,
+        sha256: Option<String>,
     ) -> Result<(), BackendError> {
-        self.client
+        let mut request = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
             .body(ByteStream::from(body))
-            .customize()
-            .interceptor(KnownPayloadSha256(sha256))
+            .customize();
+        if let Some(sha256) = sha256 {
+            request = request.interceptor(KnownPayloadSha256(sha256));
+        }
+        request
             .send()
             .await
             .map_err(|e| BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e)))?;
@@ -367,7 +363,7 @@ impl BlobBackend for S3Backend {
                 // One part: both PUTs at once, no copy of the body (`freeze` shares it).
                 let described = make_sidecar(total)?;
                 tokio::try_join!(
-                    self.put_hashed_bytes(key, buf.freeze(), described.blob_sha256),
+                    self.put_bytes_signed(key, buf.freeze(), Some(described.blob_sha256)),
                     self.put_bytes(sidecar_key, described.sidecar)
                 )?;
                 return Ok(total);
