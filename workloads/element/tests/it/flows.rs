@@ -881,10 +881,14 @@ async fn running_totals_match_the_files() {
     h.finish().await;
 }
 
-/// A TCP relay to the test S3 server that keeps what the element sends through it.
-async fn recording_relay(target: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+/// What the element sent to S3 through a [`recording_relay`], one buffer per connection.
+type Sent = std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+/// A TCP relay to the test S3 server that keeps what the element sends through it, each
+/// connection apart (the blob's and the sidecar's PutObjects run at once).
+async fn recording_relay(target: String) -> (String, Sent) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sent: Sent = Default::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("relay listener");
@@ -895,6 +899,11 @@ async fn recording_relay(target: String) -> (String, std::sync::Arc<std::sync::M
         while let Ok((client, _)) = listener.accept().await {
             let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
                 continue;
+            };
+            let slot = {
+                let mut sent = kept.lock().expect("sent");
+                sent.push(Vec::new());
+                sent.len() - 1
             };
             let kept = kept.clone();
             tokio::spawn(async move {
@@ -907,7 +916,7 @@ async fn recording_relay(target: String) -> (String, std::sync::Arc<std::sync::M
                             break;
                         }
                         if let Ok(mut sent) = kept.lock() {
-                            sent.extend_from_slice(&buf[..n]);
+                            sent[slot].extend_from_slice(&buf[..n]);
                         }
                     }
                 };
@@ -917,6 +926,27 @@ async fn recording_relay(target: String) -> (String, std::sync::Arc<std::sync::M
         }
     });
     (url, sent)
+}
+
+/// The head (request line and headers, lower case) of each PutObject sent through the relay
+/// whose path contains `key_part`.
+fn put_heads(sent: &Sent, key_part: &str) -> Vec<String> {
+    let sent = sent.lock().expect("sent").clone();
+    let mut heads = Vec::new();
+    for connection in &sent {
+        let text = String::from_utf8_lossy(connection).to_lowercase();
+        for request in text.split("put /").skip(1) {
+            let head = request.split("\r\n\r\n").next().unwrap_or_default();
+            if head
+                .lines()
+                .next()
+                .is_some_and(|line| line.contains(key_part))
+            {
+                heads.push(head.to_string());
+            }
+        }
+    }
+    heads
 }
 
 #[tokio::test]
@@ -931,16 +961,67 @@ async fn a_one_part_blob_is_signed_with_the_hash_its_sidecar_records() {
     let data = content(300_000, 7);
     let record = h.upload("signed.bin", data.clone()).await;
     assert_eq!(record["sha256"], sha256_hex(&data));
-    let sent = String::from_utf8_lossy(&sent.lock().expect("sent").clone()).to_lowercase();
-    let blob_put = sent
-        .split("put /")
-        .find(|request| request.contains("signed_") && !request.contains(".attr.json"))
+    let heads = put_heads(&sent, "signed_");
+    let blob = heads
+        .iter()
+        .find(|head| {
+            !head
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .contains(".attr.json")
+        })
         .expect("the blob's PutObject went through the relay");
-    let header = format!("x-amz-content-sha256: {}", sha256_hex(&data));
     assert!(
-        blob_put.contains(&header),
-        "the blob's PutObject is not signed with the sidecar's hash: {}",
-        blob_put.split("\r\n\r\n").next().unwrap_or_default()
+        blob.contains(&format!("x-amz-content-sha256: {}", sha256_hex(&data))),
+        "the blob's PutObject is not signed with the sidecar's hash: {blob}"
     );
     h.finish().await;
+}
+
+/// The SDK would sign the body's own hash too; given another one, the backend signs that: the
+/// hash it is given is the one signed, not a second hashing of the body.
+#[tokio::test]
+async fn the_s3_backend_signs_the_hash_it_is_given() {
+    use artstore_element::backend::{BlobBackend, Described, S3Backend, S3Settings};
+    let env = artstore_testsupport::services();
+    let (relay, sent) = recording_relay(env.s3_endpoint.clone()).await;
+    let bucket = artstore_testsupport::fresh_bucket("signed")
+        .await
+        .expect("bucket");
+    let settings = S3Settings {
+        endpoint: relay,
+        bucket,
+        prefix: "signed".into(),
+        region: env.s3_region.clone(),
+        access_key: env.s3_access_key.clone(),
+        secret_key: env.s3_secret_key.clone(),
+    };
+    let backend = S3Backend::connect(&settings, Default::default()).await;
+    let body = bytes::Bytes::from_static(b"the body");
+    let given = "ab".repeat(32);
+    assert_ne!(given, sha256_hex(&body));
+    let told = given.clone();
+    let chunks = futures::stream::iter([Ok::<_, std::io::Error>(body)]).boxed();
+    backend
+        .put_with_sidecar(
+            "blob.bin",
+            chunks,
+            "blob.bin.attr.json",
+            Box::new(move |_| {
+                Ok(Described {
+                    sidecar: bytes::Bytes::from_static(b"{}"),
+                    blob_sha256: told,
+                })
+            }),
+        )
+        .await
+        .expect("stored");
+    let heads = put_heads(&sent, "signed/blob.bin?");
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(
+        heads[0].contains(&format!("x-amz-content-sha256: {given}")),
+        "{}",
+        heads[0]
+    );
 }
