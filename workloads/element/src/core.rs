@@ -548,7 +548,13 @@ impl Core {
             self.backend.put_stream(&key, metered).await
         } else {
             self.backend
-                .put_with_sidecar(&key, metered, &sidecar, make_sidecar)
+                .put_with_sidecar(
+                    &key,
+                    metered,
+                    request.content_length,
+                    &sidecar,
+                    make_sidecar,
+                )
                 .await
         };
         let stored = match stored {

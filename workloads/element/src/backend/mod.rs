@@ -2,6 +2,7 @@
 //! backend's root (an S3 bucket and prefix, or a directory) and always use `/`.
 
 mod s3;
+mod streamed;
 mod volume;
 
 use bytes::Bytes;
@@ -86,11 +87,13 @@ pub trait BlobBackend: Send + Sync {
     /// stored under `sidecar_key`. A backend may store the sidecar while the blob's last bytes
     /// are still on their way (S3 does: the two PUTs overlap), so a failure — or a crash — can
     /// leave either one without the other; the caller deletes both on error, and maintenance
-    /// treats a sidecar without its blob as an orphan. Returns the blob's size.
+    /// treats a sidecar without its blob as an orphan. The third argument is the body's declared
+    /// length, when it has one (a body that turns out longer or shorter fails). Returns the blob's size.
     fn put_with_sidecar<'a>(
         &'a self,
         key: &'a str,
         body: ByteChunks,
+        _length: Option<u64>,
         sidecar_key: &'a str,
         make_sidecar: MakeSidecar,
     ) -> BoxFuture<'a, Result<u64, BackendError>> {

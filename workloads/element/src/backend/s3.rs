@@ -1,6 +1,8 @@
 //! An S3 bucket (any S3 server: path-style addressing, custom endpoint, optional key prefix).
-//! Fully async; bodies larger than one part go up as a multipart upload with a few parts in
-//! flight, so memory stays at a few parts whatever the file size.
+//! Fully async. A body of one part goes up in one PutObject once it has arrived; a larger body
+//! of a declared length up to `STREAMED_PUT_MAX` goes up in one PutObject while it arrives;
+//! any other goes up as a multipart upload with a few parts in flight. Memory stays at a few
+//! parts whatever the file size.
 
 use std::time::Duration;
 
@@ -13,12 +15,16 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, FuturesUnordered};
+use tokio::sync::oneshot;
 
+use super::streamed::StreamedBody;
 use super::{
     BackendError, BlobBackend, ByteChunks, ByteRange, IncompleteUpload, LIST_PAGE, MakeSidecar,
     ObjectInfo,
@@ -30,6 +36,11 @@ use super::{
 const PART_SIZE: usize = 5 * 1024 * 1024;
 /// Parts uploaded concurrently; memory is about `(PARTS_IN_FLIGHT + 1) * part_size(n)`.
 const PARTS_IN_FLIGHT: usize = 2;
+/// A body of a declared length above one part and up to this goes up as one PutObject while it
+/// arrives: no parts still in flight after its last byte, no completion request, so its pace is
+/// one raw PutObject's (docs/performance.md). Above it, multipart: a failed PutObject costs the
+/// whole body, a failed part only the part (the SDK retries it).
+const STREAMED_PUT_MAX: u64 = 256 * 1024 * 1024;
 /// S3 takes at most this many parts per upload.
 const MAX_PARTS: usize = 10_000;
 /// Parts of each size before the next size.
@@ -75,8 +86,7 @@ impl Default for S3Timeouts {
 
 pub struct S3Backend {
     client: Client,
-    /// Longest wait for the next piece of an object being read.
-    body_idle: Duration,
+    timeouts: S3Timeouts,
     bucket: String,
     prefix: String,
 }
@@ -99,7 +109,7 @@ pub async fn client(settings: &S3Settings, timeouts: S3Timeouts) -> Client {
         .credentials_provider(creds)
         .endpoint_url(settings.endpoint.clone())
         .timeout_config(
-            aws_smithy_types::timeout::TimeoutConfig::builder()
+            TimeoutConfig::builder()
                 .connect_timeout(timeouts.connect)
                 .read_timeout(timeouts.first_byte)
                 .operation_attempt_timeout(timeouts.attempt)
@@ -168,7 +178,7 @@ impl S3Backend {
     pub async fn connect(settings: &S3Settings, timeouts: S3Timeouts) -> Self {
         S3Backend {
             client: client(settings, timeouts).await,
-            body_idle: timeouts.first_byte,
+            timeouts,
             bucket: settings.bucket.clone(),
             prefix: settings.prefix.trim_matches('/').to_string(),
         }
@@ -210,6 +220,77 @@ impl S3Backend {
             .await
             .map_err(|e| BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e)))?;
         Ok(())
+    }
+
+    /// Stores the blob with `blob`, and its sidecar as soon as `blob_ended` tells the body's
+    /// size: beside the blob's last bytes and its completion.
+    async fn put_beside_blob_end(
+        &self,
+        blob: impl Future<Output = Result<u64, BackendError>>,
+        blob_ended: oneshot::Receiver<u64>,
+        sidecar_key: &str,
+        make_sidecar: MakeSidecar,
+    ) -> Result<u64, BackendError> {
+        let sidecar = async move {
+            // A closed channel: the blob failed before its end; its error is the answer.
+            let Ok(size) = blob_ended.await else {
+                return Ok(());
+            };
+            self.put_bytes(sidecar_key, make_sidecar(size)?.sidecar)
+                .await
+        };
+        // Not `try_join`: a failed sidecar must not cut the blob's upload off before it
+        // completes or aborts itself (the caller then deletes both).
+        let (blob, sidecar) = tokio::join!(blob, sidecar);
+        let size = blob?;
+        sidecar?;
+        Ok(size)
+    }
+
+    /// One PutObject of a body of a declared `length`, sent while the body arrives.
+    async fn put_streamed(
+        &self,
+        key: &str,
+        body: ByteChunks,
+        length: u64,
+        body_ended: oneshot::Sender<u64>,
+    ) -> Result<u64, BackendError> {
+        let (streamed, outbound) = StreamedBody::new(body, length, body_ended);
+        // The watch below stands in for the first-byte and attempt timeouts, which would bound
+        // the transfer by the client's pace (see `streamed`). A body sent while it arrives
+        // cannot be sent twice, so the SDK does not retry this request.
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(self.timeouts.connect)
+            .disable_read_timeout()
+            .disable_operation_attempt_timeout()
+            .build();
+        let send = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .content_length(length as i64)
+            .body(ByteStream::new(SdkBody::from_body_1_x(streamed)))
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::new().timeout_config(timeouts))
+            .send();
+        let sent = tokio::select! {
+            sent = send => sent
+                .map(|_| ())
+                .map_err(|e| BackendError::storage(aws_sdk_s3::error::DisplayErrorContext(e))),
+            stalled = outbound.stalled(self.timeouts.first_byte) => {
+                Err(BackendError::storage(stalled))
+            }
+        };
+        if sent.is_ok() {
+            return Ok(length);
+        }
+        outbound.abandon();
+        // A failure of the incoming body is the body's (a 4xx), whatever the SDK made of it.
+        match (sent, outbound.body_failure()) {
+            (_, Some(body_failure)) => Err(BackendError::Body(body_failure)),
+            (sent, None) => sent.map(|()| length),
+        }
     }
 
     async fn put_multipart(
@@ -352,10 +433,20 @@ impl BlobBackend for S3Backend {
         &'a self,
         key: &'a str,
         mut body: ByteChunks,
+        length: Option<u64>,
         sidecar_key: &'a str,
         make_sidecar: MakeSidecar,
     ) -> BoxFuture<'a, Result<u64, BackendError>> {
         Box::pin(async move {
+            let (ended_tx, ended_rx) = oneshot::channel();
+            if let Some(length) =
+                length.filter(|n| (PART_SIZE as u64 + 1..=STREAMED_PUT_MAX).contains(n))
+            {
+                let blob = self.put_streamed(key, body, length, ended_tx);
+                return self
+                    .put_beside_blob_end(blob, ended_rx, sidecar_key, make_sidecar)
+                    .await;
+            }
             let mut buf = BytesMut::with_capacity(PART_SIZE);
             let ended = fill(&mut body, &mut buf, PART_SIZE).await?;
             let total = buf.len() as u64;
@@ -368,25 +459,9 @@ impl BlobBackend for S3Backend {
                 )?;
                 return Ok(total);
             }
-            // Multipart: the sidecar goes up beside the last parts and the completion.
-            let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
-            let sidecar = async move {
-                // A closed channel: the blob failed before its end; its error is the answer.
-                let Ok(size) = ended_rx.await else {
-                    return Ok(());
-                };
-                self.put_bytes(sidecar_key, make_sidecar(size)?.sidecar)
-                    .await
-            };
-            // Not `try_join`: a failed sidecar must not cut the multipart upload off before it
-            // completes or aborts itself (the caller then deletes both).
-            let (blob, sidecar) = tokio::join!(
-                self.put_multipart(key, body, buf, total, Some(ended_tx)),
-                sidecar
-            );
-            let size = blob?;
-            sidecar?;
-            Ok(size)
+            let blob = self.put_multipart(key, body, buf, total, Some(ended_tx));
+            self.put_beside_blob_end(blob, ended_rx, sidecar_key, make_sidecar)
+                .await
         })
     }
 
@@ -440,7 +515,7 @@ impl BlobBackend for S3Backend {
                     }
                 })?;
             // The SDK's timeouts end at the first byte; a body that stalls after it fails here.
-            let idle = self.body_idle;
+            let idle = self.timeouts.first_byte;
             let stream = futures::stream::unfold(Some(output.body), move |body| async move {
                 let mut body = body?;
                 match tokio::time::timeout(idle, body.next()).await {

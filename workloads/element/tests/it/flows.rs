@@ -558,16 +558,22 @@ async fn temporary_files_carry_their_expiry() {
 
 /// A client that dies mid-upload leaves nothing behind: no blob, no temporary file, no
 /// unfinished multipart upload, no row, no event.
-async fn interrupted_upload_leaves_nothing(kind: Kind) {
+/// A client that fails after 10 MiB; `declared`: its body has a Content-Length (12 MiB), so on
+/// S3 it goes up as one PutObject while it arrives, not in parts.
+async fn interrupted_upload_leaves_nothing(kind: Kind, declared: bool) {
     let h = Harness::start(kind).await;
     let mut chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..10).map(|i| Ok(content(1024 * 1024, i))).collect();
     chunks.push(Err(std::io::Error::other("client crashed")));
-    let sent = h
+    let mut request = h
         .http
         .post(h.url("/api/v1/files"))
         .bearer_auth(writer())
-        .query(&[("filename", "broken.bin")])
+        .query(&[("filename", "broken.bin")]);
+    if declared {
+        request = request.header(reqwest::header::CONTENT_LENGTH, 12 * 1024 * 1024);
+    }
+    let sent = request
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send()
         .await;
@@ -604,12 +610,17 @@ async fn interrupted_upload_leaves_nothing(kind: Kind) {
 
 #[tokio::test]
 async fn interrupted_upload_leaves_nothing_s3() {
-    interrupted_upload_leaves_nothing(Kind::S3).await;
+    interrupted_upload_leaves_nothing(Kind::S3, false).await;
+}
+
+#[tokio::test]
+async fn interrupted_upload_of_a_declared_length_leaves_nothing_s3() {
+    interrupted_upload_leaves_nothing(Kind::S3, true).await;
 }
 
 #[tokio::test]
 async fn interrupted_upload_leaves_nothing_volume() {
-    interrupted_upload_leaves_nothing(Kind::Volume).await;
+    interrupted_upload_leaves_nothing(Kind::Volume, false).await;
 }
 
 /// PostgreSQL refusing the element's connections is a 503 `database_unavailable` with
@@ -1007,6 +1018,7 @@ async fn the_s3_backend_signs_the_hash_it_is_given() {
         .put_with_sidecar(
             "blob.bin",
             chunks,
+            None,
             "blob.bin.attr.json",
             Box::new(move |_| {
                 Ok(Described {
@@ -1024,4 +1036,154 @@ async fn the_s3_backend_signs_the_hash_it_is_given() {
         "{}",
         heads[0]
     );
+}
+
+/// The requests (method and path, lower case) sent through the relay whose path contains
+/// `key_part`.
+fn request_lines(sent: &Sent, key_part: &str) -> Vec<String> {
+    let sent = sent.lock().expect("sent").clone();
+    sent.iter()
+        .flat_map(|connection| {
+            String::from_utf8_lossy(connection)
+                .to_lowercase()
+                .split("\r\n")
+                .filter(|line| {
+                    line.ends_with(" http/1.1")
+                        && line.contains(key_part)
+                        && ["put ", "post ", "get ", "head ", "delete "]
+                            .iter()
+                            .any(|method| line.starts_with(method))
+                })
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A body with a Content-Length above one part goes up in one PutObject while it arrives (no
+/// multipart upload, so nothing is left in flight after its last byte), and the sidecar beside
+/// it; a body of the same size without one still goes up in parts.
+#[tokio::test]
+async fn a_body_of_a_declared_length_goes_up_in_one_put_object() {
+    let (relay, sent) = recording_relay(artstore_testsupport::services().s3_endpoint.clone()).await;
+    let h = Harness::start_with(Kind::S3, None, |config| {
+        if let artstore_element::BackendConfig::S3(s3) = &mut config.backend {
+            s3.endpoint = relay.clone();
+        }
+    })
+    .await;
+    let data = content(9 * 1024 * 1024 + 7, 3);
+    let record = h.upload("declared.bin", data.clone()).await;
+    assert_eq!(record["size"], data.len() as u64);
+    assert_eq!(record["sha256"], sha256_hex(&data));
+    let key = record["storage_key"].as_str().expect("key").to_string();
+    let name = key.rsplit('/').next().expect("name").to_lowercase();
+    let lines = request_lines(&sent, &name);
+    let blob: Vec<_> = lines.iter().filter(|l| !l.contains(".attr.json")).collect();
+    assert_eq!(blob.len(), 1, "one request for the blob: {lines:?}");
+    assert!(blob[0].starts_with("put "), "{lines:?}");
+    assert!(
+        !blob[0].contains("uploads") && !blob[0].contains("partnumber"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("put ") && l.contains(".attr.json")),
+        "the sidecar: {lines:?}"
+    );
+    let stored = h
+        .element
+        .core
+        .backend
+        .get_small(&key)
+        .await
+        .expect("the blob is stored");
+    assert_eq!(sha256_hex(&stored), sha256_hex(&data));
+
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        data.chunks(1024 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let response = h
+        .http
+        .post(h.url("/api/v1/files"))
+        .bearer_auth(writer())
+        .query(&[("filename", "undeclared.bin")])
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(response.status(), 201);
+    let record: Value = response.json().await.expect("json");
+    let key = record["storage_key"].as_str().expect("key");
+    let name = key.rsplit('/').next().expect("name").to_lowercase();
+    let lines = request_lines(&sent, &name);
+    assert!(
+        lines.iter().any(|l| l.contains("partnumber=2")),
+        "without a length: parts {lines:?}"
+    );
+    h.finish().await;
+}
+
+/// A server that stops taking a streamed body's bytes ends the upload after the first-byte
+/// timeout, though the SDK's own timeouts are off for that request.
+#[tokio::test]
+async fn a_streamed_put_to_a_server_that_stops_reading_fails_after_its_idle_time() {
+    use artstore_element::backend::{
+        BackendError, BlobBackend, Described, S3Backend, S3Settings, S3Timeouts,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    // Accepts and never reads: the socket buffers fill and then nothing moves.
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let settings = S3Settings {
+        endpoint: format!("http://{address}"),
+        bucket: "frozen".into(),
+        prefix: String::new(),
+        region: "us-east-1".into(),
+        access_key: "key".into(),
+        secret_key: "secret".into(),
+    };
+    let timeouts = S3Timeouts {
+        first_byte: std::time::Duration::from_secs(1),
+        ..S3Timeouts::default()
+    };
+    let backend = S3Backend::connect(&settings, timeouts).await;
+    let length = 256u64 * 1024 * 1024;
+    let chunk = bytes::Bytes::from(vec![7u8; 1024 * 1024]);
+    let chunks = futures::stream::repeat_with(move || Ok(chunk.clone()))
+        .take(256)
+        .boxed();
+    let started = std::time::Instant::now();
+    let stored = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        backend.put_with_sidecar(
+            "frozen.bin",
+            chunks,
+            Some(length),
+            "frozen.bin.attr.json",
+            Box::new(|_| {
+                Ok(Described {
+                    sidecar: bytes::Bytes::from_static(b"{}"),
+                    blob_sha256: String::new(),
+                })
+            }),
+        ),
+    )
+    .await
+    .expect("the upload ends on its own");
+    match stored {
+        Err(BackendError::Storage(message)) => {
+            assert!(message.contains("took no bytes"), "{message}")
+        }
+        other => panic!("a storage error, not {other:?}"),
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    held.abort();
 }
