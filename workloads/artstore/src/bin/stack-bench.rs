@@ -43,6 +43,9 @@ struct Args {
     /// (`scripts/profile-uploads.sh`); prints its rate and records no summary line.
     #[arg(long)]
     ingester_load_only: bool,
+    /// The same straight to the storage element (the ceiling's load alone).
+    #[arg(long)]
+    element_load_only: bool,
 }
 
 struct Stack {
@@ -164,6 +167,17 @@ async fn ingester_throughput(
     .await
 }
 
+/// The sustained rate of uploads straight to the storage element, and its errors.
+async fn element_throughput(http: &reqwest::Client, stack: &Arc<Stack>, args: &Args) -> (f64, u64) {
+    let (http, stack, size) = (http.clone(), stack.clone(), args.size);
+    throughput(args.concurrency, args.throughput_seconds, move |n| {
+        let http = http.clone();
+        let stack = stack.clone();
+        async move { upload_to_element(&http, &stack, n, size).await }
+    })
+    .await
+}
+
 /// Closed loop: `concurrency` workers upload as fast as they can for `seconds`.
 async fn throughput<F, Fut>(concurrency: usize, seconds: u64, op: F) -> (f64, u64)
 where
@@ -248,6 +262,11 @@ async fn main() -> Result<()> {
         println!("through the ingester: {rate:.0} uploads/s ({errors} errors)");
         return Ok(());
     }
+    if args.element_load_only {
+        let (rate, errors) = element_throughput(&http, &stack, &args).await;
+        println!("straight to the element: {rate:.0} uploads/s ({errors} errors)");
+        return Ok(());
+    }
 
     // Phase 1: steady rate, upload → searchable.
     let total = args.rate as u64 * args.seconds;
@@ -311,17 +330,7 @@ async fn main() -> Result<()> {
     });
 
     // Phase 2: maximum sustained rate, ingester vs the element directly.
-    let (ceiling, ceiling_errors) = {
-        let http = http.clone();
-        let stack = stack.clone();
-        let size = args.size;
-        throughput(args.concurrency, args.throughput_seconds, move |n| {
-            let http = http.clone();
-            let stack = stack.clone();
-            async move { upload_to_element(&http, &stack, n, size).await }
-        })
-        .await
-    };
+    let (ceiling, ceiling_errors) = element_throughput(&http, &stack, &args).await;
     let (gateway, gateway_errors) = ingester_throughput(&http, &stack, &args).await;
     println!(
         "\nsustained small uploads ({} in flight):",
