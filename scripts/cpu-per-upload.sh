@@ -26,19 +26,7 @@ cargo build --release -p artstore --bin artstore --bin stack-bench
 bin="$root/target/release"
 
 out="$root/target/cpu-per-upload"
-services="$out/services"
-stack_dir="$out/stack"
-mkdir -p "$out"
-dev_stack_pid=""
-cleanup() {
-  [ -n "$dev_stack_pid" ] && kill "$dev_stack_pid" 2>/dev/null && wait "$dev_stack_pid" 2>/dev/null
-  bash scripts/services.sh stop "$services" || true
-}
-trap cleanup EXIT
-# Large SeaweedFS volumes, as for the benchmarks (scripts/bench.sh says why).
-ARTSTORE_WEED_VOLUME_SIZE_MB=1024 bash scripts/services.sh start "$services"
-start_dev_stack "$bin/artstore" "$services/services.env" "$stack_dir" artstore_cpu "$out/dev-stack.log"
-"$bin/stack-bench" --stack "$stack_dir/stack.json" --ingester-load-only --throughput-seconds 3 >/dev/null
+start_load_stack "$bin" "$out" artstore_cpu
 
 # CPU seconds used so far by each process of the stack, by role, as "role=seconds ...".
 cpu_by_role() {

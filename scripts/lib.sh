@@ -22,6 +22,25 @@ wait_tcp() { # host port seconds
 # Starts a release `artstore dev-stack` in the background on the services of <services.env> and
 # waits for its stack.json; sets dev_stack_pid. Args: <artstore binary> <services.env> <dir>
 # <name> <log>.
+# Fresh services in $2/services (1 GiB SeaweedFS volumes, as for the benchmarks: scripts/bench.sh
+# says why) and a release dev-stack of $1 in $2/stack named $3, both stopped when the script
+# exits, warmed up with a few seconds of uploads; sets `services` and `stack_dir`.
+start_load_stack() {
+  local bin=$1 out=$2 name=$3
+  services="$out/services"
+  stack_dir="$out/stack"
+  mkdir -p "$out"
+  dev_stack_pid=""
+  trap stop_load_stack EXIT
+  ARTSTORE_WEED_VOLUME_SIZE_MB=1024 bash scripts/services.sh start "$services"
+  start_dev_stack "$bin/artstore" "$services/services.env" "$stack_dir" "$name" "$out/dev-stack.log"
+  "$bin/stack-bench" --stack "$stack_dir/stack.json" --ingester-load-only --throughput-seconds 3 >/dev/null
+}
+stop_load_stack() {
+  [ -n "$dev_stack_pid" ] && kill "$dev_stack_pid" 2>/dev/null && wait "$dev_stack_pid" 2>/dev/null
+  bash scripts/services.sh stop "$services" || true
+}
+
 start_dev_stack() {
   local bin=$1 env=$2 dir=$3 name=$4 logfile=$5
   rm -f "$dir/stack.json"

@@ -37,20 +37,7 @@ cargo build --release -p artstore --bin artstore --bin stack-bench
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
 out="$root/target/profile"
-services="$out/services"
-stack_dir="$out/stack"
-mkdir -p "$out"
-dev_stack_pid=""
-cleanup() {
-  [ -n "$dev_stack_pid" ] && kill "$dev_stack_pid" 2>/dev/null && wait "$dev_stack_pid" 2>/dev/null
-  bash scripts/services.sh stop "$services" || true
-}
-trap cleanup EXIT
-# Large SeaweedFS volumes, as for the benchmarks (scripts/bench.sh says why).
-ARTSTORE_WEED_VOLUME_SIZE_MB=1024 bash scripts/services.sh start "$services"
-start_dev_stack "$bin/artstore" "$services/services.env" "$stack_dir" artstore_profile "$out/dev-stack.log"
-
-"$bin/stack-bench" --stack "$stack_dir/stack.json" --ingester-load-only --throughput-seconds 3 >/dev/null
+start_load_stack "$bin" "$out" artstore_profile
 log "profiling $seconds s of uploads through the ingester"
 "$bin/stack-bench" --stack "$stack_dir/stack.json" --ingester-load-only \
   --throughput-seconds $((seconds + 2)) > "$out/load.txt" &

@@ -407,15 +407,7 @@ async fn bad_input_gets_a_clear_4xx_and_leaves_nothing() {
     // Oversize without a Content-Length is stopped while streaming.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..20).map(|_| Ok(vec![1u8; 100])).collect();
-    let response = h
-        .http
-        .post(h.url("/api/v1/files"))
-        .bearer_auth(&w)
-        .query(&[("filename", "chunked.bin")])
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-        .send()
-        .await
-        .expect("upload");
+    let response = h.upload_chunked(&w, "chunked.bin", chunks).await;
     assert_eq!(response.status(), 413);
     // Capacity: 900 fits, another 900 does not (known length and streamed).
     h.upload("fits.bin", vec![1; 900]).await;
@@ -428,15 +420,7 @@ async fn bad_input_gets_a_clear_4xx_and_leaves_nothing() {
         "insufficient_storage"
     );
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..9).map(|_| Ok(vec![1u8; 100])).collect();
-    let response = h
-        .http
-        .post(h.url("/api/v1/files"))
-        .bearer_auth(&w)
-        .query(&[("filename", "full2.bin")])
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-        .send()
-        .await
-        .expect("upload");
+    let response = h.upload_chunked(&w, "full2.bin", chunks).await;
     assert_eq!(response.status(), 507);
     // Nothing but the one good file anywhere.
     assert_eq!(h.row_count().await, 1);
@@ -939,6 +923,18 @@ async fn recording_relay(target: String) -> (String, Sent) {
     (url, sent)
 }
 
+/// An element on S3 whose requests to S3 go through a [`recording_relay`].
+async fn element_through_relay() -> (Harness, Sent) {
+    let (relay, sent) = recording_relay(artstore_testsupport::services().s3_endpoint.clone()).await;
+    let h = Harness::start_with(Kind::S3, None, |config| {
+        if let artstore_element::BackendConfig::S3(s3) = &mut config.backend {
+            s3.endpoint = relay.clone();
+        }
+    })
+    .await;
+    (h, sent)
+}
+
 /// The head (request line and headers, lower case) of each PutObject sent through the relay
 /// whose path contains `key_part`.
 fn put_heads(sent: &Sent, key_part: &str) -> Vec<String> {
@@ -962,13 +958,7 @@ fn put_heads(sent: &Sent, key_part: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_one_part_blob_is_signed_with_the_hash_its_sidecar_records() {
-    let (relay, sent) = recording_relay(artstore_testsupport::services().s3_endpoint.clone()).await;
-    let h = Harness::start_with(Kind::S3, None, |config| {
-        if let artstore_element::BackendConfig::S3(s3) = &mut config.backend {
-            s3.endpoint = relay.clone();
-        }
-    })
-    .await;
+    let (h, sent) = element_through_relay().await;
     let data = content(300_000, 7);
     let record = h.upload("signed.bin", data.clone()).await;
     assert_eq!(record["sha256"], sha256_hex(&data));
@@ -1065,13 +1055,7 @@ fn request_lines(sent: &Sent, key_part: &str) -> Vec<String> {
 /// it; a body of the same size without one still goes up in parts.
 #[tokio::test]
 async fn a_body_of_a_declared_length_goes_up_in_one_put_object() {
-    let (relay, sent) = recording_relay(artstore_testsupport::services().s3_endpoint.clone()).await;
-    let h = Harness::start_with(Kind::S3, None, |config| {
-        if let artstore_element::BackendConfig::S3(s3) = &mut config.backend {
-            s3.endpoint = relay.clone();
-        }
-    })
-    .await;
+    let (h, sent) = element_through_relay().await;
     let data = content(9 * 1024 * 1024 + 7, 3);
     let record = h.upload("declared.bin", data.clone()).await;
     assert_eq!(record["size"], data.len() as u64);
@@ -1103,15 +1087,7 @@ async fn a_body_of_a_declared_length_goes_up_in_one_put_object() {
 
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         data.chunks(1024 * 1024).map(|c| Ok(c.to_vec())).collect();
-    let response = h
-        .http
-        .post(h.url("/api/v1/files"))
-        .bearer_auth(writer())
-        .query(&[("filename", "undeclared.bin")])
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-        .send()
-        .await
-        .expect("upload");
+    let response = h.upload_chunked(&writer(), "undeclared.bin", chunks).await;
     assert_eq!(response.status(), 201);
     let record: Value = response.json().await.expect("json");
     let key = record["storage_key"].as_str().expect("key");

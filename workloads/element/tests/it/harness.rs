@@ -159,6 +159,23 @@ impl Harness {
     }
 
     /// Uploads and expects 201; returns the record.
+    /// An upload whose body is sent in `chunks`, without a Content-Length.
+    pub async fn upload_chunked(
+        &self,
+        token: &str,
+        filename: &str,
+        chunks: Vec<Result<Vec<u8>, std::io::Error>>,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/v1/files"))
+            .bearer_auth(token)
+            .query(&[("filename", filename)])
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+            .send()
+            .await
+            .expect("upload")
+    }
+
     pub async fn upload(&self, filename: &str, body: Vec<u8>) -> Value {
         let response = self
             .upload_query(&writer(), &[("filename", filename)], body)
