@@ -1,6 +1,7 @@
 //! Benchmark (not a test): upload throughput through the storage element vs raw PutObject of the
-//! same bytes to the same S3 server, in the same run, and the process's peak RSS while a 1 GiB
-//! body streams through the element.
+//! same bytes to the same S3 server, in the same run; small uploads against the element's raw
+//! ceiling (two PutObjects and one transaction); and the process's peak RSS while a 1 GiB body
+//! streams through the element.
 //!
 //! Needs the test services: `ARTSTORE_SERVICES_ENV=<services.env> cargo run --release
 //! -p artstore-element --features bench --bin element-bench`.
@@ -104,6 +105,147 @@ fn phase_breakdown(
         .join(", ")
 }
 
+/// Small uploads: size, uploads in flight, seconds per half (each side runs two halves, the
+/// sides alternating, so both see the same machine).
+const SMALL: usize = 4096;
+const SMALL_IN_FLIGHT: usize = 32;
+const SMALL_HALF_SECONDS: u64 = 5;
+
+/// Runs `op` with `SMALL_IN_FLIGHT` workers for `seconds`; returns how many succeeded. A failed
+/// operation fails the benchmark.
+async fn closed_loop<F, Fut>(seconds: u64, op: F) -> Result<u64>
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..SMALL_IN_FLIGHT as u64)
+        .map(|w| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while Instant::now() < end {
+                    op((w << 40) + done).await?;
+                    done += 1;
+                }
+                anyhow::Ok(done)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for worker in workers {
+        total += worker.await??;
+    }
+    Ok(total)
+}
+
+/// 4 KiB uploads straight to the element against the issue's raw ceiling for what it stores:
+/// the blob's and the sidecar's PutObjects at once, then one transaction writing a row and its
+/// outbox row (one statement, as the element commits), with the same number in flight.
+async fn small_uploads(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    db_url: &str,
+) -> Result<()> {
+    let pool = artstore_element::connect_database(db_url).await?;
+    sqlx::raw_sql(
+        "CREATE TABLE raw_rows (id uuid PRIMARY KEY, record jsonb NOT NULL,
+                               created_at timestamptz NOT NULL DEFAULT now());
+         CREATE TABLE raw_outbox (id bigserial PRIMARY KEY, file_id uuid NOT NULL,
+                                  payload jsonb NOT NULL)",
+    )
+    .execute(&pool)
+    .await?;
+    let data = payload(SMALL, 4);
+    let record = serde_json::json!({ "description": "x".repeat(600) });
+    let element = {
+        let (http, url, token, data) = (
+            http.clone(),
+            url.to_string(),
+            token.to_string(),
+            data.clone(),
+        );
+        move |n: u64| {
+            let request = http
+                .post(&url)
+                .bearer_auth(&token)
+                .query(&[("filename", format!("small-{n}.bin"))])
+                .body(data.clone());
+            async move {
+                let response = request.send().await?;
+                anyhow::ensure!(
+                    response.status() == 201,
+                    "upload failed: {}",
+                    response.status()
+                );
+                Ok(())
+            }
+        }
+    };
+    let raw = {
+        let (s3, bucket, pool, data) = (s3.clone(), bucket.to_string(), pool.clone(), data.clone());
+        let sidecar = payload(700, 5);
+        move |n: u64| {
+            let (s3, bucket, pool, data, sidecar, record) = (
+                s3.clone(),
+                bucket.clone(),
+                pool.clone(),
+                data.clone(),
+                sidecar.clone(),
+                record.clone(),
+            );
+            async move {
+                let key = format!("small-raw/{n}");
+                tokio::try_join!(
+                    s3.put_object()
+                        .bucket(&bucket)
+                        .key(&key)
+                        .body(data.into())
+                        .send(),
+                    s3.put_object()
+                        .bucket(&bucket)
+                        .key(format!("{key}.attr.json"))
+                        .body(sidecar.into())
+                        .send()
+                )?;
+                sqlx::query(
+                    "WITH row AS (INSERT INTO raw_rows (id, record) VALUES ($1, $2) RETURNING id)
+                     INSERT INTO raw_outbox (file_id, payload) SELECT id, $2 FROM row",
+                )
+                .bind(uuid::Uuid::new_v4())
+                .bind(sqlx::types::Json(&record))
+                .execute(&pool)
+                .await?;
+                Ok(())
+            }
+        }
+    };
+    let (mut through, mut ceiling) = (0u64, 0u64);
+    for _ in 0..2 {
+        through += closed_loop(SMALL_HALF_SECONDS, element.clone()).await?;
+        ceiling += closed_loop(SMALL_HALF_SECONDS, raw.clone()).await?;
+    }
+    let seconds = (2 * SMALL_HALF_SECONDS) as f64;
+    let (t, c) = (through as f64 / seconds, ceiling as f64 / seconds);
+    println!(
+        "  4 KiB x {SMALL_IN_FLIGHT} in flight: element {t:6.0} uploads/s   raw PutObject blob and sidecar at once + one transaction {c:6.0}/s   ratio {:5.1} %",
+        100.0 * t / c
+    );
+    artstore_common::bench_summary::record(artstore_common::bench_summary::Row {
+        benchmark: "element small uploads (4 KiB, 32 in flight) vs raw blob + sidecar PutObjects + one transaction",
+        figure: format!("{t:.0} uploads/s"),
+        ceiling: format!("{c:.0} per s"),
+        ratio: Some(t / c),
+        goal: "≥ 80 %",
+        pass: t / c >= 0.80,
+    });
+    pool.close().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let env = services()?;
@@ -135,7 +277,7 @@ async fn main() -> Result<()> {
     let mut config = ElementConfig::new(
         "se-bench",
         BackendConfig::S3(settings.clone()),
-        db_url,
+        db_url.clone(),
         get("ARTSTORE_TEST_REDIS_URL")?,
         format!("bench:{suffix}"),
         Verifier::hs256(secret),
@@ -280,6 +422,8 @@ async fn main() -> Result<()> {
             pass: t / r >= goal,
         });
     }
+
+    small_uploads(&http, &url, &token, &s3, &settings.bucket, &db_url).await?;
 
     // Peak RSS while 1 GiB streams through the element (chunked body, never whole in memory).
     let baseline = rss_kib();
