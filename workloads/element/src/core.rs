@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::packs::Packer;
 use crate::sidecar::Sidecar;
 use crate::store;
+use crate::used_bytes::UsedBytes;
 
 const MAX_DESCRIPTION_CHARS: usize = 4000;
 const MAX_TAGS: usize = 50;
@@ -57,6 +58,8 @@ pub struct Core {
     upload_ids_pruned_at: std::sync::atomic::AtomicI64,
     /// Bytes promised to uploads in flight, so concurrent uploads cannot overfill the element.
     reserved: AtomicU64,
+    /// The bytes the cache holds, for the capacity check (read from memory while fresh).
+    pub(crate) used: UsedBytes,
     crash_point: Mutex<Option<CrashPoint>>,
     pause_point: Mutex<Option<(CrashPoint, Arc<PauseGate>)>>,
 }
@@ -296,6 +299,7 @@ impl Core {
             metrics,
             upload_ids_pruned_at: std::sync::atomic::AtomicI64::new(0),
             reserved: AtomicU64::new(0),
+            used: UsedBytes::default(),
             crash_point: Mutex::new(None),
             pause_point: Mutex::new(None),
         }
@@ -360,6 +364,13 @@ impl Core {
         }
     }
 
+    /// The bytes the cache holds, from the database (and remembered for the next uploads).
+    async fn read_used_bytes(&self) -> Result<i64, ElementError> {
+        let used = store::file_count_and_bytes(&self.pool).await?.1;
+        self.used.set(used);
+        Ok(used)
+    }
+
     fn require_writable(&self) -> Result<(), ElementError> {
         if self.settings.mode.accepts_writes() {
             Ok(())
@@ -416,19 +427,9 @@ impl Core {
         body: ByteChunks,
     ) -> Result<Uploaded, ElementError> {
         let started = Instant::now();
-        // An ingester's upload reads its id's state and the capacity used in one round trip.
-        let mut used_bytes = None;
-        if let Some(upload_id) = request.upload_id {
-            let (used, state) =
-                store::used_bytes_and_upload_id_state(&self.pool, upload_id).await?;
-            if let Some(record) = self.existing_upload(upload_id, state).await? {
-                return Ok(Uploaded {
-                    record,
-                    replayed: true,
-                });
-            }
-            used_bytes = Some(used);
-        }
+        // An upload id already used (a repeat, a cancel) is found by the claim at the commit,
+        // which then answers as a check before the body would have: no round trip before every
+        // upload for what seldom happens.
         let _caller_watch = self.watch_caller(request.upload_id, request.caller_gone.clone());
         self.require_writable()?;
         layout::validate_filename(&request.filename)
@@ -453,20 +454,31 @@ impl Core {
         {
             return Err(ElementError::TooLarge { limit: max_file });
         }
-        let used = match used_bytes {
-            Some(used) => used,
-            None => store::file_count_and_bytes(&self.pool).await?.1,
-        };
         let promise = request.content_length.unwrap_or(0);
         let reserved_before = self.reserved.fetch_add(promise, Ordering::SeqCst);
         let _reservation = Reservation {
             core: self,
             bytes: promise,
         };
-        let committed = (used.max(0) as u64).saturating_add(reserved_before);
-        let free = self.settings.capacity_bytes.saturating_sub(committed);
+        let free_with = |used: i64| {
+            let committed = (used.max(0) as u64).saturating_add(reserved_before);
+            self.settings.capacity_bytes.saturating_sub(committed)
+        };
+        // A body without a length is cut at the free space: that limit comes from the database.
+        let remembered = self
+            .used
+            .fresh()
+            .filter(|_| request.content_length.is_some());
+        let mut free = match remembered {
+            Some(used) => free_with(used),
+            None => free_with(self.read_used_bytes().await?),
+        };
         if promise > free {
-            return Err(ElementError::InsufficientStorage);
+            // Refused only on the database's own figure, never on a remembered one.
+            free = free_with(self.read_used_bytes().await?);
+            if promise > free {
+                return Err(ElementError::InsufficientStorage);
+            }
         }
         let limit = max_file.min(free);
 
@@ -639,6 +651,7 @@ impl Core {
             });
         }
         self.relay_wake.notify_one();
+        self.used.add(size);
         self.packs.record(&sidecar, &sidecar_bytes);
         let phases = [
             ("prepare", storing - started),
@@ -811,6 +824,7 @@ impl Core {
             Err(ElementError::Backend(BackendError::NotFound(_))) => {
                 store::delete_and_announce(&mut tx, file_id).await?;
                 tx.commit().await?;
+                self.used.forget();
                 self.relay_wake.notify_one();
                 tracing::info!(%file_id, "lazy refresh: sidecar gone, cache row removed");
                 return Ok(None);
@@ -919,6 +933,7 @@ impl Core {
         self.crash_at(CrashPoint::AfterBlob)?;
         store::delete_and_announce(&mut tx, file_id).await?;
         tx.commit().await?;
+        self.used.forget();
         self.relay_wake.notify_one();
         tracing::info!(%file_id, "file deleted");
         Ok(())

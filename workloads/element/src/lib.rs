@@ -16,6 +16,7 @@ pub mod packs;
 pub mod relay;
 pub mod sidecar;
 pub mod store;
+pub mod used_bytes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -999,6 +999,13 @@ pub async fn last_consistency(core: &Core) -> Result<Option<serde_json::Value>, 
 /// Runs one maintenance operation. Everything but the consistency check takes the maintenance
 /// lock exclusively (waiting for a run in progress) and is recorded in `maintenance_runs`.
 pub async fn run(core: &Core, kind: MaintenanceKind) -> Result<serde_json::Value, ElementError> {
+    let result = run_kind(core, kind).await;
+    // A rebuild adds and removes rows: the next capacity check reads the database.
+    core.used.forget();
+    result
+}
+
+async fn run_kind(core: &Core, kind: MaintenanceKind) -> Result<serde_json::Value, ElementError> {
     if kind == MaintenanceKind::Consistency {
         let started = Utc::now();
         let report = consistency(core).await?;

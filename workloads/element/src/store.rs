@@ -155,24 +155,6 @@ pub async fn insert_and_announce(
     })
 }
 
-/// The bytes the cache holds and what `upload_id` already stands for, in one round trip: what
-/// an ingester's upload checks before it reads its body.
-pub async fn used_bytes_and_upload_id_state(
-    pool: &PgPool,
-    upload_id: Uuid,
-) -> Result<(i64, UploadIdState), sqlx::Error> {
-    // `abandoned` is NULL exactly when there is no row (the column is NOT NULL).
-    let (used, file_id, abandoned): (i64, Option<Uuid>, Option<bool>) = sqlx::query_as(
-        "SELECT COALESCE((SELECT sum(bytes) FROM file_totals), 0)::bigint, u.file_id, u.abandoned
-         FROM (SELECT 1) AS one LEFT JOIN uploads u ON u.upload_id = $1",
-    )
-    .bind(upload_id)
-    .fetch_one(pool)
-    .await?;
-    let row = abandoned.map(|abandoned| (file_id, abandoned));
-    Ok((used, UploadIdState::from_row(row)))
-}
-
 /// Replaces the row's record when `record` is newer; `false` when it is not.
 pub async fn update_if_newer(
     conn: &mut PgConnection,

@@ -1163,3 +1163,34 @@ async fn a_streamed_put_to_a_server_that_stops_reading_fails_after_its_idle_time
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     held.abort();
 }
+
+/// The capacity check remembers the bytes the cache holds for a second (this process's own
+/// commits added at once), but refuses only on the database's figure: rows another process took
+/// away meanwhile (a rebuild job) do not make a file that fits look too large.
+#[tokio::test]
+async fn a_refusal_for_capacity_is_decided_on_the_databases_figure() {
+    let h = Harness::start_with(Kind::Volume, None, |c| {
+        c.capacity_bytes = 1500;
+    })
+    .await;
+    let first = h.upload("first.bin", vec![1; 900]).await;
+    let response = h
+        .upload_query(&writer(), &[("filename", "over.bin")], vec![1; 900])
+        .await;
+    assert_eq!(
+        response.status(),
+        507,
+        "this process's commit counts at once"
+    );
+    // Another process removes the row: the remembered figure is now too high.
+    sqlx::query("DELETE FROM files WHERE file_id = $1::uuid")
+        .bind(first["file_id"].as_str().expect("file_id"))
+        .execute(&h.db.pool)
+        .await
+        .expect("delete the row");
+    let response = h
+        .upload_query(&writer(), &[("filename", "fits.bin")], vec![1; 900])
+        .await;
+    assert_eq!(response.status(), 201, "refused on a remembered figure");
+    h.finish().await;
+}
