@@ -428,8 +428,8 @@ impl Core {
     ) -> Result<Uploaded, ElementError> {
         let started = Instant::now();
         // An upload id already used (a repeat, a cancel) is found by the claim at the commit,
-        // which then answers as a check before the body would have: no round trip before every
-        // upload for what seldom happens.
+        // which answers as a read before the body would: no round trip on every upload for
+        // what seldom happens.
         let _caller_watch = self.watch_caller(request.upload_id, request.caller_gone.clone());
         self.require_writable()?;
         layout::validate_filename(&request.filename)
