@@ -366,8 +366,9 @@ impl Core {
 
     /// The bytes the cache holds, from the database (and remembered for the next uploads).
     async fn read_used_bytes(&self) -> Result<i64, ElementError> {
+        let changes = self.used.changes();
         let used = store::file_count_and_bytes(&self.pool).await?.1;
-        self.used.set(used);
+        self.used.set(used, changes);
         Ok(used)
     }
 
@@ -427,9 +428,10 @@ impl Core {
         body: ByteChunks,
     ) -> Result<Uploaded, ElementError> {
         let started = Instant::now();
-        // An upload id already used (a repeat, a cancel) is found by the claim at the commit,
-        // which answers as a read before the body would: no round trip on every upload for
-        // what seldom happens.
+        // An upload id already used (a repeat, a cancel) is found by the claim at the commit:
+        // no round trip on every upload for what seldom happens (an ingester sends an id to one
+        // element once). A repeat that fails before its commit (a full or read-only element)
+        // answers with that failure instead of the first attempt's record.
         let _caller_watch = self.watch_caller(request.upload_id, request.caller_gone.clone());
         self.require_writable()?;
         layout::validate_filename(&request.filename)

@@ -11,7 +11,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,6 +49,9 @@ struct Shared {
     /// The incoming body's own failure, kept so the sender can tell it from the server's.
     failure: Mutex<Option<io::Error>>,
     waiting: Mutex<Waiting>,
+    /// The waker of a poll left waiting on the incoming body, woken by [`Outbound::abandon`]
+    /// (the stream that would have woken it is gone then).
+    parked: Mutex<Option<Waker>>,
 }
 
 /// The sender's side of a [`StreamedBody`].
@@ -82,6 +85,9 @@ impl Outbound {
     pub fn abandon(&self) {
         lock(&self.0.chunks).take();
         lock(&self.0.ended).take();
+        if let Some(waker) = lock(&self.0.parked).take() {
+            waker.wake();
+        }
     }
 
     /// The incoming body's own failure, if it failed.
@@ -105,6 +111,7 @@ impl StreamedBody {
             ended: Mutex::new(Some(ended)),
             failure: Mutex::new(None),
             waiting: Mutex::new(Waiting::Server(Instant::now())),
+            parked: Mutex::new(None),
         });
         let body = StreamedBody {
             shared: Arc::clone(&shared),
@@ -157,9 +164,19 @@ impl http_body::Body for StreamedBody {
             return Poll::Ready(None);
         }
         this.wait_on(Waiting::Body);
-        let next = match lock(&this.shared.chunks).as_mut() {
-            Some(chunks) => chunks.poll_next_unpin(cx),
-            None => return Poll::Ready(Some(Err(io::Error::other("the upload was abandoned")))),
+        let next = {
+            let mut chunks = lock(&this.shared.chunks);
+            let next = match chunks.as_mut() {
+                Some(chunks) => chunks.poll_next_unpin(cx),
+                None => {
+                    return Poll::Ready(Some(Err(io::Error::other("the upload was abandoned"))));
+                }
+            };
+            if next.is_pending() {
+                // Under the stream's lock, so an abandon either sees this waker or came first.
+                *lock(&this.shared.parked) = Some(cx.waker().clone());
+            }
+            next
         };
         match next {
             Poll::Pending => Poll::Pending,
@@ -239,6 +256,20 @@ mod tests {
         outbound.abandon();
         assert!(drain(body).await.is_err());
         assert!(ended.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn abandoning_wakes_a_body_waiting_on_the_incoming_stream() {
+        let (tx, _rx) = oneshot::channel();
+        let (body, outbound) = StreamedBody::new(futures::stream::pending().boxed(), 5, tx);
+        let drained = tokio::spawn(drain(body));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        outbound.abandon();
+        let result = tokio::time::timeout(Duration::from_secs(5), drained)
+            .await
+            .expect("the waiting body is woken")
+            .expect("joined");
+        assert!(result.is_err(), "it ends with an error");
     }
 
     #[tokio::test]
