@@ -2,6 +2,7 @@
 //! `/healthz`, `/readyz`, `/metrics` endpoints.
 
 pub mod auth;
+pub mod bench_load;
 pub mod bench_summary;
 pub mod error;
 pub mod harden;

@@ -475,12 +475,12 @@ impl Core {
             Some(used) => free_with(used),
             None => free_with(self.read_used_bytes().await?),
         };
-        if promise > free {
-            // Refused only on the database's own figure, never on a remembered one.
+        // Refused only on the database's own figure, never on a remembered one.
+        if promise > free && remembered.is_some() {
             free = free_with(self.read_used_bytes().await?);
-            if promise > free {
-                return Err(ElementError::InsufficientStorage);
-            }
+        }
+        if promise > free {
+            return Err(ElementError::InsufficientStorage);
         }
         let limit = max_file.min(free);
 

@@ -12,10 +12,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use artstore_common::bench_load::closed_loop;
 use clap::Parser;
 use serde_json::Value;
 
@@ -155,7 +155,7 @@ async fn ingester_throughput(
     args: &Args,
 ) -> (f64, u64) {
     let (http, stack, size) = (http.clone(), stack.clone(), args.size);
-    throughput(args.concurrency, args.throughput_seconds, move |n| {
+    let ran = closed_loop(args.concurrency, args.throughput_seconds, move |n| {
         let http = http.clone();
         let stack = stack.clone();
         async move {
@@ -164,55 +164,20 @@ async fn ingester_throughput(
                 .map(|_| ())
         }
     })
-    .await
+    .await;
+    (ran.rate(), ran.errors)
 }
 
 /// The sustained rate of uploads straight to the storage element, and its errors.
 async fn element_throughput(http: &reqwest::Client, stack: &Arc<Stack>, args: &Args) -> (f64, u64) {
     let (http, stack, size) = (http.clone(), stack.clone(), args.size);
-    throughput(args.concurrency, args.throughput_seconds, move |n| {
+    let ran = closed_loop(args.concurrency, args.throughput_seconds, move |n| {
         let http = http.clone();
         let stack = stack.clone();
         async move { upload_to_element(&http, &stack, n, size).await }
     })
-    .await
-}
-
-/// Closed loop: `concurrency` workers upload as fast as they can for `seconds`.
-async fn throughput<F, Fut>(concurrency: usize, seconds: u64, op: F) -> (f64, u64)
-where
-    F: Fn(u64) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Result<()>> + Send,
-{
-    let counter = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let end = start + Duration::from_secs(seconds);
-    let workers: Vec<_> = (0..concurrency)
-        .map(|w| {
-            let op = op.clone();
-            let counter = counter.clone();
-            let errors = errors.clone();
-            tokio::spawn(async move {
-                let mut n = (w as u64) << 40;
-                while Instant::now() < end {
-                    n += 1;
-                    match op(n).await {
-                        Ok(()) => counter.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        let _ = w.await;
-    }
-    let done = counter.load(Ordering::Relaxed);
-    (
-        done as f64 / start.elapsed().as_secs_f64(),
-        errors.load(Ordering::Relaxed),
-    )
+    .await;
+    (ran.rate(), ran.errors)
 }
 
 #[tokio::main]

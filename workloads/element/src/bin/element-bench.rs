@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use artstore_common::auth::{self, Role, Verifier};
+use artstore_common::bench_load::{Ran, closed_loop};
 use artstore_element::backend::S3Settings;
 use artstore_element::{BackendConfig, ElementConfig};
 use bytes::Bytes;
@@ -111,32 +112,14 @@ const SMALL: usize = 4096;
 const SMALL_IN_FLIGHT: usize = 32;
 const SMALL_HALF_SECONDS: u64 = 5;
 
-/// Runs `op` with `SMALL_IN_FLIGHT` workers for `seconds`; returns how many succeeded. A failed
-/// operation fails the benchmark.
-async fn closed_loop<F, Fut>(seconds: u64, op: F) -> Result<u64>
-where
-    F: Fn(u64) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Result<()>> + Send,
-{
-    let end = Instant::now() + Duration::from_secs(seconds);
-    let workers: Vec<_> = (0..SMALL_IN_FLIGHT as u64)
-        .map(|w| {
-            let op = op.clone();
-            tokio::spawn(async move {
-                let mut done = 0u64;
-                while Instant::now() < end {
-                    op((w << 40) + done).await?;
-                    done += 1;
-                }
-                anyhow::Ok(done)
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for worker in workers {
-        total += worker.await??;
+/// Adds a half's operations and seconds to `side`; a failed operation fails the benchmark.
+fn add_half(side: &mut (u64, f64), ran: Ran) -> Result<()> {
+    if let Some(error) = ran.first_error {
+        anyhow::bail!("{} of the small uploads failed: {error}", ran.errors);
     }
-    Ok(total)
+    side.0 += ran.done;
+    side.1 += ran.elapsed.as_secs_f64();
+    Ok(())
 }
 
 /// 4 KiB uploads straight to the element against the raw ceiling for what it stores:
@@ -181,7 +164,7 @@ async fn small_uploads(
                     "upload failed: {}",
                     response.status()
                 );
-                Ok(())
+                anyhow::Ok(())
             }
         }
     };
@@ -219,17 +202,22 @@ async fn small_uploads(
                 .bind(sqlx::types::Json(&record))
                 .execute(&pool)
                 .await?;
-                Ok(())
+                anyhow::Ok(())
             }
         }
     };
-    let (mut through, mut ceiling) = (0u64, 0u64);
+    let (mut through, mut ceiling) = ((0u64, 0.0), (0u64, 0.0));
     for _ in 0..2 {
-        through += closed_loop(SMALL_HALF_SECONDS, element.clone()).await?;
-        ceiling += closed_loop(SMALL_HALF_SECONDS, raw.clone()).await?;
+        add_half(
+            &mut through,
+            closed_loop(SMALL_IN_FLIGHT, SMALL_HALF_SECONDS, element.clone()).await,
+        )?;
+        add_half(
+            &mut ceiling,
+            closed_loop(SMALL_IN_FLIGHT, SMALL_HALF_SECONDS, raw.clone()).await,
+        )?;
     }
-    let seconds = (2 * SMALL_HALF_SECONDS) as f64;
-    let (t, c) = (through as f64 / seconds, ceiling as f64 / seconds);
+    let (t, c) = (through.0 as f64 / through.1, ceiling.0 as f64 / ceiling.1);
     println!(
         "  4 KiB x {SMALL_IN_FLIGHT} in flight: element {t:6.0} uploads/s   raw PutObject blob and sidecar at once + one transaction {c:6.0}/s   ratio {:5.1} %",
         100.0 * t / c
