@@ -314,7 +314,7 @@ async fn store(
     let registry = registry(state).await?;
     let candidates = select::candidates(&registry, file.size);
     let mut reasons = Vec::new();
-    let upload_id = uuid::Uuid::new_v4().to_string();
+    let upload_id = uuid::Uuid::now_v7().to_string();
     for element in &candidates {
         if let Some(key) = key {
             resolve_earlier_attempts(state, caller, key, &registry, &element.id, &upload_id)

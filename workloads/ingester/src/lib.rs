@@ -12,7 +12,7 @@ mod http;
 mod idempotency;
 pub mod limits;
 mod metrics;
-mod ratelimit;
+pub mod ratelimit;
 pub mod select;
 mod spool;
 mod spool_dir;

@@ -1,66 +1,315 @@
 //! Per-client sliding-window rate limit kept in Redis, so it holds across replicas.
+//!
+//! Every admitted request is a member of the client's sorted set, scored by its time; a request
+//! is admitted while fewer than the limit are scored within the last minute. A replica that a
+//! client keeps busy does not ask Redis for each request: it reserves as many hits as the client
+//! sent it in the last [`LEASE_HOLD`] (a lease), all scored at the end of the hold, and admits
+//! from them locally until the hold ends. A hit is therefore never counted earlier than it
+//! happened, so no minute ever admits more than the limit; what a lease did not use goes back
+//! when the hold ends (or with the next reservation). The cost: while one replica holds unused
+//! hits, another may refuse the same client up to [`LEASE_HOLD`] early.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
+use tokio::sync::Mutex;
 
-// One atomic step: drop hits older than the window, admit if under the limit, else say when the
+/// How long a lease's hits may be used, and how far ahead of the reservation they are scored.
+pub const LEASE_HOLD: Duration = Duration::from_millis(100);
+/// The most hits one lease reserves (also bounds the script's arguments).
+const MAX_LEASE: u32 = 1000;
+/// After Redis failed to answer, requests of the client pass without asking for this long, so
+/// requests queued behind the failed call do not each wait for their own timeout.
+const FAIL_OPEN_FOR: Duration = Duration::from_secs(1);
+/// Clients remembered before idle ones are forgotten.
+const MAX_CLIENTS: usize = 4096;
+
+// One atomic step: give back the unused hits of the previous lease, drop hits older than the
+// window, then reserve up to `want` hits scored `hold` ahead, or, with none left, say when the
 // oldest hit leaves the window. Redis' own clock, so replicas agree.
-const SCRIPT: &str = r"
+const RESERVE: &str = r"
 local key = KEYS[1]
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local hold = tonumber(ARGV[4])
+local tag = ARGV[5]
+local back_tag = ARGV[6]
+for i = tonumber(ARGV[7]), tonumber(ARGV[8]) - 1 do
+  redis.call('ZREM', key, back_tag .. ':' .. i)
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-local count = redis.call('ZCARD', key)
-if count < limit then
-  redis.call('ZADD', key, now, now .. '-' .. t[2] .. '-' .. math.random(1000000))
-  redis.call('PEXPIRE', key, window)
-  return {1, 0}
+local granted = math.min(want, limit - redis.call('ZCARD', key))
+if granted > 0 then
+  local members = {}
+  for i = 0, granted - 1 do
+    members[#members + 1] = now + hold
+    members[#members + 1] = tag .. ':' .. i
+  end
+  redis.call('ZADD', key, unpack(members))
+  redis.call('PEXPIRE', key, window + hold)
+  return {granted, 0}
 end
 local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-return {0, tonumber(oldest[2]) + window - now}
+if oldest[2] == nil then
+  return {0, window}
+end
+-- A lease's hits are scored ahead; a client is never told to wait more than the window.
+return {0, math.min(tonumber(oldest[2]) + window - now, window)}
 ";
 
-#[derive(Clone)]
-pub struct RateLimiter {
-    redis: ConnectionManager,
-    script: redis::Script,
-    prefix: String,
-    limit: u32,
-    window_ms: u64,
-}
+// The unused hits of a lease whose hold ended, given back.
+const GIVE_BACK: &str = r"
+for i = tonumber(ARGV[2]), tonumber(ARGV[3]) - 1 do
+  redis.call('ZREM', KEYS[1], ARGV[1] .. ':' .. i)
+end
+return 0
+";
 
 pub enum Decision {
     Allowed,
     Limited { retry_after_ms: u64 },
 }
 
+/// Hits reserved in Redis, members `<tag>:0` to `<tag>:<granted - 1>`.
+struct Lease {
+    tag: String,
+    granted: u32,
+    used: u32,
+    until: Instant,
+}
+
+impl Lease {
+    fn take(&mut self, now: Instant) -> bool {
+        let free = now < self.until && self.used < self.granted;
+        if free {
+            self.used += 1;
+        }
+        free
+    }
+}
+
+/// What one replica knows of one client.
+#[derive(Default)]
+struct Client {
+    lease: Option<Lease>,
+    /// Requests in the current and the previous [`LEASE_HOLD`]: the size of the next lease.
+    seen_now: u32,
+    seen_before: u32,
+    period_start: Option<Instant>,
+    failed_at: Option<Instant>,
+}
+
+impl Client {
+    fn count_request(&mut self, now: Instant) {
+        let start = *self.period_start.get_or_insert(now);
+        let periods = now.duration_since(start).as_millis() / LEASE_HOLD.as_millis();
+        if periods > 0 {
+            self.seen_before = if periods == 1 { self.seen_now } else { 0 };
+            self.seen_now = 0;
+            self.period_start = Some(start + LEASE_HOLD * periods as u32);
+        }
+        self.seen_now = self.seen_now.saturating_add(1);
+    }
+
+    fn wanted(&self) -> u32 {
+        self.seen_now.max(self.seen_before).clamp(1, MAX_LEASE)
+    }
+}
+
+#[derive(Clone)]
+pub struct RateLimiter {
+    redis: ConnectionManager,
+    reserve: redis::Script,
+    give_back: redis::Script,
+    prefix: String,
+    limit: u32,
+    window_ms: u64,
+    replica: String,
+    leases: Arc<AtomicU64>,
+    clients: Arc<SyncMutex<HashMap<String, Arc<Mutex<Client>>>>>,
+    round_trips: Arc<AtomicU64>,
+}
+
 impl RateLimiter {
     pub fn new(redis: ConnectionManager, prefix: &str, limit_per_minute: u32) -> Self {
         RateLimiter {
             redis,
-            script: redis::Script::new(SCRIPT),
+            reserve: redis::Script::new(RESERVE),
+            give_back: redis::Script::new(GIVE_BACK),
             prefix: format!("{prefix}:ratelimit"),
             limit: limit_per_minute,
             window_ms: 60_000,
+            replica: uuid::Uuid::new_v4().simple().to_string(),
+            leases: Arc::default(),
+            clients: Arc::default(),
+            round_trips: Arc::default(),
         }
     }
 
+    /// Calls to Redis so far (reservations and give-backs).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    fn key(&self, client: &str) -> String {
+        format!("{}:{client}", self.prefix)
+    }
+
+    fn client(&self, client: &str) -> Arc<Mutex<Client>> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = clients.get(client) {
+            return state.clone();
+        }
+        if clients.len() >= MAX_CLIENTS {
+            // A client not being checked now and holding no unused hits is only its request
+            // counts: forgetting it costs its next request a round trip.
+            clients.retain(|_, state| {
+                state.try_lock().map_or(true, |s| {
+                    s.lease.as_ref().is_some_and(|l| l.used < l.granted)
+                })
+            });
+        }
+        clients.entry(client.to_string()).or_default().clone()
+    }
+
     pub async fn check(&self, client: &str) -> redis::RedisResult<Decision> {
+        let state = self.client(client);
+        let mut state = state.lock().await;
+        let now = Instant::now();
+        state.count_request(now);
+        if state.lease.as_mut().is_some_and(|lease| lease.take(now)) {
+            return Ok(Decision::Allowed);
+        }
+        if state.failed_at.is_some_and(|at| now < at + FAIL_OPEN_FOR) {
+            return Ok(Decision::Allowed);
+        }
+        let previous = state.lease.take();
+        let (back_tag, back_from, back_to) = previous.as_ref().map_or((String::new(), 0, 0), |l| {
+            (l.tag.clone(), l.used, l.granted)
+        });
+        let tag = format!(
+            "{}-{}",
+            self.replica,
+            self.leases.fetch_add(1, Ordering::Relaxed)
+        );
+        let want = state.wanted();
         let mut conn = self.redis.clone();
-        let (allowed, retry_after_ms): (i64, i64) = self
-            .script
-            .key(format!("{}:{client}", self.prefix))
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let answer: redis::RedisResult<(i64, i64)> = self
+            .reserve
+            .key(self.key(client))
             .arg(self.window_ms)
             .arg(self.limit)
+            .arg(want)
+            .arg(LEASE_HOLD.as_millis() as u64)
+            .arg(&tag)
+            .arg(back_tag)
+            .arg(back_from)
+            .arg(back_to)
             .invoke_async(&mut conn)
-            .await?;
-        Ok(if allowed == 1 {
-            Decision::Allowed
-        } else {
-            Decision::Limited {
-                retry_after_ms: retry_after_ms.max(1) as u64,
+            .await;
+        let (granted, retry_after_ms) = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                state.failed_at = Some(Instant::now());
+                return Err(e);
             }
-        })
+        };
+        state.failed_at = None;
+        if granted <= 0 {
+            return Ok(Decision::Limited {
+                retry_after_ms: retry_after_ms.max(1) as u64,
+            });
+        }
+        let granted = granted as u32;
+        state.lease = Some(Lease {
+            tag: tag.clone(),
+            granted,
+            used: 1,
+            until: now + LEASE_HOLD,
+        });
+        if granted > 1 {
+            self.give_back_when_held(client, tag);
+        }
+        Ok(Decision::Allowed)
+    }
+
+    /// Once the hold of lease `tag` ends, gives back what it did not use, unless a reservation
+    /// (which gives it back itself) replaced it first.
+    fn give_back_when_held(&self, client: &str, tag: String) {
+        let limiter = self.clone();
+        let client = client.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(LEASE_HOLD).await;
+            let state = limiter.client(&client);
+            let mut state = state.lock().await;
+            if state.lease.as_ref().is_none_or(|lease| lease.tag != tag) {
+                return;
+            }
+            let Some(lease) = state.lease.take() else {
+                return;
+            };
+            if lease.used == lease.granted {
+                return;
+            }
+            let mut conn = limiter.redis.clone();
+            limiter.round_trips.fetch_add(1, Ordering::Relaxed);
+            let given: redis::RedisResult<i64> = limiter
+                .give_back
+                .key(limiter.key(&client))
+                .arg(&lease.tag)
+                .arg(lease.used)
+                .arg(lease.granted)
+                .invoke_async(&mut conn)
+                .await;
+            if let Err(e) = given {
+                // Counted until they leave the window: stricter, never looser.
+                tracing::debug!(error = %e, "unused rate-limit hits not given back");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_sized_by_the_requests_of_the_last_hold() {
+        let start = Instant::now();
+        let mut client = Client::default();
+        client.count_request(start);
+        assert_eq!(client.wanted(), 1);
+        for _ in 0..9 {
+            client.count_request(start + Duration::from_millis(10));
+        }
+        assert_eq!(client.wanted(), 10);
+        // In the next hold the previous one's count still sizes the lease ...
+        client.count_request(start + LEASE_HOLD + Duration::from_millis(1));
+        assert_eq!(client.wanted(), 10);
+        // ... but not once a whole hold passed without requests.
+        client.count_request(start + LEASE_HOLD * 3);
+        assert_eq!(client.wanted(), 1);
+    }
+
+    #[test]
+    fn a_lease_admits_its_hits_only_within_its_hold() {
+        let now = Instant::now();
+        let mut lease = Lease {
+            tag: "t".into(),
+            granted: 2,
+            used: 1,
+            until: now + LEASE_HOLD,
+        };
+        assert!(lease.take(now));
+        assert!(!lease.take(now), "all used");
+        lease.used = 0;
+        assert!(!lease.take(now + LEASE_HOLD), "hold over");
     }
 }

@@ -429,3 +429,59 @@ async fn cors_answers_listed_origins_only() {
     assert!(!other.headers().contains_key("access-control-allow-origin"));
     assert_eq!(error_code(other).await, (400, "invalid_file_id".into()));
 }
+
+async fn limiter(prefix: &str, limit: u32) -> artstore_ingester::ratelimit::RateLimiter {
+    let client =
+        redis::Client::open(artstore_testsupport::services().redis_url.as_str()).expect("url");
+    let redis = redis::aio::ConnectionManager::new(client)
+        .await
+        .expect("redis");
+    artstore_ingester::ratelimit::RateLimiter::new(redis, prefix, limit)
+}
+
+/// Runs `n` checks for `client`, `in_flight` at a time; how many were admitted.
+async fn admitted(
+    limiter: &artstore_ingester::ratelimit::RateLimiter,
+    client: &str,
+    n: usize,
+    in_flight: usize,
+) -> usize {
+    use artstore_ingester::ratelimit::Decision;
+    use futures::StreamExt;
+    futures::stream::iter(0..n)
+        .map(|_| limiter.check(client))
+        .buffer_unordered(in_flight)
+        .filter(|d| std::future::ready(matches!(d, Ok(Decision::Allowed))))
+        .count()
+        .await
+}
+
+#[tokio::test]
+async fn a_busy_client_is_admitted_from_leases_in_few_round_trips_and_never_past_the_limit() {
+    let prefix = artstore_testsupport::unique_prefix("lease");
+    let roomy = limiter(&prefix, 10_000).await;
+    assert_eq!(admitted(&roomy, "busy", 500, 32).await, 500);
+    assert!(
+        roomy.round_trips() <= 50,
+        "500 requests took {} round trips to Redis",
+        roomy.round_trips()
+    );
+
+    let tight = limiter(&prefix, 100).await;
+    assert_eq!(admitted(&tight, "tight", 300, 32).await, 100);
+}
+
+#[tokio::test]
+async fn replicas_never_admit_past_the_limit_and_give_back_the_hits_they_held() {
+    let prefix = artstore_testsupport::unique_prefix("lease");
+    let (a, b) = (limiter(&prefix, 100).await, limiter(&prefix, 100).await);
+    let (from_a, from_b) = tokio::join!(
+        admitted(&a, "shared", 150, 16),
+        admitted(&b, "shared", 150, 16)
+    );
+    assert!(from_a + from_b <= 100, "{from_a} + {from_b} admitted");
+    // Once the holds end, what either replica reserved and did not use is free again.
+    tokio::time::sleep(artstore_ingester::ratelimit::LEASE_HOLD * 3).await;
+    let rest = admitted(&a, "shared", 150, 1).await;
+    assert_eq!(from_a + from_b + rest, 100, "{from_a} + {from_b} + {rest}");
+}
