@@ -25,10 +25,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Sent rows are kept this long (to look back at what was published), then pruned.
 const KEEP_SENT: &str = "7 days";
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-/// After publishing a partial batch, how long the relay lets commits gather before the next: under
-/// load each batch then carries several rows instead of one or two (a batch costs the same five
-/// statements and one XADD whatever its size); a lone commit still goes out at once.
-const GATHER: Duration = Duration::from_millis(5);
+/// After publishing a partial batch of more than one row (commits are arriving faster than one
+/// batch takes), how long the relay lets commits gather before the next: each batch then carries
+/// many rows instead of a few (a batch costs the same five statements and one XADD whatever its
+/// size). A batch of one row means commits are sparse: the next goes out as soon as it commits.
+const GATHER: Duration = Duration::from_millis(20);
 
 #[derive(Clone)]
 pub struct RelayConfig {
@@ -242,7 +243,7 @@ impl Relay {
                 }
                 Ok(n) => {
                     backoff = MIN_BACKOFF;
-                    if n > 0 {
+                    if n > 1 {
                         tokio::select! {
                             _ = tokio::time::sleep(GATHER) => {}
                             _ = shutdown.cancelled() => return,

@@ -4,7 +4,7 @@
 //! streams through the element.
 //!
 //! Needs the test services: `ARTSTORE_SERVICES_ENV=<services.env> cargo run --release
-//! -p artstore-element --features bench --bin element-bench`.
+//! -p artstore-element --features bench --bin element-bench [-- --small-only]`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -318,10 +318,17 @@ async fn main() -> Result<()> {
             .send()
             .await?;
     }
-    println!(
-        "upload throughput: storage element (S3 backend) vs raw PutObject, same server, same bytes"
-    );
-    for (size, rounds) in [(MIB, 128usize), (64 * MIB, 10)] {
+    // `--small-only`: the small-upload comparison alone (what changes to the commit path move).
+    let small_only = std::env::args().any(|arg| arg == "--small-only");
+    let large: &[(usize, usize)] = if small_only {
+        &[]
+    } else {
+        println!(
+            "upload throughput: storage element (S3 backend) vs raw PutObject, same server, same bytes"
+        );
+        &[(MIB, 128), (64 * MIB, 10)]
+    };
+    for &(size, rounds) in large {
         let data = payload(size, 3);
         let mut through = Duration::ZERO;
         let mut raw = Duration::ZERO;
@@ -431,6 +438,9 @@ async fn main() -> Result<()> {
     }
 
     small_uploads(&http, &url, &token, &s3, &settings.bucket, &db_url).await?;
+    if small_only {
+        return Ok(());
+    }
 
     // Peak RSS while 1 GiB streams through the element (chunked body, never whole in memory).
     let baseline = rss_kib();
