@@ -25,11 +25,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Sent rows are kept this long (to look back at what was published), then pruned.
 const KEEP_SENT: &str = "7 days";
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-/// After publishing a partial batch of more than one row (commits are arriving faster than one
-/// batch takes), how long the relay lets commits gather before the next: each batch then carries
-/// many rows instead of a few (a batch costs the same five statements and one XADD whatever its
-/// size). A batch of one row means commits are sparse: the next goes out as soon as it commits.
-const GATHER: Duration = Duration::from_millis(20);
+/// After publishing a partial batch of `n` > 1 rows (commits are arriving faster than one batch
+/// takes), the relay lets commits gather for `n` × this, at most [`MAX_GATHER`], before the next:
+/// under load each batch then carries many rows instead of a few (a batch costs the same five
+/// statements and one XADD whatever its size), while at a moderate rate the wait stays a few
+/// milliseconds. A batch of one row means commits are sparse: the next goes out as it commits.
+const GATHER_PER_ROW: Duration = Duration::from_millis(2);
+const MAX_GATHER: Duration = Duration::from_millis(20);
+
+fn gather_after(rows: usize) -> Duration {
+    GATHER_PER_ROW.saturating_mul(rows as u32).min(MAX_GATHER)
+}
 
 #[derive(Clone)]
 pub struct RelayConfig {
@@ -245,7 +251,7 @@ impl Relay {
                     backoff = MIN_BACKOFF;
                     if n > 1 {
                         tokio::select! {
-                            _ = tokio::time::sleep(GATHER) => {}
+                            _ = tokio::time::sleep(gather_after(n)) => {}
                             _ = shutdown.cancelled() => return,
                         }
                     }
@@ -266,5 +272,18 @@ impl Relay {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gathering_grows_with_the_batch_up_to_its_cap() {
+        assert_eq!(gather_after(2), Duration::from_millis(4));
+        assert_eq!(gather_after(5), Duration::from_millis(10));
+        assert_eq!(gather_after(199), MAX_GATHER);
+        assert_eq!(gather_after(usize::MAX), MAX_GATHER);
     }
 }
