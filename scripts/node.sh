@@ -15,7 +15,8 @@
 #
 # Settings: ARTSTORE_NODE_DIR (target/artstore-node), ARTSTORE_NODE_PROFILE (debug|release:
 # which cargo build goes into the image; debug), ARTSTORE_NODE_SKIP_BUILD=1 (use the binaries
-# already in target/, as scripts/test.sh does after its own build).
+# already in target/, as scripts/test.sh does after its own build), ARTSTORE_NODE_MIN_FREE_GIB
+# (8: `up` refuses to start with less free disk).
 set -Eeuo pipefail
 source "$(dirname "$0")/lib.sh"
 root=$(repo_root)
@@ -429,6 +430,7 @@ EOF
 # What a failed bring-up shows: the state of the cluster and the end of every log.
 diagnose() {
   log "node.sh up failed; state of the node:"
+  df -h "$dir" 2>&1 || true
   k get nodes,pods -A -o wide 2>&1 | tail -n 40 || true
   k get artstore -A -o wide 2>&1 || true
   k -n "$archive_ns" describe eventstreams,storageelements,querynodes,ingesters 2>&1 | tail -n 60 || true
@@ -438,10 +440,24 @@ diagnose() {
   for f in "$log_dir"/*.log; do echo "--- $f"; tail -n 15 "$f"; done
 }
 
+# Below a few GiB free, images, pod logs and the archive's volumes fill the disk mid-run and
+# kubelet evicts the pods (its hard threshold is 1 %): say so now rather than time out later.
+min_free_gib=${ARTSTORE_NODE_MIN_FREE_GIB:-8}
+check_free_disk() {
+  mkdir -p "$dir"
+  local free_gib
+  free_gib=$(( $(df --output=avail -k "$dir" | tail -n 1) / 1024 / 1024 ))
+  if [ "$free_gib" -lt "$min_free_gib" ]; then
+    log "only $free_gib GiB free on the disk of $dir (the node needs $min_free_gib: ARTSTORE_NODE_MIN_FREE_GIB)"
+    return 1
+  fi
+}
+
 up() {
   [ "$(id -u)" = 0 ] || { log "the node needs root (containerd, kubelet, iptables)"; exit 1; }
   trap diagnose ERR
   local t0=$SECONDS
+  check_free_disk
   bash scripts/install.sh
   bin=$(bash scripts/install-k8s-tools.sh)
   mkdir -p "$dir" "$run_dir" "$log_dir"

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// How long a lease's hits may be used, and how far ahead of the reservation they are scored.
 pub const LEASE_HOLD: Duration = Duration::from_millis(100);
@@ -27,20 +27,30 @@ const FAIL_OPEN_FOR: Duration = Duration::from_secs(1);
 /// Clients remembered before idle ones are forgotten.
 const MAX_CLIENTS: usize = 4096;
 
+// Removes the unused hits `<ARGV[1]>:<ARGV[2]>` to `<ARGV[1]>:<ARGV[3] - 1>` of a lease; the
+// first step of both scripts, so both take those three arguments first.
+macro_rules! give_back_lua {
+    () => {
+        r"
+for i = tonumber(ARGV[2]), tonumber(ARGV[3]) - 1 do
+  redis.call('ZREM', KEYS[1], ARGV[1] .. ':' .. i)
+end
+"
+    };
+}
+
 // One atomic step: give back the unused hits of the previous lease, drop hits older than the
 // window, then reserve up to `want` hits scored `hold` ahead, or, with none left, say when the
 // oldest hit leaves the window. Redis' own clock, so replicas agree.
-const RESERVE: &str = r"
+const RESERVE: &str = concat!(
+    give_back_lua!(),
+    r"
 local key = KEYS[1]
-local window = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
-local hold = tonumber(ARGV[4])
-local tag = ARGV[5]
-local back_tag = ARGV[6]
-for i = tonumber(ARGV[7]), tonumber(ARGV[8]) - 1 do
-  redis.call('ZREM', key, back_tag .. ':' .. i)
-end
+local window = tonumber(ARGV[4])
+local limit = tonumber(ARGV[5])
+local want = tonumber(ARGV[6])
+local hold = tonumber(ARGV[7])
+local tag = ARGV[8]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
@@ -61,15 +71,11 @@ if oldest[2] == nil then
 end
 -- A lease's hits are scored ahead; a client is never told to wait more than the window.
 return {0, math.min(tonumber(oldest[2]) + window - now, window)}
-";
+"
+);
 
 // The unused hits of a lease whose hold ended, given back.
-const GIVE_BACK: &str = r"
-for i = tonumber(ARGV[2]), tonumber(ARGV[3]) - 1 do
-  redis.call('ZREM', KEYS[1], ARGV[1] .. ':' .. i)
-end
-return 0
-";
+const GIVE_BACK: &str = concat!(give_back_lua!(), "return 0\n");
 
 pub enum Decision {
     Allowed,
@@ -179,8 +185,7 @@ impl RateLimiter {
     }
 
     pub async fn check(&self, client: &str) -> redis::RedisResult<Decision> {
-        let state = self.client(client);
-        let mut state = state.lock().await;
+        let mut state = self.client(client).lock_owned().await;
         let now = Instant::now();
         state.count_request(now);
         if state.lease.as_mut().is_some_and(|lease| lease.take(now)) {
@@ -189,39 +194,56 @@ impl RateLimiter {
         if state.failed_at.is_some_and(|at| now < at + FAIL_OPEN_FOR) {
             return Ok(Decision::Allowed);
         }
-        let previous = state.lease.take();
-        let (back_tag, back_from, back_to) = previous.as_ref().map_or((String::new(), 0, 0), |l| {
-            (l.tag.clone(), l.used, l.granted)
-        });
+        // The reservation runs to its end even if this request is dropped meanwhile (its client
+        // hung up): the hits it takes in Redis are then still known here, and given back.
+        let limiter = self.clone();
+        let client = client.to_string();
+        tokio::spawn(async move { limiter.reserve(&client, state, now).await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "rate-limit reservation did not finish",
+                    e.to_string(),
+                )))
+            })
+    }
+
+    /// Reserves a new lease for the client (giving back the previous lease's unused hits in the
+    /// same call) and admits the request from it.
+    async fn reserve(
+        &self,
+        client: &str,
+        mut state: OwnedMutexGuard<Client>,
+        now: Instant,
+    ) -> redis::RedisResult<Decision> {
         let tag = format!(
             "{}-{}",
             self.replica,
             self.leases.fetch_add(1, Ordering::Relaxed)
         );
-        let want = state.wanted();
+        let mut call = self.reserve.key(self.key(client));
+        match &state.lease {
+            Some(previous) => call
+                .arg(&previous.tag)
+                .arg(previous.used)
+                .arg(previous.granted),
+            None => call.arg("").arg(0).arg(0),
+        };
+        call.arg(self.window_ms)
+            .arg(self.limit)
+            .arg(state.wanted())
+            .arg(LEASE_HOLD.as_millis() as u64)
+            .arg(&tag);
         let mut conn = self.redis.clone();
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let answer: redis::RedisResult<(i64, i64)> = self
-            .reserve
-            .key(self.key(client))
-            .arg(self.window_ms)
-            .arg(self.limit)
-            .arg(want)
-            .arg(LEASE_HOLD.as_millis() as u64)
-            .arg(&tag)
-            .arg(back_tag)
-            .arg(back_from)
-            .arg(back_to)
-            .invoke_async(&mut conn)
-            .await;
-        let (granted, retry_after_ms) = match answer {
-            Ok(answer) => answer,
-            Err(e) => {
-                state.failed_at = Some(Instant::now());
-                return Err(e);
-            }
-        };
+        let answer: redis::RedisResult<(i64, i64)> = call.invoke_async(&mut conn).await;
+        // On an error the previous lease stays: giving its hits back again is harmless.
+        let (granted, retry_after_ms) = answer.inspect_err(|_| {
+            state.failed_at = Some(Instant::now());
+        })?;
         state.failed_at = None;
+        state.lease = None;
         if granted <= 0 {
             return Ok(Decision::Limited {
                 retry_after_ms: retry_after_ms.max(1) as u64,
@@ -248,11 +270,7 @@ impl RateLimiter {
         tokio::spawn(async move {
             tokio::time::sleep(LEASE_HOLD).await;
             let state = limiter.client(&client);
-            let mut state = state.lock().await;
-            if state.lease.as_ref().is_none_or(|lease| lease.tag != tag) {
-                return;
-            }
-            let Some(lease) = state.lease.take() else {
+            let Some(lease) = state.lock().await.lease.take_if(|lease| lease.tag == tag) else {
                 return;
             };
             if lease.used == lease.granted {

@@ -171,7 +171,7 @@ async fn small_uploads(
     };
     // The raw side writes the keys the element would (its dated directories: SeaweedFS's filer
     // pays for each level), and, to show what that layout costs, flat keys as well.
-    let raw = |layout: bool| {
+    let raw = |dated_keys: bool| {
         let (s3, bucket, pool, data) = (s3.clone(), bucket.to_string(), pool.clone(), data.clone());
         let (sidecar, record) = (payload(700, 5), record.clone());
         move |n: u64| {
@@ -184,7 +184,7 @@ async fn small_uploads(
                 record.clone(),
             );
             let id = uuid::Uuid::now_v7();
-            let key = if layout {
+            let key = if dated_keys {
                 let blob =
                     layout::blob_key(&format!("small-{n}.bin"), "bench", chrono::Utc::now(), id);
                 format!("bench/{blob}")

@@ -485,3 +485,44 @@ async fn replicas_never_admit_past_the_limit_and_give_back_the_hits_they_held() 
     let rest = admitted(&a, "shared", 150, 1).await;
     assert_eq!(from_a + from_b + rest, 100, "{from_a} + {from_b} + {rest}");
 }
+
+#[tokio::test]
+async fn a_request_dropped_while_reserving_leaves_no_hits_held() {
+    let prefix = artstore_testsupport::unique_prefix("lease");
+    let limiter = limiter(&prefix, 100).await;
+    let hold = artstore_ingester::ratelimit::LEASE_HOLD;
+    // A burst sizes the next lease; once its hold ended, the next request reserves one.
+    let burst = admitted(&limiter, "hangs-up", 30, 30).await;
+    tokio::time::sleep(hold + hold / 4).await;
+    // Redis is busy for 300 ms, so the reservation is sent and waits; its client hangs up.
+    let busy = tokio::spawn(async {
+        let client =
+            redis::Client::open(artstore_testsupport::services().redis_url.as_str()).expect("url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let done: i64 = redis::Script::new(
+            "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2]
+             repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > 300000
+             return 0",
+        )
+        .invoke_async(&mut conn)
+        .await
+        .expect("busy script");
+        done
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let hung_up = tokio::time::timeout(
+        std::time::Duration::from_millis(100),
+        limiter.check("hangs-up"),
+    )
+    .await;
+    assert!(hung_up.is_err(), "the check answered while Redis was busy");
+    busy.await.expect("busy task");
+    tokio::time::sleep(hold * 3).await;
+    // The hung-up request counts as one hit; the lease it reserved for the requests to come is
+    // given back, not held until it leaves the window.
+    let rest = admitted(&limiter, "hangs-up", 100, 1).await;
+    assert_eq!(burst + 1 + rest, 100, "{burst} + 1 + {rest}");
+}
