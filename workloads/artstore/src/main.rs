@@ -4,10 +4,6 @@
 
 use clap::{Parser, Subcommand};
 
-/// glibc's malloc took a fifth of the workloads' CPU under load (docs/performance.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod client;
 mod openapi;
 mod stack;

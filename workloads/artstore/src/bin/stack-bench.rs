@@ -19,10 +19,6 @@ use artstore_common::bench_load::closed_loop;
 use clap::Parser;
 use serde_json::Value;
 
-/// glibc's malloc took a fifth of the workloads' CPU under load (docs/performance.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 struct Args {
     /// The stack's `stack.json`.

@@ -21,10 +21,6 @@ use bytes::Bytes;
 
 const MIB: usize = 1024 * 1024;
 
-/// glibc's malloc took a fifth of the workloads' CPU under load (docs/performance.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn services() -> Result<HashMap<String, String>> {
     let path = std::env::var("ARTSTORE_SERVICES_ENV")
         .context("set ARTSTORE_SERVICES_ENV to the services' env file")?;

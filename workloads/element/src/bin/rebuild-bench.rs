@@ -28,10 +28,6 @@ use bytes::Bytes;
 use clap::Parser;
 use futures::StreamExt;
 
-/// glibc's malloc took a fifth of the workloads' CPU under load (docs/performance.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 struct Args {
     /// Files to seed on each backend.
