@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex as SyncMutex};
+use std::sync::{Arc, LazyLock, Mutex as SyncMutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -77,6 +77,10 @@ return {0, math.min(tonumber(oldest[2]) + window - now, window)}
 // The unused hits of a lease whose hold ended, given back.
 const GIVE_BACK: &str = concat!(give_back_lua!(), "return 0\n");
 
+// Loaded once: a limiter is cloned into every reservation and hold-end task.
+static RESERVE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RESERVE));
+static GIVE_BACK_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GIVE_BACK));
+
 pub enum Decision {
     Allowed,
     Limited { retry_after_ms: u64 },
@@ -131,8 +135,6 @@ impl Client {
 #[derive(Clone)]
 pub struct RateLimiter {
     redis: ConnectionManager,
-    reserve: redis::Script,
-    give_back: redis::Script,
     prefix: String,
     limit: u32,
     window_ms: u64,
@@ -146,8 +148,6 @@ impl RateLimiter {
     pub fn new(redis: ConnectionManager, prefix: &str, limit_per_minute: u32) -> Self {
         RateLimiter {
             redis,
-            reserve: redis::Script::new(RESERVE),
-            give_back: redis::Script::new(GIVE_BACK),
             prefix: format!("{prefix}:ratelimit"),
             limit: limit_per_minute,
             window_ms: 60_000,
@@ -222,7 +222,7 @@ impl RateLimiter {
             self.replica,
             self.leases.fetch_add(1, Ordering::Relaxed)
         );
-        let mut call = self.reserve.key(self.key(client));
+        let mut call = RESERVE_SCRIPT.key(self.key(client));
         match &state.lease {
             Some(previous) => call
                 .arg(&previous.tag)
@@ -278,8 +278,7 @@ impl RateLimiter {
             }
             let mut conn = limiter.redis.clone();
             limiter.round_trips.fetch_add(1, Ordering::Relaxed);
-            let given: redis::RedisResult<i64> = limiter
-                .give_back
+            let given: redis::RedisResult<i64> = GIVE_BACK_SCRIPT
                 .key(limiter.key(&client))
                 .arg(&lease.tag)
                 .arg(lease.used)

@@ -430,10 +430,12 @@ async fn cors_answers_listed_origins_only() {
     assert_eq!(error_code(other).await, (400, "invalid_file_id".into()));
 }
 
+fn redis_client() -> redis::Client {
+    redis::Client::open(artstore_testsupport::services().redis_url.as_str()).expect("url")
+}
+
 async fn limiter(prefix: &str, limit: u32) -> artstore_ingester::ratelimit::RateLimiter {
-    let client =
-        redis::Client::open(artstore_testsupport::services().redis_url.as_str()).expect("url");
-    let redis = redis::aio::ConnectionManager::new(client)
+    let redis = redis::aio::ConnectionManager::new(redis_client())
         .await
         .expect("redis");
     artstore_ingester::ratelimit::RateLimiter::new(redis, prefix, limit)
@@ -495,8 +497,7 @@ async fn a_request_dropped_while_reserving_leaves_no_hits_held() {
     let burst = admitted(&limiter, "hangs-up", 30, 30).await;
     tokio::time::sleep(hold + hold / 4).await;
     // Redis is busy for 300 ms, so the reservation is sent and waits; its client hangs up.
-    let redis_client =
-        redis::Client::open(artstore_testsupport::services().redis_url.as_str()).expect("url");
+    let redis_client = redis_client();
     let mut busy_conn = redis_client
         .get_multiplexed_async_connection()
         .await
