@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use artstore_common::bench_load::closed_loop;
+use artstore_common::bench_load::{Ran, closed_loop};
 use clap::Parser;
 use serde_json::Value;
 
@@ -36,8 +36,9 @@ struct Args {
     /// Requests in flight for the throughput phase.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Seconds of each throughput run.
-    #[arg(long, default_value_t = 15)]
+    /// Seconds of the throughput phase per side (through the ingester, straight to the
+    /// element), taken in rounds of [`ROUND_SECONDS`] with the sides alternating.
+    #[arg(long, default_value_t = 30)]
     throughput_seconds: u64,
     /// Only the throughput run through the ingester, for a profiler to watch
     /// (`scripts/profile-uploads.sh`); prints its rate and records no summary line.
@@ -148,36 +149,87 @@ async fn wait_searchable(
     }
 }
 
-/// The sustained rate of uploads through the ingester, and its errors.
-async fn ingester_throughput(
+/// Length of one round of the throughput phase.
+const ROUND_SECONDS: u64 = 5;
+
+/// Which way the throughput phase's uploads go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Ingester,
+    Element,
+}
+
+/// Uploads done and seconds taken on one side, over its rounds.
+#[derive(Default)]
+struct Tally {
+    done: u64,
+    errors: u64,
+    seconds: f64,
+}
+
+impl Tally {
+    fn rate(&self) -> f64 {
+        self.done as f64 / self.seconds
+    }
+}
+
+/// The order of the throughput phase's rounds: the sides alternate in pairs (E I I E E I ...),
+/// so a machine that slows down as the store grows weighs on both alike instead of on the side
+/// measured second.
+fn round_order(rounds: u64) -> Vec<Side> {
+    (0..2 * rounds)
+        .map(|i| match i.div_ceil(2) % 2 {
+            0 => Side::Element,
+            _ => Side::Ingester,
+        })
+        .collect()
+}
+
+/// One round's sustained uploads on `side`.
+async fn throughput_round(
     http: &reqwest::Client,
     stack: &Arc<Stack>,
     args: &Args,
-) -> (f64, u64) {
+    side: Side,
+    seconds: u64,
+) -> Ran {
     let (http, stack, size) = (http.clone(), stack.clone(), args.size);
-    let ran = closed_loop(args.concurrency, args.throughput_seconds, move |n| {
+    closed_loop(args.concurrency, seconds, move |n| {
         let http = http.clone();
         let stack = stack.clone();
         async move {
-            upload_via_ingester(&http, &stack, n, size)
-                .await
-                .map(|_| ())
+            match side {
+                Side::Ingester => upload_via_ingester(&http, &stack, n, size)
+                    .await
+                    .map(|_| ()),
+                Side::Element => upload_to_element(&http, &stack, n, size).await,
+            }
         }
     })
-    .await;
-    (ran.rate(), ran.errors)
+    .await
 }
 
-/// The sustained rate of uploads straight to the storage element, and its errors.
-async fn element_throughput(http: &reqwest::Client, stack: &Arc<Stack>, args: &Args) -> (f64, u64) {
-    let (http, stack, size) = (http.clone(), stack.clone(), args.size);
-    let ran = closed_loop(args.concurrency, args.throughput_seconds, move |n| {
-        let http = http.clone();
-        let stack = stack.clone();
-        async move { upload_to_element(&http, &stack, n, size).await }
-    })
-    .await;
-    (ran.rate(), ran.errors)
+/// The sustained rates through the ingester and straight to the element, interleaved.
+async fn throughput(http: &reqwest::Client, stack: &Arc<Stack>, args: &Args) -> (Tally, Tally) {
+    let rounds = args.throughput_seconds.div_ceil(ROUND_SECONDS).max(1);
+    let seconds = args.throughput_seconds.clamp(1, ROUND_SECONDS);
+    let (mut ingester, mut element) = (Tally::default(), Tally::default());
+    for side in round_order(rounds) {
+        let ran = throughput_round(http, stack, args, side, seconds).await;
+        let tally = match side {
+            Side::Ingester => &mut ingester,
+            Side::Element => &mut element,
+        };
+        tally.done += ran.done;
+        tally.errors += ran.errors;
+        tally.seconds += ran.elapsed.as_secs_f64();
+    }
+    (ingester, element)
+}
+
+/// One side alone for `--*-load-only`, for a profiler to watch.
+async fn load_only(http: &reqwest::Client, stack: &Arc<Stack>, args: &Args, side: Side) -> Ran {
+    throughput_round(http, stack, args, side, args.throughput_seconds).await
 }
 
 #[tokio::main]
@@ -223,13 +275,21 @@ async fn main() -> Result<()> {
     }
 
     if args.ingester_load_only {
-        let (rate, errors) = ingester_throughput(&http, &stack, &args).await;
-        println!("through the ingester: {rate:.0} uploads/s ({errors} errors)");
+        let ran = load_only(&http, &stack, &args, Side::Ingester).await;
+        println!(
+            "through the ingester: {:.0} uploads/s ({} errors)",
+            ran.rate(),
+            ran.errors
+        );
         return Ok(());
     }
     if args.element_load_only {
-        let (rate, errors) = element_throughput(&http, &stack, &args).await;
-        println!("straight to the element: {rate:.0} uploads/s ({errors} errors)");
+        let ran = load_only(&http, &stack, &args, Side::Element).await;
+        println!(
+            "straight to the element: {:.0} uploads/s ({} errors)",
+            ran.rate(),
+            ran.errors
+        );
         return Ok(());
     }
 
@@ -295,11 +355,12 @@ async fn main() -> Result<()> {
     });
 
     // Phase 2: maximum sustained rate, ingester vs the element directly.
-    let (ceiling, ceiling_errors) = element_throughput(&http, &stack, &args).await;
-    let (gateway, gateway_errors) = ingester_throughput(&http, &stack, &args).await;
+    let (through, direct) = throughput(&http, &stack, &args).await;
+    let (gateway, gateway_errors) = (through.rate(), through.errors);
+    let (ceiling, ceiling_errors) = (direct.rate(), direct.errors);
     println!(
-        "\nsustained small uploads ({} in flight):",
-        args.concurrency
+        "\nsustained small uploads ({} in flight, {:.0} s a side in rounds of {ROUND_SECONDS} s, sides alternating):",
+        args.concurrency, through.seconds
     );
     println!(
         "  through the ingester      {gateway:7.0} uploads/s  ({gateway_errors} errors)  (goal: >= 500/s)"
@@ -323,4 +384,16 @@ async fn main() -> Result<()> {
         pass: gateway / ceiling >= 0.90 && gateway >= 500.0 && gateway_errors == 0,
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sides_alternate_in_pairs_starting_with_the_element() {
+        use Side::{Element as E, Ingester as I};
+        assert!(round_order(3) == [E, I, I, E, E, I]);
+        assert!(round_order(1) == [E, I]);
+    }
 }
