@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::CrashPoint;
 use crate::backend::{BackendError, BlobBackend, ByteChunks, Described, MakeSidecar};
+use crate::commits::Committer;
 use crate::error::ElementError;
 use crate::layout;
 use crate::metrics::Metrics;
@@ -51,6 +52,8 @@ pub struct Core {
     pub backend: Arc<dyn BlobBackend>,
     /// Wakes the relay when an outbox row was committed.
     pub relay_wake: Arc<Notify>,
+    /// Commits new files, together when several are ready at once.
+    commits: Committer,
     pub metrics: Metrics,
     /// The sidecars written since the last pack.
     pub packs: Packer,
@@ -290,12 +293,14 @@ impl Core {
         backend: Arc<dyn BlobBackend>,
         metrics: Metrics,
     ) -> Self {
+        let commits = Committer::start(pool.clone());
         Core {
             packs: Packer::new(backend.clone()),
             settings,
             pool,
             backend,
             relay_wake: Arc::new(Notify::new()),
+            commits,
             metrics,
             upload_ids_pruned_at: std::sync::atomic::AtomicI64::new(0),
             reserved: AtomicU64::new(0),
@@ -608,13 +613,12 @@ impl Core {
         let upload_id = request.upload_id;
         // `Ok(Some(..))`: the same upload id committed meanwhile (a concurrent repeat).
         let committed: Result<Option<FileRecord>, ElementError> = async {
-            // The last moment to honour a caller that gave up: after the one statement below
-            // the copy is visible.
-            let inserted = if caller_gone.as_ref().is_some_and(|t| t.is_cancelled()) {
-                None
-            } else {
-                Some(store::insert_and_announce(&self.pool, &record, upload_id).await?)
-            };
+            // `None`: the caller gave up before the commit (its last moment to be honoured:
+            // after the statement the copy is visible).
+            let inserted = self
+                .commits
+                .commit(record.clone(), upload_id, caller_gone.clone())
+                .await?;
             let Some(upload_id) = upload_id else {
                 return match inserted {
                     Some(_) => Ok(None),

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod cli;
+mod commits;
 pub mod core;
 pub mod error;
 pub mod http;

@@ -103,56 +103,124 @@ pub enum Inserted {
     UploadIdTaken,
 }
 
-/// Commits a new row and its `file.created` outbox row, first claiming `upload_id` for the file
-/// when one is given, as one statement in a transaction of its own that holds the maintenance
-/// lock shared (as [`begin_write`] does): one round trip where a transaction of its own would
-/// take five.
-pub async fn insert_and_announce(
+/// A new file for [`insert_and_announce`]: its row, and the ingester's upload id to claim.
+pub struct NewFile<'a> {
+    pub record: &'a FileRecord,
+    pub upload_id: Option<Uuid>,
+}
+
+/// Commits new rows and their `file.created` outbox rows, each first claiming its upload id
+/// when it has one, as one statement in a transaction of its own that holds the maintenance
+/// lock shared (as [`begin_write`] does). Returns what happened to each file, in order; the
+/// outbox rows are numbered in the same order.
+pub async fn insert_and_announce<'a>(
     pool: &PgPool,
-    record: &FileRecord,
-    upload_id: Option<Uuid>,
-) -> Result<Inserted, sqlx::Error> {
-    let event = FileEvent::new(EventType::Created, record.clone(), Utc::now());
-    // Every write below reads from `locked`, so the lock is taken before any of them. With no
-    // upload id, `allowed` is one row that claims nothing.
-    let query = sqlx::query(
-        "WITH locked AS (SELECT pg_advisory_xact_lock_shared($14)),
+    files: &[NewFile<'a>],
+) -> Result<Vec<Inserted>, sqlx::Error> {
+    let mut columns = NewFileColumns::default();
+    for file in files {
+        columns.push(file);
+    }
+    // Every write below reads from `input`, which reads from `locked`: the lock is taken before
+    // any of them. A file without an upload id is allowed without a claim. Claims go in upload
+    // id order, so two statements claiming the same ids wait for each other instead of
+    // deadlocking; of two files with one id, the first in `files` claims it.
+    let rows = sqlx::query(
+        "WITH locked AS (SELECT pg_advisory_xact_lock_shared($13)),
+         input AS (
+             SELECT i.* FROM locked,
+                 unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                        $6::timestamptz[], $7::bigint[], $8::jsonb[], $9::uuid[],
+                        $10::timestamptz[], $11::uuid[]) WITH ORDINALITY
+                 AS i(file_id, storage_key, size, sha256, created_by, retention_expires_at,
+                      version, record, event_id, occurred_at, upload_id, position)),
          claimed AS (
              INSERT INTO uploads (upload_id, file_id)
-             SELECT $13, $1 FROM locked WHERE $13::uuid IS NOT NULL
+             SELECT upload_id, file_id FROM input WHERE upload_id IS NOT NULL
+             ORDER BY upload_id, position
              ON CONFLICT (upload_id) DO NOTHING
-             RETURNING upload_id),
+             RETURNING file_id),
          allowed AS (
-             SELECT 1 FROM claimed UNION ALL SELECT 1 FROM locked WHERE $13::uuid IS NULL),
+             SELECT * FROM input
+             WHERE upload_id IS NULL OR file_id IN (SELECT file_id FROM claimed)),
          inserted AS (
              INSERT INTO files (file_id, storage_key, size, sha256, created_by,
                                 retention_expires_at, version, record, cache_updated_at)
-             SELECT $1::uuid, $2::text, $3::bigint, $4::text, $5::text, $6::timestamptz,
-                    $7::bigint, $8::jsonb, now()
-             FROM allowed
+             SELECT file_id, storage_key, size, sha256, created_by, retention_expires_at,
+                    version, record, now()
+             FROM allowed ORDER BY position
              ON CONFLICT (file_id) DO NOTHING
-             RETURNING file_id, version),
+             RETURNING file_id),
          announced AS (
              INSERT INTO outbox (event_type, event_id, file_id, version, occurred_at, payload)
-             SELECT $9, $10, file_id, version, $11, $12 FROM inserted
-             RETURNING 1)
-         SELECT (SELECT count(*) FROM allowed), (SELECT count(*) FROM announced)",
-    );
-    let counts = bind_row(query, record)
-        .bind(event.event_type.as_str())
-        .bind(event.event_id)
-        .bind(event.occurred_at)
-        .bind(Json(&event.payload))
-        .bind(upload_id)
-        .bind(MAINTENANCE_LOCK)
-        .fetch_one(pool)
-        .await?;
-    let (claimed, inserted): (i64, i64) = (counts.try_get(0)?, counts.try_get(1)?);
-    Ok(match (claimed, inserted) {
-        (0, _) => Inserted::UploadIdTaken,
-        (_, 0) => Inserted::Existed,
-        _ => Inserted::New,
-    })
+             SELECT $12, event_id, file_id, version, occurred_at, record
+             FROM allowed WHERE file_id IN (SELECT file_id FROM inserted) ORDER BY position
+             RETURNING file_id)
+         SELECT file_id IN (SELECT file_id FROM allowed),
+                file_id IN (SELECT file_id FROM announced)
+         FROM input ORDER BY position",
+    )
+    .bind(columns.file_id)
+    .bind(columns.storage_key)
+    .bind(columns.size)
+    .bind(columns.sha256)
+    .bind(columns.created_by)
+    .bind(columns.retention_expires_at)
+    .bind(columns.version)
+    .bind(columns.record)
+    .bind(columns.event_id)
+    .bind(columns.occurred_at)
+    .bind(columns.upload_id)
+    .bind(EventType::Created.as_str())
+    .bind(MAINTENANCE_LOCK)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let (claimed, announced): (bool, bool) = (row.try_get(0)?, row.try_get(1)?);
+            Ok(match (claimed, announced) {
+                (false, _) => Inserted::UploadIdTaken,
+                (true, false) => Inserted::Existed,
+                (true, true) => Inserted::New,
+            })
+        })
+        .collect()
+}
+
+/// [`NewFile`]s as the columns [`insert_and_announce`] binds as arrays.
+#[derive(Default)]
+struct NewFileColumns<'a> {
+    file_id: Vec<Uuid>,
+    storage_key: Vec<String>,
+    size: Vec<i64>,
+    sha256: Vec<String>,
+    created_by: Vec<String>,
+    retention_expires_at: Vec<Option<DateTime<Utc>>>,
+    version: Vec<i64>,
+    /// The row's record, and the `file.created` event's payload.
+    record: Vec<Json<&'a FileRecord>>,
+    event_id: Vec<Uuid>,
+    occurred_at: Vec<DateTime<Utc>>,
+    upload_id: Vec<Option<Uuid>>,
+}
+
+impl<'a> NewFileColumns<'a> {
+    fn push(&mut self, file: &NewFile<'a>) {
+        let record = file.record;
+        self.file_id.push(record.file_id);
+        self.storage_key.push(record.storage_key.clone());
+        self.size
+            .push(i64::try_from(record.size).unwrap_or(i64::MAX));
+        self.sha256.push(record.sha256.clone());
+        self.created_by.push(record.created_by.clone());
+        self.retention_expires_at.push(record.retention_expires_at);
+        self.version.push(record.version);
+        self.record.push(Json(record));
+        // As `FileEvent::new` would make them.
+        self.event_id.push(Uuid::now_v7());
+        self.occurred_at.push(Utc::now());
+        self.upload_id.push(file.upload_id);
+    }
 }
 
 /// Replaces the row's record when `record` is newer; `false` when it is not.
