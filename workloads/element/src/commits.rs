@@ -12,6 +12,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::metrics::Metrics;
 use crate::store::{self, Inserted, NewFile};
 
 /// Statements in flight at once: while one runs, the other collects (and, at a low rate, each
@@ -47,11 +48,11 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the committers (on the current runtime).
-    pub fn start(pool: PgPool) -> Self {
+    pub fn start(pool: PgPool, metrics: Metrics) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..COMMITTERS {
-            tokio::spawn(run(pool.clone(), receiver.clone()));
+            tokio::spawn(run(pool.clone(), metrics.clone(), receiver.clone()));
         }
         Committer { queue }
     }
@@ -80,8 +81,9 @@ impl Committer {
     }
 }
 
-async fn run(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>) {
+async fn run(pool: PgPool, metrics: Metrics, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>) {
     while let Some(group) = next_group(&receiver).await {
+        metrics.commit_group_files.observe(group.len() as f64);
         commit_group(&pool, group).await;
     }
 }

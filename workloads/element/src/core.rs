@@ -293,7 +293,7 @@ impl Core {
         backend: Arc<dyn BlobBackend>,
         metrics: Metrics,
     ) -> Self {
-        let commits = Committer::start(pool.clone());
+        let commits = Committer::start(pool.clone(), metrics.clone());
         Core {
             packs: Packer::new(backend.clone()),
             settings,

@@ -32,6 +32,9 @@ pub struct Metrics {
     /// its S3 client gave up on may still be completed by the S3 server.
     pub uploads_in_flight: Gauge,
     pub upload_phase_seconds: Family<UploadPhase, Histogram>,
+    /// New files committed together in one statement (see `commits`): 1 at a low rate, more
+    /// under load.
+    pub commit_group_files: Histogram,
 }
 
 impl Default for Metrics {
@@ -44,6 +47,7 @@ impl Default for Metrics {
             outbox_pending: Gauge::default(),
             uploads_in_flight: Gauge::default(),
             upload_phase_seconds: Family::new_with_constructor(phase_histogram),
+            commit_group_files: Histogram::new(exponential_buckets(1.0, 2.0, 7)),
         }
     }
 }
@@ -91,6 +95,11 @@ impl Metrics {
             "artstore_element_upload_phase_seconds",
             "Time per phase of stored uploads (prepare, receive, backend, commit)",
             self.upload_phase_seconds.clone(),
+        );
+        registry.register(
+            "artstore_element_commit_group_files",
+            "New files committed together in one statement",
+            self.commit_group_files.clone(),
         );
     }
 }
