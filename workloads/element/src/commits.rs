@@ -12,6 +12,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::error::database_unavailable;
 use crate::metrics::Metrics;
 use crate::store::{self, Inserted, NewFile};
 
@@ -124,7 +125,16 @@ async fn commit_group(pool: &PgPool, group: Vec<Queued>) {
                 let _ = queued.answer.send(Err(e));
             }
         }
-        // Whatever failed, each row is tried alone, so one row's fault fails only its upload.
+        // The database cannot be used now (down, out of connections, the statement timed out):
+        // every row fails with that, at once (trying each alone would wait that long per row).
+        Err(e) if database_unavailable(&e) => {
+            let reason = e.to_string();
+            for queued in group {
+                let shared = std::io::Error::other(reason.clone());
+                let _ = queued.answer.send(Err(sqlx::Error::Io(shared)));
+            }
+        }
+        // Otherwise a row may be at fault: each is tried alone, so it fails only its upload.
         Err(e) => {
             tracing::warn!(error = %e, rows = group.len(), "group commit failed; committing its rows one by one");
             for queued in group {
