@@ -609,7 +609,6 @@ impl Core {
         let size = record.size;
         self.crash_at(CrashPoint::AfterSidecar)?;
 
-        let caller_gone = request.caller_gone;
         let upload_id = request.upload_id;
         // `Ok(Some(..))`: the same upload id committed meanwhile (a concurrent repeat).
         let committed: Result<Option<FileRecord>, ElementError> = async {
@@ -617,7 +616,7 @@ impl Core {
             // after the statement the copy is visible).
             let inserted = self
                 .commits
-                .commit(record.clone(), upload_id, caller_gone.clone())
+                .commit(record.clone(), upload_id, request.caller_gone)
                 .await?;
             let Some(upload_id) = upload_id else {
                 return match inserted {

@@ -113,9 +113,9 @@ pub struct NewFile<'a> {
 /// when it has one, as one statement in a transaction of its own that holds the maintenance
 /// lock shared (as [`begin_write`] does). Returns what happened to each file, in order; the
 /// outbox rows are numbered in the same order.
-pub async fn insert_and_announce<'a>(
+pub async fn insert_and_announce(
     pool: &PgPool,
-    files: &[NewFile<'a>],
+    files: &[NewFile<'_>],
 ) -> Result<Vec<Inserted>, sqlx::Error> {
     let mut columns = NewFileColumns::default();
     for file in files {
@@ -191,10 +191,10 @@ pub async fn insert_and_announce<'a>(
 #[derive(Default)]
 struct NewFileColumns<'a> {
     file_id: Vec<Uuid>,
-    storage_key: Vec<String>,
+    storage_key: Vec<&'a str>,
     size: Vec<i64>,
-    sha256: Vec<String>,
-    created_by: Vec<String>,
+    sha256: Vec<&'a str>,
+    created_by: Vec<&'a str>,
     retention_expires_at: Vec<Option<DateTime<Utc>>>,
     version: Vec<i64>,
     /// The row's record, and the `file.created` event's payload.
@@ -207,18 +207,18 @@ struct NewFileColumns<'a> {
 impl<'a> NewFileColumns<'a> {
     fn push(&mut self, file: &NewFile<'a>) {
         let record = file.record;
+        let event = FileEvent::new(EventType::Created, record.clone(), Utc::now());
         self.file_id.push(record.file_id);
-        self.storage_key.push(record.storage_key.clone());
+        self.storage_key.push(&record.storage_key);
         self.size
             .push(i64::try_from(record.size).unwrap_or(i64::MAX));
-        self.sha256.push(record.sha256.clone());
-        self.created_by.push(record.created_by.clone());
+        self.sha256.push(&record.sha256);
+        self.created_by.push(&record.created_by);
         self.retention_expires_at.push(record.retention_expires_at);
         self.version.push(record.version);
         self.record.push(Json(record));
-        // As `FileEvent::new` would make them.
-        self.event_id.push(Uuid::now_v7());
-        self.occurred_at.push(Utc::now());
+        self.event_id.push(event.event_id);
+        self.occurred_at.push(event.occurred_at);
         self.upload_id.push(file.upload_id);
     }
 }

@@ -235,19 +235,19 @@ async fn small_uploads(
             order.reverse();
         }
         for side in order {
-            let ran = match side {
-                Small::Element => {
-                    closed_loop(SMALL_IN_FLIGHT, SMALL_HALF_SECONDS, element.clone()).await
-                }
-                Small::Raw => closed_loop(SMALL_IN_FLIGHT, SMALL_HALF_SECONDS, raw(true)).await,
-                Small::RawFlat => {
-                    closed_loop(SMALL_IN_FLIGHT, SMALL_HALF_SECONDS, raw(false)).await
-                }
-            };
-            let tally = match side {
-                Small::Element => &mut through,
-                Small::Raw => &mut ceiling,
-                Small::RawFlat => &mut flat,
+            let (ran, tally) = match side {
+                Small::Element => (
+                    closed_loop(SMALL_IN_FLIGHT, SMALL_HALF_SECONDS, element.clone()).await,
+                    &mut through,
+                ),
+                Small::Raw => (
+                    closed_loop(SMALL_IN_FLIGHT, SMALL_HALF_SECONDS, raw(true)).await,
+                    &mut ceiling,
+                ),
+                Small::RawFlat => (
+                    closed_loop(SMALL_IN_FLIGHT, SMALL_HALF_SECONDS, raw(false)).await,
+                    &mut flat,
+                ),
             };
             add_half(tally, ran)?;
         }

@@ -8,20 +8,18 @@ use uuid::Uuid;
 
 use crate::harness::*;
 
-const UPLOAD_ID: &str = "x-artstore-upload-id";
 const UPLOADS: usize = 20;
 
 async fn upload(h: &Harness, n: usize, upload_id: Option<Uuid>) -> (u16, Value) {
-    let mut request = h
-        .http
-        .post(h.url("/api/v1/files"))
-        .bearer_auth(writer())
-        .query(&[("filename", format!("group-{n}.bin"))])
-        .body(content(1000 + n, n as u8));
-    if let Some(id) = upload_id {
-        request = request.header(UPLOAD_ID, id.to_string());
-    }
-    let response = request.send().await.expect("upload");
+    let response = h
+        .upload_request(
+            &format!("group-{n}.bin"),
+            content(1000 + n, n as u8),
+            upload_id,
+        )
+        .send()
+        .await
+        .expect("upload");
     let status = response.status().as_u16();
     (status, response.json().await.expect("JSON answer"))
 }

@@ -670,16 +670,8 @@ async fn an_abandoned_ingester_upload_rolls_back_at_its_commit() {
         artstore_element::store::lock_for_maintenance(&mut holder)
             .await
             .expect("lock");
-        let mut request = h
-            .http
-            .post(h.url("/api/v1/files"))
-            .bearer_auth(writer())
-            .query(&[("filename", "late.txt")])
-            .body(b"late".to_vec());
         let upload_id = uuid::Uuid::new_v4();
-        if with_id {
-            request = request.header("x-artstore-upload-id", upload_id.to_string());
-        }
+        let request = h.upload_request("late.txt", b"late".to_vec(), with_id.then_some(upload_id));
         let sent = tokio::spawn(request.send());
         // Wait until the upload is at its commit, waiting for the lock.
         artstore_testsupport::eventually(

@@ -158,7 +158,25 @@ impl Harness {
             .expect("upload request")
     }
 
-    /// Uploads and expects 201; returns the record.
+    /// A writer's upload of `body` as `filename`, carrying `upload_id` as an ingester sends it.
+    pub fn upload_request(
+        &self,
+        filename: &str,
+        body: Vec<u8>,
+        upload_id: Option<uuid::Uuid>,
+    ) -> reqwest::RequestBuilder {
+        let request = self
+            .http
+            .post(self.url("/api/v1/files"))
+            .bearer_auth(writer())
+            .query(&[("filename", filename)])
+            .body(body);
+        match upload_id {
+            Some(id) => request.header(artstore_element::http::UPLOAD_ID_HEADER, id.to_string()),
+            None => request,
+        }
+    }
+
     /// An upload whose body is sent in `chunks`, without a Content-Length.
     pub async fn upload_chunked(
         &self,

@@ -10,16 +10,9 @@ use uuid::Uuid;
 
 use crate::harness::*;
 
-const UPLOAD_ID: &str = "x-artstore-upload-id";
-
 async fn upload_with_id(h: &Harness, upload_id: Uuid, name: &str, body: &[u8]) -> (u16, Value) {
     let response = h
-        .http
-        .post(h.url("/api/v1/files"))
-        .bearer_auth(writer())
-        .header(UPLOAD_ID, upload_id.to_string())
-        .query(&[("filename", name)])
-        .body(body.to_vec())
+        .upload_request(name, body.to_vec(), Some(upload_id))
         .send()
         .await
         .expect("upload");
@@ -99,7 +92,7 @@ async fn upload_with_id_raw(h: &Harness, upload_id: &str) -> (u16, Value) {
         .http
         .post(h.url("/api/v1/files"))
         .bearer_auth(writer())
-        .header(UPLOAD_ID, upload_id)
+        .header(artstore_element::http::UPLOAD_ID_HEADER, upload_id)
         .query(&[("filename", "bad-id.txt")])
         .body(b"x".to_vec())
         .send()
@@ -121,12 +114,7 @@ async fn a_cancel_before_the_commit_makes_the_commit_roll_back() {
         .await
         .expect("lock");
     let request = h
-        .http
-        .post(h.url("/api/v1/files"))
-        .bearer_auth(writer())
-        .header(UPLOAD_ID, id.to_string())
-        .query(&[("filename", "late.txt")])
-        .body(content(100_000, 3))
+        .upload_request("late.txt", content(100_000, 3), Some(id))
         .send();
     let sent = tokio::spawn(request);
     artstore_testsupport::eventually(
@@ -311,16 +299,11 @@ async fn crash_before_commit(h: &Harness, upload_id: Option<Uuid>, name: &str) -
     let core = &h.element.core;
     let before = h.object_keys().await;
     core.set_crash_point(Some(artstore_element::CrashPoint::AfterSidecar));
-    let mut request = h
-        .http
-        .post(h.url("/api/v1/files"))
-        .bearer_auth(writer())
-        .query(&[("filename", name)])
-        .body(name.as_bytes().to_vec());
-    if let Some(id) = upload_id {
-        request = request.header(UPLOAD_ID, id.to_string());
-    }
-    let response = request.send().await.expect("upload");
+    let response = h
+        .upload_request(name, name.as_bytes().to_vec(), upload_id)
+        .send()
+        .await
+        .expect("upload");
     assert_eq!(response.status().as_u16(), 500);
     core.set_crash_point(None);
     let sidecar = h
